@@ -1,0 +1,40 @@
+"""Helpers shared by the command-line entry points (absl apps)."""
+
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+
+def quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def config_or_exit():
+    """The validated Config from the command line, or exit 2 with the reason."""
+    from kcaptcha.flags import config_from_flags
+
+    try:
+        return config_from_flags(FLAGS)
+    except ValueError as error:
+        raise app.UsageError(str(error))
+
+
+def fail(message: str, code: int = 1) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def run_main(main) -> None:
+    """absl's app.run with clean one-line errors for people instead of tracebacks."""
+    quiet_tensorflow()
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except (FileNotFoundError, ValueError, IsADirectoryError, NotADirectoryError, PermissionError) as error:
+            fail(str(error))
+
+    app.run(guarded)

@@ -1,0 +1,37 @@
+"""bin/train --flagfile=experiments/digits.flags [--model_dir=runs/digits] [--fresh]
+
+Trains a recogniser (on-the-fly synthetic captchas unless --train_dir is given), resuming from the
+latest checkpoint in --model_dir, and saves the best model to saved_models/<name>.
+"""
+
+import json
+import os
+
+from absl import flags
+
+from kcaptcha.cli import common
+from kcaptcha.flags import define_flags
+
+define_flags()
+flags.DEFINE_string("model_dir", None, "Run folder for checkpoints and logs (default: runs/<name>).")
+flags.DEFINE_string("save_dir", None, "Where to save the trained model (default: saved_models/<name>).")
+flags.DEFINE_bool("fresh", False, "Ignore existing checkpoints in --model_dir and start over.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    config = common.config_or_exit()
+    from kcaptcha.train import train
+
+    summary = train(config, FLAGS.model_dir or os.path.join("runs", config.name), fresh=FLAGS.fresh,
+                    save_dir=FLAGS.save_dir or os.path.join("saved_models", config.name))
+    print(json.dumps(summary, indent=2))
+
+
+def run():
+    common.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,164 @@
+"""Synthetic captchas from the `captcha` library: reproducible files and an endless stream of batches.
+
+captcha 0.7 draws every random choice from the `secrets` module, which cannot be seeded. We swap in a
+`random.Random` seeded from (seed, index) for each image, so image `index` of seed `seed` is the same
+bytes whichever process draws it and in whatever order.
+"""
+
+import collections
+import contextlib
+import multiprocessing
+import os
+import random
+import threading
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+from captcha import image as captcha_image
+from PIL import Image
+
+_BASE_FONT_SIZES = (42, 50, 56)  # the captcha library's defaults, made for 60-pixel-high images
+_patch_lock = threading.Lock()
+
+
+class SeededSecrets(random.Random):
+    """A seeded stand-in for the parts of the `secrets` module that captcha uses."""
+
+    def randbelow(self, exclusive_upper_bound: int) -> int:
+        return self.randrange(exclusive_upper_bound)
+
+    def randbits(self, k: int) -> int:
+        return self.getrandbits(k)
+
+
+@contextlib.contextmanager
+def _seeded_captcha(rng: SeededSecrets):
+    with _patch_lock:
+        original = captcha_image.secrets
+        captcha_image.secrets = rng
+        try:
+            yield
+        finally:
+            captcha_image.secrets = original
+
+
+class CaptchaRenderer:
+    """Draws labelled captchas of one size and charset; `render(index)` is a pure function of the seed."""
+
+    def __init__(self, charset: str, min_length: int, max_length: int, width: int, height: int,
+                 seed: int = 0, fonts: Sequence[str] = ()):
+        self.charset = charset
+        self.min_length = min_length
+        self.max_length = max_length
+        self.seed = seed
+        font_sizes = tuple(max(8, round(s * height / 60)) for s in _BASE_FONT_SIZES)
+        self._captcha = captcha_image.ImageCaptcha(
+            width=width, height=height, fonts=list(fonts) or None, font_sizes=font_sizes)
+
+    @classmethod
+    def from_config(cls, config, seed: Optional[int] = None) -> "CaptchaRenderer":
+        return cls(config.charset, config.min_length, config.max_length, config.width, config.height,
+                   config.seed if seed is None else seed, config.fonts)
+
+    def render(self, index: int) -> Tuple[str, Image.Image]:
+        """Returns (label, RGB image) for sample `index`."""
+        rng = SeededSecrets(f"kcaptcha/{self.seed}/{index}")
+        length = rng.randint(self.min_length, self.max_length)
+        label = "".join(rng.choice(self.charset) for _ in range(length))
+        with _seeded_captcha(rng):
+            image = self._captcha.generate_image(label)
+        return label, image
+
+    def render_gray(self, index: int) -> Tuple[str, np.ndarray]:
+        label, image = self.render(index)
+        return label, np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+# Worker-process state: one renderer per process, built once by the pool initializer.
+_worker_renderer: Optional[CaptchaRenderer] = None
+
+
+def _init_worker(renderer_args):
+    global _worker_renderer
+    _worker_renderer = CaptchaRenderer(*renderer_args)
+
+
+def _write_one(task) -> Tuple[str, str]:
+    """Renders sample `index` into `output_dir`; returns (status, path). Never overwrites."""
+    index, output_dir, digits = task
+    label, image = _worker_renderer.render(index)
+    path = os.path.join(output_dir, f"{label}_{_worker_renderer.seed}-{index:0{digits}d}.png")
+    try:
+        with open(path, "xb") as f:
+            image.save(f, format="PNG")
+    except FileExistsError:
+        return "exists", path
+    return "written", path
+
+
+def _render_batch(task) -> Tuple[np.ndarray, List[str]]:
+    first, count = task
+    labels, images = [], []
+    for index in range(first, first + count):
+        label, pixels = _worker_renderer.render_gray(index)
+        labels.append(label)
+        images.append(pixels)
+    return np.stack(images), labels
+
+
+def _pool(renderer: CaptchaRenderer, workers: int):
+    args = (renderer.charset, renderer.min_length, renderer.max_length, renderer._captcha._width,
+            renderer._captcha._height, renderer.seed, renderer._captcha._fonts)
+    # forkserver: never fork a process that has TensorFlow's threads running.
+    context = multiprocessing.get_context("forkserver")
+    return context.Pool(workers, initializer=_init_worker, initargs=(args,))
+
+
+def default_workers(workers: int = 0) -> int:
+    return workers if workers > 0 else (os.cpu_count() or 1)
+
+
+def write_images(renderer: CaptchaRenderer, output_dir: str, count: int, workers: int = 0,
+                 progress: bool = True) -> dict:
+    """Writes `count` captchas as `<label>_<seed>-<index>.png`; returns counts of written/existing files."""
+    from tqdm import tqdm
+
+    os.makedirs(output_dir, exist_ok=True)
+    digits = max(6, len(str(count - 1)))
+    tasks = [(index, output_dir, digits) for index in range(count)]
+    summary = {"written": 0, "exists": 0}
+    with _pool(renderer, default_workers(workers)) as pool:
+        results = pool.imap_unordered(_write_one, tasks, chunksize=64)
+        for status, _ in tqdm(results, total=count, desc="generate", unit="img", disable=not progress):
+            summary[status] += 1
+    return summary
+
+
+def stream_batches(renderer: CaptchaRenderer, batch_size: int, start_batch: int = 0,
+                   workers: int = 0) -> Iterator[Tuple[np.ndarray, List[str]]]:
+    """Endless (uint8 [batch, height, width], labels) batches, deterministic for a seed and start."""
+    workers = default_workers(workers)
+    pool = _pool(renderer, workers)
+    pending = collections.deque()
+    batch = start_batch
+    try:
+        while True:
+            # A bounded window of batches in flight: Pool.imap would drain an endless task list.
+            while len(pending) < 2 * workers:
+                pending.append(pool.apply_async(_render_batch, ((batch * batch_size, batch_size),)))
+                batch += 1
+            yield pending.popleft().get()
+    finally:
+        pool.terminate()
+
+
+def render_arrays(renderer: CaptchaRenderer, count: int, first: int = 0,
+                  workers: int = 0) -> Tuple[np.ndarray, List[str]]:
+    """`count` grayscale captchas, samples `first` .. `first + count - 1`, rendered in parallel."""
+    chunk = 64
+    tasks = [(start, min(chunk, first + count - start)) for start in range(first, first + count, chunk)]
+    with _pool(renderer, default_workers(workers)) as pool:
+        parts = pool.map(_render_batch, tasks)
+    images = np.concatenate([p[0] for p in parts])
+    labels = [label for p in parts for label in p[1]]
+    return images, labels
