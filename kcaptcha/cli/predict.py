@@ -1,0 +1,65 @@
+"""bin/predict [--model=digits] [--format=tsv|csv|json] dir/ [more dirs or files]
+
+One line per image: path<TAB>text<TAB>confidence. Folders are searched recursively. When file names carry
+labels (<label>_<anything>.<ext>), an accuracy summary goes to stderr at the end. Unreadable files are
+reported and skipped, and the exit status is then 1.
+"""
+
+import csv
+import json
+import sys
+
+from absl import flags
+
+from kcaptcha.cli import common
+
+flags.DEFINE_string("model", "digits", "A shipped model name (saved_models/<name>) or a model folder.")
+flags.DEFINE_enum("format", "tsv", ["tsv", "csv", "json"], "Output format.")
+flags.DEFINE_integer("batch_size", 256, "Images per model call.")
+flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    inputs = argv[1:]
+    if not inputs:
+        common.fail("give one or more image folders or files, e.g. bin/predict samples/", code=2)
+    from kcaptcha.evaluate import collect_inputs, label_for, predict_paths
+    from kcaptcha.recognizer import load_model
+
+    paths = collect_inputs(inputs)
+    recognizer = load_model(FLAGS.model)
+    writer = csv.writer(sys.stdout) if FLAGS.format == "csv" else None
+    if writer:
+        writer.writerow(["path", "text", "confidence"])
+    failures, right, labelled = 0, 0, 0
+    for path, prediction, error in predict_paths(recognizer, paths, FLAGS.batch_size, FLAGS.progress):
+        if error:
+            failures += 1
+            print(f"error: {error}", file=sys.stderr)
+            continue
+        if FLAGS.format == "json":
+            print(json.dumps({"path": path, **prediction.to_dict()}, ensure_ascii=False))
+        elif writer:
+            writer.writerow([path, prediction.text, f"{prediction.confidence:.4f}"])
+        else:
+            print(f"{path}\t{prediction.text}\t{prediction.confidence:.4f}")
+        label = label_for(path, recognizer.vocab)
+        if label is not None:
+            labelled += 1
+            right += label == prediction.text
+    sys.stdout.flush()
+    if labelled:
+        print(f"accuracy: {right}/{labelled} = {right / labelled:.4f} on images whose names carry labels",
+              file=sys.stderr)
+    if failures:
+        print(f"{failures} of {len(paths)} files could not be read", file=sys.stderr)
+        sys.exit(1)
+
+
+def run():
+    common.run_main(main)
+
+
+if __name__ == "__main__":
+    run()
