@@ -132,7 +132,7 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
     stop_reason = "max_steps"
     if initial_epoch < epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=config.eval_every_steps, callbacks=callbacks, verbose=verbose)
+                  steps_per_epoch=config.eval_every_steps, callbacks=callbacks, verbose=verbose, shuffle=False)
     wall = state["wall_seconds"] + time.time() - started
     steps = int(model.optimizer.iterations.numpy())
     if target_stop.reached is not None:

@@ -1,0 +1,99 @@
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from kcaptcha.config import Config
+from kcaptcha.flags import config_from_flags, define_flags, parse_flagfile
+from kcaptcha.vocab import Vocab
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experiments",
+                                                               "*.flags"))))
+def test_every_flagfile_parses_into_a_valid_config(path, repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    config = parse_flagfile(os.path.relpath(path, repo_root))
+    assert config.name
+    assert config == config.validate()
+
+
+def test_digits_and_alnum_flagfiles_match_the_issue(repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    digits = parse_flagfile("experiments/digits.flags")
+    alnum = parse_flagfile("experiments/alnum.flags")
+    assert (digits.charset, digits.min_length, digits.max_length, digits.width, digits.height) == (
+        "0123456789", 4, 4, 100, 60)
+    assert alnum.charset == "0123456789abcdefghijklmnopqrstuvwxyz" and (alnum.width, alnum.height) == (100, 60)
+
+
+def test_every_config_field_has_a_flag_of_the_same_name():
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    flag_values(["prog"])
+    assert config_from_flags(flag_values) == Config()
+
+
+def test_flags_override_and_tuples_parse():
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    flag_values(["prog", "--conv_filters=8,16,32", "--min_length=3", "--max_length=6", "--fonts="])
+    config = config_from_flags(flag_values)
+    assert config.conv_filters == (8, 16, 32) and config.fonts == () and not config.fixed_length
+
+
+def test_json_and_flagfile_round_trips(tmp_path):
+    config = Config(name="x", charset="abc", min_length=2, max_length=3, conv_filters=(4, 8))
+    assert Config.from_json(config.to_json()) == config
+    path = tmp_path / "x.flags"
+    path.write_text(config.to_flagfile())
+    assert parse_flagfile(str(path)) == config
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"charset": "aab"}, "repeated characters"),
+    ({"charset": ""}, "charset must not be empty"),
+    ({"min_length": 5, "max_length": 4}, "max_length must be >= min_length"),
+    ({"width": 4}, "width must be between"),
+    ({"model": "resnet"}, "model must be one of"),
+    ({"dropout_rate": 1.5}, "dropout_rate must be in"),
+    ({"train_dir": "/no/such/folder"}, "train_dir is not a folder"),
+    ({"fonts": ("/no/font.ttf",)}, "font file not found"),
+])
+def test_validate_names_the_field_and_the_value(changes, message):
+    with pytest.raises(ValueError, match=message):
+        Config(**changes).validate()
+
+
+def test_unknown_flag_in_a_flagfile_is_a_clear_error(tmp_path, repo_root):
+    flagfile = tmp_path / "bad.flags"
+    flagfile.write_text("--name=x\n--not_a_flag=3\n")
+    result = subprocess.run([sys.executable, os.path.join(repo_root, "bin", "train"), f"--flagfile={flagfile}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "not_a_flag" in result.stderr
+
+
+def test_invalid_value_in_a_flagfile_exits_with_the_reason(tmp_path, repo_root):
+    flagfile = tmp_path / "bad.flags"
+    flagfile.write_text("--charset=aa\n")
+    result = subprocess.run([sys.executable, os.path.join(repo_root, "bin", "train"), f"--flagfile={flagfile}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "repeated characters" in result.stderr
+
+
+def test_vocab_round_trip_fixed_and_variable_length():
+    fixed = Vocab("0123456789", 4, 4)
+    assert fixed.blank_id is None and fixed.num_classes == 10
+    assert fixed.decode(fixed.encode("0429")) == "0429"
+    variable = Vocab("abc", 2, 4)
+    assert variable.num_classes == 4
+    assert list(variable.encode("ab")) == [0, 1, 3, 3]
+    assert variable.decode(variable.encode("cab")) == "cab"
+    assert "not in the charset" in variable.check("abz")
+    assert "length 1" in variable.check("a")
+    with pytest.raises(ValueError, match="'A'"):
+        variable.encode("Ab")
