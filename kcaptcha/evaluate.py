@@ -10,7 +10,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from kcaptcha.data import IMAGE_EXTENSIONS, label_from_filename
+from kcaptcha.files import IMAGE_EXTENSIONS, label_from_filename
 
 BATCH_SIZE = 256
 

@@ -6,7 +6,7 @@ import os
 from typing import List, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from kcaptcha import saving
 from kcaptcha.vocab import Vocab
@@ -92,13 +92,14 @@ class Recognizer:
     """A loaded recogniser. Create with `kcaptcha.load_model(name_or_path)`."""
 
     def __init__(self, model_dir: str):
+        self.model_dir = os.path.abspath(model_dir)
+        self.metadata = saving.read_metadata(self.model_dir)  # checked before the slow imports
+
         import keras
         import tensorflow as tf
 
         from kcaptcha import model as _registers_custom_objects  # noqa: F401
 
-        self.model_dir = os.path.abspath(model_dir)
-        self.metadata = saving.read_metadata(self.model_dir)
         self.name = self.metadata.get("name", os.path.basename(self.model_dir))
         self.width = int(self.metadata["width"])
         self.height = int(self.metadata["height"])

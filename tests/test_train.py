@@ -117,5 +117,5 @@ def test_kill_9_then_restart_continues(tmp_path, repo_root):
                                             "--eval_every_steps=10"],
                             cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"Resuming from" in result.stdout + result.stderr
+    assert "Resuming from" in result.stdout + result.stderr
     assert json.loads(result.stdout[result.stdout.index("{"):])["steps"] == killed_at + 20
