@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import re
+import time
 
 import keras
 
@@ -52,6 +53,23 @@ class TargetAccuracyStop(keras.callbacks.Callback):
             self.reached = float(value)
             self.model.stop_training = True
             print(f"\n{self.monitor} = {value:.4f} reached the target {self.target}; stopping.")
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training after `seconds` of wall time (checked after every batch)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self.reached = False
+
+    def on_train_begin(self, logs=None):
+        self.started = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self.started >= self.seconds:
+            self.reached = True
+            self.model.stop_training = True
 
 
 class PeriodicCheckpoint(keras.callbacks.Callback):

@@ -38,6 +38,7 @@ class Config:
     batch_size: int = _field(128, "Training batch size.")
     learning_rate: float = _field(2e-3, "Peak learning rate (Adam).")
     max_steps: int = _field(20000, "Upper bound on optimizer steps.")
+    max_train_seconds: int = _field(0, "Stop after this many seconds of training in this run (0: no limit).")
     eval_every_steps: int = _field(500, "Validate (and log) every this many steps.")
     target_accuracy: float = _field(0.99, "Stop once validation whole-image accuracy reaches this.")
     patience: int = _field(10, "Stop after this many validations without improvement.")
@@ -105,6 +106,8 @@ class Config:
             value = getattr(self, field_name)
             if value < 1:
                 problems.append(f"{field_name} must be at least 1. Received: {field_name}={value}")
+        if self.max_train_seconds < 0:
+            problems.append(f"max_train_seconds must be >= 0. Received: max_train_seconds={self.max_train_seconds}")
         if not 0.0 < self.learning_rate < 1.0:
             problems.append(f"learning_rate must be in (0, 1). Received: learning_rate={self.learning_rate}")
         if not 0.0 < self.target_accuracy <= 1.0:

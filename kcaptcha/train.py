@@ -126,6 +126,10 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
         keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=start_step > 0),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch", profile_batch=0),
     ]
+    time_limit = None
+    if config.max_train_seconds:
+        time_limit = kc_callbacks.TimeLimit(config.max_train_seconds)
+        callbacks.append(time_limit)
     epochs = math.ceil(config.max_steps / config.eval_every_steps)
     initial_epoch = start_step // config.eval_every_steps
     started = time.time()
@@ -137,6 +141,8 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
     steps = int(model.optimizer.iterations.numpy())
     if target_stop.reached is not None:
         stop_reason = "target_accuracy"
+    elif time_limit is not None and time_limit.reached:
+        stop_reason = "max_train_seconds"
     elif steps < config.max_steps and initial_epoch < epochs:
         stop_reason = "patience"
     kc_callbacks.atomic_write_text(state_path, json.dumps({"wall_seconds": wall, "steps": steps}))

@@ -119,3 +119,9 @@ def test_kill_9_then_restart_continues(tmp_path, repo_root):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Resuming from" in result.stdout + result.stderr
     assert json.loads(result.stdout[result.stdout.index("{"):])["steps"] == killed_at + 20
+
+
+def test_wall_time_limit_stops_training(tmp_path, smoke_config):
+    summary = train(smoke_config.replace(max_train_seconds=2, max_steps=100000), str(tmp_path / "run"), verbose=0)
+    assert summary["stop_reason"] == "max_train_seconds"
+    assert 0 < summary["steps"] < 100000

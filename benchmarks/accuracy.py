@@ -1,0 +1,73 @@
+"""Our default model against the parent's (`--model=legacy`), same data, same wall time, side by side.
+
+    python benchmarks/accuracy.py --flagfile=experiments/digits.flags --minutes=10
+
+Both train on the same on-the-fly synthetic stream (same seed) for the same wall-clock budget, one after
+the other in this process, then read the same held-out captchas (a seed training never uses).
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from kcaptcha.flags import config_from_flags, define_flags  # noqa: E402
+
+define_flags()
+flags.DEFINE_float("minutes", 10.0, "Training wall time per model.")
+flags.DEFINE_integer("test_size", 2000, "Held-out images.")
+flags.DEFINE_integer("test_seed", 777_777, "Seed of the held-out images.")
+flags.DEFINE_string("output_json", None, "Write the results here too.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from kcaptcha import data
+    from kcaptcha.recognizer import load_model
+    from kcaptcha.train import train
+
+    base = config_from_flags(FLAGS)
+    images, _, labels = data.synthetic_arrays(base, FLAGS.test_size, FLAGS.test_seed)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("default", "legacy"):
+            config = base.replace(model=kind, max_train_seconds=int(FLAGS.minutes * 60), max_steps=10**6,
+                                  eval_every_steps=200, target_accuracy=1.0, patience=10**6,
+                                  batch_size=base.batch_size)
+            started = time.time()
+            summary = train(config, os.path.join(tmp, kind), save_dir=os.path.join(tmp, kind + "_model"),
+                            verbose=0)
+            recognizer = load_model(os.path.join(tmp, kind + "_model"))
+            predictions = recognizer.predict_batch(images)
+            texts = [p.text for p in predictions]
+            right = sum(t == label for t, label in zip(texts, labels))
+            chars = sum(a == b for t, label in zip(texts, labels) for a, b in zip(t, label))
+            results[kind] = {
+                "steps": summary["steps"],
+                "images_seen": summary["images_seen"],
+                "train_seconds": round(time.time() - started, 1),
+                "parameters": recognizer.model.count_params(),
+                "heldout_image_accuracy": right / len(labels),
+                "heldout_character_accuracy": chars / sum(len(label) for label in labels),
+            }
+            print(kind, json.dumps(results[kind]), flush=True)
+    ratio = results["default"]["heldout_image_accuracy"] / max(results["legacy"]["heldout_image_accuracy"], 1e-9)
+    print(f"\n{'model':8} {'steps':>7} {'params':>10} {'image acc':>10} {'char acc':>9}")
+    for kind, r in results.items():
+        print(f"{kind:8} {r['steps']:>7} {r['parameters']:>10,} {r['heldout_image_accuracy']:>10.4f} "
+              f"{r['heldout_character_accuracy']:>9.4f}")
+    print(f"default / legacy whole-image accuracy: {ratio:.1f}x after {FLAGS.minutes} min each")
+    if FLAGS.output_json:
+        with open(FLAGS.output_json, "w") as f:
+            json.dump({"minutes": FLAGS.minutes, "config": base.to_dict(), "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)
