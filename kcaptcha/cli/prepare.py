@@ -1,0 +1,41 @@
+"""bin/prepare --input_dir=raw --output_dir=data/prepared [--charset=auto] [--labels_csv=raw/labels.csv]
+
+Checks every file under --input_dir (really an image, complete, labelled, label within the charset and
+length limits), copies the bad ones to <output_dir>/rejected/<reason>/ and splits the good ones into
+<output_dir>/{train,val,test}/ as <label>_<name>, then prints what it found. Nothing is deleted or
+overwritten; manifest.json and report.json in --output_dir record every file. Re-running is a no-op.
+"""
+
+from absl import flags
+
+from kcaptcha.cli import common
+from kcaptcha.flags import define_flags
+
+define_flags()
+flags.DEFINE_string("input_dir", None, "Folder of labelled images (searched recursively).")
+flags.DEFINE_string("output_dir", None, "Where train/, val/, test/ and rejected/ go (outside --input_dir).")
+flags.DEFINE_string("split", "0.9,0.05,0.05", "train,val,test fractions, summing to 1.")
+flags.DEFINE_string("labels_csv", None, "A filename,label CSV (header optional, names relative to --input_dir); "
+                    "default: the label is the file-name prefix before the first '_'.")
+flags.DEFINE_bool("lowercase", False, "Lower-case labels before checking them against the charset.")
+flags.DEFINE_bool("move", False, "Move files instead of copying them.")
+flags.mark_flags_as_required(["input_dir", "output_dir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    config = common.config_or_exit()  # --charset=auto passes validation; prepare() then collects it
+    from kcaptcha.prepare import format_report, parse_split, prepare
+
+    report = prepare(FLAGS.input_dir, FLAGS.output_dir, config, split=parse_split(FLAGS.split),
+                     labels_csv=FLAGS.labels_csv, lowercase=FLAGS.lowercase, move=FLAGS.move)
+    print(format_report(report))
+
+
+def run():
+    common.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

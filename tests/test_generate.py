@@ -1,0 +1,88 @@
+"""bin/generate, run as a user runs it: reproducible, labelled, never overwriting."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASK = ["--charset=abc", "--min_length=2", "--max_length=3", "--width=64", "--height=32", "--seed=5"]
+
+
+def generate(*args):
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "bin", "generate"), *args],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    return result
+
+
+def contents(folder):
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """The same 12 captchas written twice, by one worker and by two."""
+    root = tmp_path_factory.mktemp("generate")
+    for name, workers in (("one", 1), ("two", 2)):
+        result = generate(f"--output_dir={root / name}", "--count=12", f"--workers={workers}", *TASK)
+        assert result.returncode == 0, result.stderr
+        assert "12 written, 0 already existed" in result.stdout
+    return root / "one", root / "two"
+
+
+def test_same_seed_gives_identical_files_whatever_the_worker_count(two_runs):
+    one, two = two_runs
+    assert len(contents(one)) == 12
+    assert contents(one) == contents(two)
+
+
+def test_labels_follow_the_charset_and_the_length_range(two_runs):
+    names = sorted(os.listdir(two_runs[0]))
+    labels = [name.split("_", 1)[0] for name in names]
+    assert all(set(label) <= set("abc") for label in labels)
+    assert {len(label) for label in labels} == {2, 3}  # both ends of the range occur
+    assert all(name.endswith(f"_5-{index:06d}.png") for index, name in
+               sorted((int(n.rsplit("-", 1)[1][:-4]), n) for n in names))
+    with Image.open(two_runs[0] / names[0]) as image:
+        assert image.size == (64, 32) and image.format == "PNG"
+
+
+def test_never_overwrites_and_fills_in_what_is_missing(tmp_path, two_runs):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    original = contents(two_runs[0])
+    for name, data in original.items():
+        (folder / name).write_bytes(data)
+    victim = sorted(original)[3]
+    (folder / victim).write_bytes(b"not a captcha")
+    result = generate(f"--output_dir={folder}", "--count=14", "--workers=1", *TASK)
+    assert result.returncode == 0, result.stderr
+    assert "2 written, 12 already existed" in result.stdout
+    assert "images/s" in result.stdout
+    after = contents(folder)
+    assert after[victim] == b"not a captcha"
+    assert len(after) == 14
+    assert {n: d for n, d in after.items() if n != victim and n in original} == {
+        n: d for n, d in original.items() if n != victim}
+
+
+def test_flagfile_and_seed(tmp_path, two_runs):
+    result = generate("--flagfile=experiments/smoke.flags", f"--output_dir={tmp_path / 'smoke'}", "--count=3")
+    assert result.returncode == 0, result.stderr
+    names = sorted(os.listdir(tmp_path / "smoke"))
+    assert len(names) == 3 and all(len(n.split("_")[0]) == 2 and set(n.split("_")[0]) <= set("0123") for n in names)
+    with Image.open(tmp_path / "smoke" / names[0]) as image:
+        assert image.size == (48, 24)
+    other = generate(f"--output_dir={tmp_path / 'seed6'}", "--count=12", "--workers=1", *TASK, "--seed=6")
+    assert other.returncode == 0, other.stderr
+    assert set(contents(tmp_path / "seed6").values()).isdisjoint(contents(two_runs[0]).values())
+
+
+def test_bad_flags_are_refused_with_a_message(tmp_path):
+    missing = generate("--count=3")
+    assert missing.returncode != 0 and "output_dir" in missing.stderr
+    bad = generate(f"--output_dir={tmp_path}", "--min_length=5", "--max_length=3")
+    assert bad.returncode != 0 and "max_length must be >= min_length" in bad.stderr
+    assert not os.listdir(tmp_path)
