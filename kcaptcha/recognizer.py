@@ -44,6 +44,8 @@ def _open(item, index: int) -> Image.Image:
         image = Image.open(io.BytesIO(payload))
         image.load()
         return image
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{_describe(item, index)} is too large to decode safely ({error})") from None
     except UnidentifiedImageError:
         raise ValueError(f"{_describe(item, index)} is not an image PIL can read") from None
     except (OSError, SyntaxError) as error:

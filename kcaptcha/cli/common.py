@@ -30,6 +30,11 @@ def fail(message: str, code: int = 1) -> None:
 def run_main(main) -> None:
     """absl's app.run with clean one-line errors for people instead of tracebacks."""
     quiet_tensorflow()
+    sys.modules["__main__"].__doc__ = sys.modules[main.__module__].__doc__  # the usage text of --help
+    # absl's --help lists only the main module's flags; the shims' flags live in kcaptcha modules.
+    for module in (main.__module__, "kcaptcha.flags"):
+        for flag in FLAGS.flags_by_module_dict().get(module, []):
+            FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
     def guarded(argv):
         try:

@@ -1,0 +1,404 @@
+"""bin/serve through its real server on loopback: every endpoint, every bad input, the page in Chromium."""
+
+import asyncio
+import base64
+import io
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from kcaptcha import serve
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVE = os.path.join(REPO_ROOT, "bin", "serve")
+CHROMIUM = "/usr/bin/chromium"
+MiB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims `width` x `height` pixels: a decompression bomb's shape."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def encoded(image: Image.Image, image_format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def serve_model_dir(tmp_path_factory, smoke_config):
+    """An untrained smoke-sized model: its readings are arbitrary but the same in and out of the server."""
+    from kcaptcha import saving
+    from kcaptcha.train import new_model
+
+    path = tmp_path_factory.mktemp("serve_model") / "smoke"
+    return saving.save_model_folder(new_model(smoke_config), saving.build_metadata(smoke_config, {}, {}), str(path))
+
+
+@pytest.fixture(scope="session")
+def recognizer(serve_model_dir):
+    from kcaptcha.recognizer import load_model
+
+    return load_model(serve_model_dir)
+
+
+@pytest.fixture(scope="session")
+def samples(smoke_config):
+    """Eight generated captchas as PNG bytes."""
+    from kcaptcha.generate import CaptchaRenderer
+
+    renderer = CaptchaRenderer.from_config(smoke_config, seed=3)
+    return [encoded(renderer.render(index)[1]) for index in range(8)]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, serve_model_dir):
+    """`bin/serve` serving the model as `smoke` (its own name) and `second`, stopped at the end."""
+    root = tmp_path_factory.mktemp("serve")
+    port, log_path = free_port(), root / "server.log"
+    command = [sys.executable, SERVE, f"--models={serve_model_dir},second={serve_model_dir}", f"--port={port}",
+               f"--save_uploads={root / 'uploads'}", "--max_wait_ms=25", "--noaccess_log"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"bin/serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(base_url + "/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.time() > deadline:
+            process.kill()
+            pytest.fail(f"bin/serve was not ready after 180 s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.3)
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        yield {"client": client, "url": base_url, "uploads": root / "uploads", "process": process}
+    process.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert process.wait(60) in (0, -signal.SIGTERM), log_path.read_text()[-3000:]
+    assert "Application shutdown complete" in log_path.read_text()
+
+
+def test_health_models_openapi_and_docs(server):
+    client = server["client"]
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and set(health["models"]) == {"smoke", "second"}
+    models = client.get("/v1/models").json()["models"]
+    assert [(m["name"], m["default"]) for m in models] == [("smoke", True), ("second", False)]
+    assert models[0]["metadata"]["charset"] == "0123" and models[0]["metadata"]["width"] == 48
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/b", "/v1/models/{name}/predict", "/v1/models", "/healthz"} <= set(paths)
+    assert "multipart/form-data" in paths["/v1/models/{name}/predict"]["post"]["requestBody"]["content"]
+    assert "image_file" in str(paths["/b"]["post"]["requestBody"])
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_upload_page_is_self_contained(server):
+    page = server["client"].get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<script>" in page.text and "http://" not in page.text and "https://" not in page.text
+
+
+def test_parent_endpoint_answers_like_the_parent(server, samples, recognizer):
+    client = server["client"]
+    # The parent's documented client: files={'image_file': ('captcha.jpg', BytesIO(bytes), 'application')}
+    response = client.post("/b", files={"image_file": ("captcha.jpg", io.BytesIO(samples[0]), "application")})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"time", "value", "speed_time(ms)", "confidence"}
+    expected = recognizer.predict(samples[0])
+    assert body["value"] == expected.text
+    assert body["confidence"] == pytest.approx(expected.confidence, rel=1e-3)
+    assert body["time"].isdigit() and isinstance(body["speed_time(ms)"], int)
+    other = client.post("/b", params={"model": "second"}, files={"image_file": ("c.png", samples[1])})
+    assert other.json()["value"] == recognizer.predict(samples[1]).text
+
+
+@pytest.mark.parametrize("request_kwargs", [
+    {},
+    {"files": {"image": ("c.png", b"x")}},  # another field name
+    {"content": b'--q\r\nContent-Disposition: form-data; name="image_file"\r\n\r\nnot a file\r\n--q--\r\n',
+     "headers": {"content-type": "multipart/form-data; boundary=q"}},  # a text field, not a file
+], ids=["empty_body", "other_field", "text_field"])
+def test_parent_endpoint_without_image_file_answers_1001(server, request_kwargs):
+    response = server["client"].post("/b", **request_kwargs)
+    assert response.status_code == 200 and response.json()["error_code"] == "1001"
+
+
+def test_predict_reads_several_files_in_order(server, samples, recognizer):
+    files = [("file", (f"{i}.png", data, "image/png")) for i, data in enumerate(samples[:3])]
+    response = server["client"].post("/v1/models/second/predict", files=files)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = recognizer.predict(samples[:3])
+    assert [p["text"] for p in body["predictions"]] == [p.text for p in expected]
+    for got, want in zip(body["predictions"], expected):
+        assert got["confidence"] == pytest.approx(want.confidence, rel=1e-3)
+        assert got["char_confidences"] == pytest.approx(list(want.char_confidences), rel=1e-3)
+    assert body["model"] == "second" and set(body["timing_ms"]) == {"decode", "model", "total"}
+
+
+def test_predict_reads_base64_json_and_raw_bodies(server, samples, recognizer):
+    client = server["client"]
+    texts = [p.text for p in recognizer.predict(samples[:2])]
+    encoded_images = [base64.b64encode(data).decode() for data in samples[:2]]
+    body = client.post("/v1/models/smoke/predict", json={"images": encoded_images}).json()
+    assert [p["text"] for p in body["predictions"]] == texts
+    data_url = client.post("/v1/models/smoke/predict", json={"image": "data:image/png;base64," + encoded_images[1]})
+    assert data_url.json()["predictions"][0]["text"] == texts[1]
+    raw = client.post("/v1/models/smoke/predict", content=samples[0], headers={"content-type": "image/png"})
+    assert raw.json()["predictions"][0]["text"] == texts[0]
+
+
+def _chunks(total: int):
+    for _ in range(total // MiB):
+        yield b"\0" * MiB
+
+
+NOISE_PNG = encoded(Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 48), dtype=np.uint8)))
+TRUNCATED = NOISE_PNG[:len(NOISE_PNG) // 2]
+BAD_INPUTS = {
+    # name: (path, request kwargs, status, error code)
+    "not_an_image_b": ("/b", {"files": {"image_file": ("c.png", b"hello, not an image")}}, 400, "not_an_image"),
+    "not_an_image": ("/v1/models/smoke/predict", {"files": {"file": ("c.png", b"GIF89a nope")}}, 400, "not_an_image"),
+    "truncated_b": ("/b", {"files": {"image_file": ("c.png", TRUNCATED)}}, 400, "corrupt_image"),
+    "truncated": ("/v1/models/smoke/predict", {"files": {"file": ("c.png", TRUNCATED)}}, 400, "corrupt_image"),
+    "empty_file": ("/v1/models/smoke/predict", {"files": {"file": ("c.png", b"")}}, 400, "empty_image"),
+    "empty_body": ("/v1/models/smoke/predict", {}, 400, "empty_body"),
+    "missing_field": ("/v1/models/smoke/predict",
+                      {"content": b'--q\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n--q--\r\n',
+                       "headers": {"content-type": "multipart/form-data; boundary=q"}}, 422, "missing_field"),
+    "json_without_images": ("/v1/models/smoke/predict", {"json": {"pictures": []}}, 422, "missing_field"),
+    "bad_base64": ("/v1/models/smoke/predict", {"json": {"images": ["not base64!"]}}, 400, "bad_base64"),
+    "bad_json": ("/v1/models/smoke/predict", {"content": b"{", "headers": {"content-type": "application/json"}},
+                 400, "bad_json"),
+    "bad_multipart": ("/v1/models/smoke/predict",
+                      {"content": b"junk", "headers": {"content-type": "multipart/form-data; boundary=q"}},
+                      400, "bad_multipart"),
+    "unsupported_type": ("/v1/models/smoke/predict", {"content": b"hi", "headers": {"content-type": "text/plain"}},
+                         415, "unsupported_media_type"),
+    "over_5mb_b": ("/b", {"files": {"image_file": ("c.png", b"\0" * (5 * MiB + 1))}}, 413, "too_large"),
+    "over_5mb": ("/v1/models/smoke/predict", {"files": {"file": ("c.png", b"\0" * (5 * MiB + 1))}}, 413, "too_large"),
+    "over_body_limit_b": ("/b", {"files": {"image_file": ("c.png", b"\0" * (6 * MiB))}}, 413, "too_large"),
+    "chunked_over_limit": ("/v1/models/smoke/predict",
+                           {"content": "CHUNKS", "headers": {"content-type": "image/png"}}, 413, "too_large"),
+    "too_many_files": ("/v1/models/smoke/predict", {"files": [("file", ("c.png", b"x"))] * 65}, 413,
+                       "too_many_images"),
+    "over_pixel_limit": ("/b", {"files": {"image_file": ("c.png", png_claiming(5000, 5000))}}, 413,
+                         "too_many_pixels"),
+    "pil_bomb_warning": ("/v1/models/smoke/predict", {"files": {"file": ("c.png", png_claiming(10000, 10000))}},
+                         413, "too_many_pixels"),
+    "pil_bomb_error": ("/b", {"files": {"image_file": ("c.png", png_claiming(20000, 20000))}}, 413,
+                       "too_many_pixels"),
+    "unknown_model": ("/v1/models/nope/predict", {"files": {"file": ("c.png", b"x")}}, 404, "unknown_model"),
+    "unknown_model_b": ("/b?model=nope", {"files": {"image_file": ("c.png", b"x")}}, 404, "unknown_model"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gets_a_clear_json_error_and_the_server_keeps_serving(server, samples, case):
+    path, kwargs, status, code = BAD_INPUTS[case]
+    if kwargs.get("content") == "CHUNKS":  # no Content-Length: the limit must hold while streaming
+        kwargs = dict(kwargs, content=_chunks(20 * MiB))
+    response = server["client"].post(path, **kwargs)
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == code and response.json()["detail"]
+    assert server["process"].poll() is None
+    good = server["client"].post("/b", files={"image_file": ("c.png", samples[0])})
+    assert good.status_code == 200 and "value" in good.json()
+
+
+def test_concurrent_requests_are_batched_and_answered_correctly(server, samples, recognizer):
+    before = server["client"].get("/healthz").json()["models"]["smoke"]
+    expected = [p.text for p in recognizer.predict(samples)]
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=server["url"], timeout=60) as client:
+            return await asyncio.gather(*(client.post("/b", files={"image_file": ("c.png", samples[i % 8])})
+                                          for i in range(32)))
+
+    responses = asyncio.run(burst())
+    assert [r.json()["value"] for r in responses] == [expected[i % 8] for i in range(32)]
+    after = server["client"].get("/healthz").json()["models"]["smoke"]
+    assert after["images"] - before["images"] == 32
+    assert after["batches"] - before["batches"] < 32 and after["largest_batch"] > 1
+
+
+def test_uploads_are_saved_under_their_reading_never_the_client_name(server, samples, recognizer):
+    client = server["client"]
+    jpeg = encoded(Image.open(io.BytesIO(samples[2])).convert("RGB"), "JPEG")
+    body = client.post("/b", files={"image_file": ("../../evil.png", jpeg)}).json()
+    expected = server["uploads"] / "smoke" / f"{body['value']}_{body['time']}.jpg"
+    deadline = time.time() + 20  # saving happens after the answer
+    while not expected.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert expected.read_bytes() == jpeg
+    assert not any(path.name.startswith("evil") for path in server["uploads"].parent.rglob("*"))
+
+
+def test_save_upload_never_overwrites_and_converts_what_training_cannot_read(tmp_path):
+    upload = serve.Upload(b"png bytes", "x", image_format="PNG")
+    paths = [serve.save_upload(str(tmp_path), "12", upload, "100") for _ in range(3)]
+    assert [os.path.basename(p) for p in paths] == ["12_100.png", "12_100-1.png", "12_100-2.png"]
+    webp = serve.Upload(encoded(Image.new("RGB", (8, 8), "red"), "WEBP"), "y", image_format="WEBP")
+    path = serve.save_upload(str(tmp_path), "a/b", webp, "7")
+    assert os.path.basename(path) == "a-b_7.png" and Image.open(path).format == "PNG"
+
+
+class FakeRecognizer:
+    """Stands in for a `Recognizer`: each image reads as its gray value; the first real model call is slow."""
+
+    name, height, width = "fake", 2, 3
+
+    def __init__(self, fail_on=None):
+        self.batch_sizes, self.fail_on, self.busy = [], fail_on, threading.Event()
+
+    def preprocess(self, image):
+        return np.full((self.height, self.width), float(image.getpixel((0, 0))), np.float32)
+
+    def predict_batch(self, batch):
+        from kcaptcha.recognizer import Prediction
+
+        self.batch_sizes.append(len(batch))
+        if len(self.batch_sizes) == 2:  # the first call after the warm-up: hold it while requests queue up
+            self.busy.set()
+            time.sleep(0.2)
+        values = [int(v) for v in np.asarray(batch).reshape(len(batch), -1)[:, 0]]
+        if self.fail_on in values:
+            raise RuntimeError("model failure")
+        return [Prediction(str(v), 1.0, (1.0,)) for v in values]
+
+
+def _gray_png(value: int) -> serve.Upload:
+    return serve.Upload(encoded(Image.new("L", (3, 2), value)), f"#{value}")
+
+
+def test_batcher_gathers_requests_that_arrive_while_the_model_is_busy():
+    fake = FakeRecognizer()
+    batcher = serve.Batcher(fake, max_batch_size=4, max_wait_ms=1)
+
+    async def scenario():
+        first = batcher.submit(_gray_png(0))
+        assert await asyncio.get_running_loop().run_in_executor(None, fake.busy.wait, 30)
+        rest = [batcher.submit(_gray_png(v)) for v in range(1, 10)]
+        bad = batcher.submit(serve.Upload(b"not an image", "bad"))
+        return await asyncio.gather(first, *rest, bad, return_exceptions=True)
+
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        batcher.close()
+    assert fake.batch_sizes == [2, 1, 4, 4, 1]  # the warm-up, the slow call, then 9 queued images by 4
+    assert [prediction.text for prediction, _ in results[:10]] == [str(v) for v in range(10)]
+    assert results[1][1]["batch_size"] == 4
+    assert isinstance(results[10], serve.ApiError) and results[10].code == "not_an_image"
+
+
+def test_batcher_survives_a_failing_model_call():
+    fake = FakeRecognizer(fail_on=7)
+    batcher = serve.Batcher(fake, max_wait_ms=0)
+
+    async def scenario():
+        failed = await asyncio.gather(batcher.submit(_gray_png(7)), return_exceptions=True)
+        return failed[0], await batcher.submit(_gray_png(5))
+
+    try:
+        failed, (fine, _) = asyncio.run(scenario())
+    finally:
+        batcher.close()
+    assert isinstance(failed, RuntimeError) and fine.text == "5"
+
+
+def test_model_names_must_be_unique_and_fit_in_a_url(serve_model_dir):
+    with pytest.raises(ValueError, match="Two models are named 'smoke'"):
+        serve.load_recognizers([serve_model_dir, serve_model_dir])
+    with pytest.raises(ValueError, match="fit in a URL path"):
+        serve.load_recognizers([f"a/b={serve_model_dir}"])
+
+
+def test_cli_names_a_missing_model():
+    result = subprocess.run([sys.executable, SERVE, "--models=/nonexistent/model", f"--port={free_port()}"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 1 and "Model folder not found: '/nonexistent/model'" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+def test_upload_page_reads_a_picked_and_a_dropped_image(browser, server, samples, recognizer, tmp_path):
+    expected = [p.text for p in recognizer.predict(samples[:2])]
+    picked = tmp_path / "captcha.png"
+    picked.write_bytes(samples[0])
+    page = browser.new_page()
+    origins = set()
+    page.on("request", lambda request: origins.add(request.url.split("/")[2]))
+    page.goto(server["url"] + "/")
+    page.wait_for_selector("#model option[value=second]", state="attached")
+    assert page.input_value("#model") == "smoke"
+
+    page.set_input_files("#file", str(picked))
+    page.wait_for_function("document.getElementById('text').textContent !== ''")
+    assert page.text_content("#text") == expected[0]
+    assert "confidence" in page.text_content("#summary") and " ms" in page.text_content("#summary")
+
+    second_before = server["client"].get("/healthz").json()["models"]["second"]["images"]
+    page.select_option("#model", "second")  # the same image, read again by the other model
+    page.wait_for_function("document.getElementById('summary').textContent !== ''")
+    assert page.text_content("#text") == expected[0]
+    assert server["client"].get("/healthz").json()["models"]["second"]["images"] == second_before + 1
+
+    page.evaluate("""async (b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+    }""", base64.b64encode(samples[1]).decode())
+    page.wait_for_function("document.getElementById('summary').textContent !== ''")
+    assert page.text_content("#text") == expected[1]
+
+    not_image = tmp_path / "notes.png"
+    not_image.write_bytes(b"not an image")
+    page.set_input_files("#file", str(not_image))
+    page.wait_for_function("document.getElementById('error').textContent !== ''")
+    assert "not an image" in page.text_content("#error") and page.text_content("#text") == ""
+    assert origins == {server["url"].split("/")[2]}  # no external assets
+    page.close()
