@@ -37,20 +37,23 @@ def labelled_files(folder: str, vocab: Vocab) -> Tuple[List[str], np.ndarray]:
 def decode_image(data: tf.Tensor, height: int, width: int) -> tf.Tensor:
     """Encoded image bytes -> float32 [height, width, 1] in [0, 1], white background."""
     image = tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8)
-    image = tf.cast(image, tf.float32) / 255.0
-    channels = tf.shape(image)[-1]
+    image = tf.cast(tf.ensure_shape(image, [None, None, None]), tf.float32) * (1.0 / 255.0)
 
-    def composite(rgb, alpha):
-        return rgb * alpha + (1.0 - alpha)
+    def composite(color, alpha):
+        return color * alpha + (1.0 - alpha)
 
-    image = tf.case([
-        (tf.equal(channels, 1), lambda: image),
-        (tf.equal(channels, 2), lambda: composite(image[..., :1], image[..., 1:2])),
-        (tf.equal(channels, 3), lambda: tf.image.rgb_to_grayscale(image)),
-    ], default=lambda: tf.image.rgb_to_grayscale(composite(image[..., :3], image[..., 3:4])))
+    image = tf.switch_case(tf.shape(image)[-1] - 1, [  # by channel count: L, LA, RGB, RGBA
+        lambda: image[..., :1],
+        lambda: composite(image[..., :1], image[..., 1:2]),
+        lambda: tf.image.rgb_to_grayscale(image[..., :3]),
+        lambda: tf.image.rgb_to_grayscale(composite(image[..., :3], image[..., 3:4])),
+    ])
     image = tf.ensure_shape(image, [None, None, 1])
-    image = tf.image.resize(image, (height, width), method="bilinear", antialias=True)
-    return tf.clip_by_value(image, 0.0, 1.0)
+    same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
+    return tf.cond(  # resizing costs as much as decoding: skip it when the size already fits
+        same_size,
+        lambda: tf.reshape(image, (height, width, 1)),
+        lambda: tf.clip_by_value(tf.image.resize(image, (height, width), antialias=True), 0.0, 1.0))
 
 
 def augment_images(images: tf.Tensor, strength: float) -> tf.Tensor:
