@@ -8,9 +8,10 @@ from typing import List, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kcaptcha import saving
+from kcaptcha import export, saving
 from kcaptcha.vocab import Vocab
 
+BACKENDS = ("auto", "keras", "onnx")
 ImageLike = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
 
@@ -93,32 +94,62 @@ def array_to_gray(array: np.ndarray, label: str) -> Image.Image:
 class Recognizer:
     """A loaded recogniser. Create with `kcaptcha.load_model(name_or_path)`."""
 
-    def __init__(self, model_dir: str):
+    def __init__(self, model_dir: str, backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
         self.model_dir = os.path.abspath(model_dir)
         self.metadata = saving.read_metadata(self.model_dir)  # checked before the slow imports
-
-        import keras
-        import tensorflow as tf
-
-        from kcaptcha import model as _registers_custom_objects  # noqa: F401
-
         self.name = self.metadata.get("name", os.path.basename(self.model_dir))
         self.width = int(self.metadata["width"])
         self.height = int(self.metadata["height"])
         self.vocab = Vocab(self.metadata["charset"], int(self.metadata["min_length"]), int(self.metadata["max_length"]))
-        try:
-            self.model = keras.models.load_model(os.path.join(self.model_dir, saving.MODEL_FILE), compile=False)
-        except Exception as error:  # a damaged zip, a wrong file: name the folder and the cause
-            raise ValueError(f"Damaged model folder {self.model_dir!r}: cannot load {saving.MODEL_FILE} ({error})") from None
-        expected = (None, self.height, self.width, 1)
-        if tuple(self.model.input_shape) != expected:
-            raise ValueError(f"Damaged model folder {self.model_dir!r}: the model takes {self.model.input_shape}, "
-                             f"but metadata.json says {expected}")
-        self._infer = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
-        self._infer(np.zeros((1, self.height, self.width, 1), np.float32))  # trace once, up front
+        self._model = None
+        onnx_file = None if backend == "keras" else export.preferred_onnx_file(self.metadata)
+        if backend == "onnx" and onnx_file is None:
+            raise ValueError(f"{self.model_dir} has no exported ONNX model; run bin/export --model={self.model_dir}")
+        if onnx_file and backend == "auto":
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                onnx_file = None
+        if onnx_file:
+            try:
+                session = export.onnx_session(os.path.join(self.model_dir, onnx_file))
+            except Exception as error:
+                raise ValueError(f"Damaged model folder {self.model_dir!r}: cannot load {onnx_file} ({error})") from None
+            self.backend = f"onnx ({onnx_file})"
+            self._infer = lambda batch: session.run(None, {export.INPUT_NAME: batch})[0]
+        else:
+            import tensorflow as tf
+
+            model = self.model
+            expected = (None, self.height, self.width, 1)
+            if tuple(model.input_shape) != expected:
+                raise ValueError(f"Damaged model folder {self.model_dir!r}: the model takes {model.input_shape}, "
+                                 f"but metadata.json says {expected}")
+            function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+            self.backend = "keras"
+            self._infer = lambda batch: function(batch).numpy()
+        self._infer(np.zeros((1, self.height, self.width, 1), np.float32))  # warm up (and trace) once
+
+    @property
+    def model(self):
+        """The Keras model (loaded on first use when inference runs on ONNX)."""
+        if self._model is None:
+            import keras
+
+            from kcaptcha import model as _registers_custom_objects  # noqa: F401
+
+            path = os.path.join(self.model_dir, saving.MODEL_FILE)
+            try:
+                self._model = keras.models.load_model(path, compile=False)
+            except Exception as error:  # a damaged zip, a wrong file: name the folder and the cause
+                raise ValueError(f"Damaged model folder {self.model_dir!r}: cannot load {saving.MODEL_FILE} "
+                                 f"({error})") from None
+        return self._model
 
     def __repr__(self) -> str:
-        return (f"Recognizer(name={self.name!r}, charset={self.vocab.charset!r}, "
+        return (f"Recognizer(name={self.name!r}, backend={self.backend!r}, charset={self.vocab.charset!r}, "
                 f"length={self.vocab.min_length}-{self.vocab.max_length}, size={self.width}x{self.height})")
 
     def preprocess(self, item: ImageLike, index: int = 0) -> np.ndarray:
@@ -141,7 +172,7 @@ class Recognizer:
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim == 3:
             batch = batch[..., None]
-        probabilities = self._infer(batch).numpy()
+        probabilities = self._infer(batch)
         return self.decode(probabilities)
 
     def decode(self, probabilities: np.ndarray) -> List[Prediction]:
@@ -172,6 +203,12 @@ class Recognizer:
         return results[0] if single else results
 
 
-def load_model(name_or_path: str = "digits") -> Recognizer:
-    """Loads a saved model folder, or a model shipped in saved_models/ by name (e.g. "digits")."""
-    return Recognizer(saving.resolve_model_dir(name_or_path))
+def load_model(name_or_path: str = "digits", backend: str = "auto") -> Recognizer:
+    """Loads a saved model folder, or a model shipped in saved_models/ by name (e.g. "digits").
+
+    Args:
+        name_or_path: a shipped model's name or a saved model folder.
+        backend: "auto" runs the exported ONNX model (int8 when it agrees with the Keras model) when the
+            folder has one and onnxruntime is installed, else Keras; "keras" or "onnx" to choose.
+    """
+    return Recognizer(saving.resolve_model_dir(name_or_path), backend)

@@ -16,6 +16,7 @@ define_flags()
 flags.DEFINE_string("model_dir", None, "Run folder for checkpoints and logs (default: runs/<name>).")
 flags.DEFINE_string("save_dir", None, "Where to save the trained model (default: saved_models/<name>).")
 flags.DEFINE_bool("fresh", False, "Ignore existing checkpoints in --model_dir and start over.")
+flags.DEFINE_bool("export", True, "Also export the saved model to ONNX (float32 and int8), as bin/export does.")
 FLAGS = flags.FLAGS
 
 
@@ -26,6 +27,10 @@ def main(argv):
 
     summary = train(config, FLAGS.model_dir or os.path.join("runs", config.name), fresh=FLAGS.fresh,
                     save_dir=FLAGS.save_dir or os.path.join("saved_models", config.name))
+    if FLAGS.export:
+        from kcaptcha.export import export_onnx
+
+        summary["export"] = export_onnx(summary["saved_to"])
     print(json.dumps(summary, indent=2))
 
 

@@ -1,0 +1,55 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import kcaptcha
+from kcaptcha import export, generate
+
+
+@pytest.fixture(scope="module")
+def exported_dir(smoke_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exported") / "model"
+    shutil.copytree(smoke_model_dir, folder)
+    export.export_onnx(str(folder), calibration_size=128, check_size=200)
+    return folder
+
+
+def test_export_writes_onnx_files_and_records_agreement(exported_dir):
+    metadata = json.loads((exported_dir / "metadata.json").read_text())
+    entry = metadata["export"]
+    assert (exported_dir / entry["onnx"]).stat().st_size > 1000
+    assert (exported_dir / entry["int8"]).stat().st_size > 1000
+    assert entry["onnx_agreement"] >= 0.99  # float32 ONNX computes what Keras computes
+    assert 0.0 <= entry["int8_agreement"] <= 1.0 and entry["check_images"] == 200
+
+
+def test_onnx_backend_reads_like_keras(exported_dir, smoke_config):
+    renderer = generate.CaptchaRenderer.from_config(smoke_config, seed=21)
+    images = [renderer.render(i)[1] for i in range(50)]
+    on_keras = kcaptcha.load_model(str(exported_dir), backend="keras")
+    on_onnx = kcaptcha.load_model(str(exported_dir), backend="onnx")
+    assert on_keras.backend == "keras" and on_onnx.backend.startswith("onnx")
+    keras_texts = [p.text for p in on_keras.predict(images)]
+    onnx_texts = [p.text for p in on_onnx.predict(images)]
+    agreement = np.mean([a == b for a, b in zip(keras_texts, onnx_texts)])
+    assert agreement >= 0.9
+    assert kcaptcha.load_model(str(exported_dir)).backend == on_onnx.backend  # auto prefers ONNX
+
+
+def test_onnx_backend_without_an_export_is_a_clear_error(smoke_model_dir):
+    with pytest.raises(ValueError, match="no exported ONNX model"):
+        kcaptcha.load_model(smoke_model_dir, backend="onnx")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        kcaptcha.load_model(smoke_model_dir, backend="tflite")
+    assert kcaptcha.load_model(smoke_model_dir).backend == "keras"
+
+
+def test_damaged_onnx_file_names_the_folder(exported_dir, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(exported_dir, damaged)
+    for name in ("model.onnx", "model.int8.onnx"):
+        (damaged / name).write_bytes(b"not onnx")
+    with pytest.raises(ValueError, match="Damaged model folder"):
+        kcaptcha.load_model(str(damaged), backend="onnx")
