@@ -9,194 +9,23 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
-import dataclasses
-import io
 import json
 import logging
 import os
-import queue
-import threading
 import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
 import python_multipart
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image, UnidentifiedImageError
 from python_multipart.multipart import parse_options_header
 
-MAX_IMAGE_BYTES = 5 * 1024 * 1024  # one uploaded image
-MAX_REQUEST_BYTES = 16 * 1024 * 1024  # one request to /v1/.../predict (base64 JSON is 4/3 of the bytes)
-MAX_IMAGE_PIXELS = 4096 * 4096  # checked from the header, so a decompression bomb is never decoded
-MAX_IMAGES_PER_REQUEST = 64
-ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # TIFF: a large attack surface, no captchas
-# Uploads in these formats are saved as sent; the others become PNG so that bin/train can read them.
-SAVED_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "BMP": "bmp"}
+from kcaptcha.batching import Batcher
+from kcaptcha.uploads import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGES_PER_REQUEST, MAX_REQUEST_BYTES, ApiError,
+                              Upload, save_upload)
+
 PAGE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "index.html")
 logger = logging.getLogger("kcaptcha.serve")
-
-
-class ApiError(Exception):
-    """A client error, answered as JSON `{"error": code, "detail": message}` with HTTP `status`."""
-
-    def __init__(self, status: int, code: str, detail: str):
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
-
-
-@dataclasses.dataclass
-class Upload:
-    data: bytes
-    label: str  # names the upload in error messages; never part of a file name
-    image_format: str = ""  # set by `decode_upload`
-
-
-def decode_upload(recognizer, upload: Upload, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Upload bytes -> the model's float32 [height, width] input; records the detected format."""
-    if not upload.data:
-        raise ApiError(400, "empty_image", f"{upload.label} is empty (0 bytes)")
-    try:
-        image = Image.open(io.BytesIO(upload.data), formats=ACCEPTED_FORMATS)
-        width, height = image.size  # read from the header: no pixel is decoded yet
-        if width * height > max_pixels:
-            raise ApiError(413, "too_many_pixels", f"{upload.label} is {width}x{height} pixels; the limit is "
-                                                   f"{max_pixels} pixels")
-        image.load()
-        upload.image_format = image.format
-        return recognizer.preprocess(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ApiError(413, "too_many_pixels", f"{upload.label}: {error}") from None
-    except UnidentifiedImageError:
-        raise ApiError(400, "not_an_image", f"{upload.label} is not an image in a supported format "
-                                            f"({', '.join(ACCEPTED_FORMATS)})") from None
-    except ApiError:
-        raise
-    except Exception as error:  # PIL's decoders raise many kinds of error on hostile or damaged files
-        raise ApiError(400, "corrupt_image", f"{upload.label} is corrupt or truncated "
-                                             f"({type(error).__name__}: {error})") from None
-
-
-def save_upload(folder: str, text: str, upload: Upload, timestamp: str) -> str:
-    """Writes `<folder>/<text>_<timestamp>.<ext>`, adding `-1`, `-2`... rather than overwriting a file."""
-    os.makedirs(folder, exist_ok=True)
-    extension, data = SAVED_EXTENSIONS.get(upload.image_format), upload.data
-    if extension is None:
-        buffer = io.BytesIO()
-        Image.open(io.BytesIO(data)).save(buffer, "PNG")
-        extension, data = "png", buffer.getvalue()
-    stem = "".join("-" if c in "/\\\0" else c for c in text) + "_" + timestamp
-    for attempt in range(1000):
-        path = os.path.join(folder, f"{stem}-{attempt}.{extension}" if attempt else f"{stem}.{extension}")
-        try:
-            with open(path, "xb") as f:
-                f.write(data)
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"No free name for {stem}.{extension} in {folder}")
-
-
-class Batcher:
-    """A model's worker thread: decodes queued uploads and reads those that arrive together in one call."""
-
-    _STOP = object()
-
-    def __init__(self, recognizer, max_batch_size: int = 64, max_wait_ms: float = 2.0,
-                 max_pixels: int = MAX_IMAGE_PIXELS):
-        if max_batch_size < 1 or max_wait_ms < 0:
-            raise ValueError(f"max_batch_size must be >= 1 and max_wait_ms >= 0. "
-                             f"Received: max_batch_size={max_batch_size}, max_wait_ms={max_wait_ms}")
-        self.recognizer, self.max_batch_size, self.max_pixels = recognizer, max_batch_size, max_pixels
-        self.max_wait = max_wait_ms / 1000.0
-        self.stats = {"images": 0, "batches": 0, "largest_batch": 0}
-        # Trace the model for any batch size now, not on the first concurrent requests.
-        recognizer.predict_batch(np.zeros((2, recognizer.height, recognizer.width), np.float32))
-        self._queue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=f"kcaptcha-{recognizer.name}", daemon=True)
-        self._thread.start()
-
-    def submit(self, upload: Upload) -> asyncio.Future:
-        """Queues one upload; the future gives `(Prediction, timing)` or raises its `ApiError`."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put((upload, future, loop))
-        return future
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._queue.put(self._STOP)
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is self._STOP:
-                return
-            batch, done = [], []  # (array, future, loop, decode seconds); (future, loop, outcome)
-            self._decode(item, batch, done)
-            deadline = time.perf_counter() + self.max_wait
-            stopping = False
-            while len(batch) < self.max_batch_size:
-                remaining = deadline - time.perf_counter()
-                try:
-                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is self._STOP:
-                    stopping = True
-                    break
-                self._decode(item, batch, done)
-            if batch:
-                self._predict(batch, done)
-            self._deliver(done)
-            if stopping:
-                return
-
-    def _decode(self, item, batch, done) -> None:
-        upload, future, loop = item
-        start = time.perf_counter()
-        try:
-            array = decode_upload(self.recognizer, upload, self.max_pixels)
-        except Exception as error:  # ApiError, or anything unexpected: it fails this upload only
-            done.append((future, loop, error))
-            return
-        batch.append((array, future, loop, time.perf_counter() - start))
-
-    def _predict(self, batch, done) -> None:
-        start = time.perf_counter()
-        try:
-            predictions = self.recognizer.predict_batch(np.stack([array for array, *_ in batch]))
-        except Exception as error:  # a failed model call fails its requests, never the worker
-            done.extend((future, loop, error) for _, future, loop, _ in batch)
-            return
-        model_seconds = time.perf_counter() - start
-        self.stats["images"] += len(batch)
-        self.stats["batches"] += 1
-        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
-        for (_, future, loop, decode_seconds), prediction in zip(batch, predictions):
-            timing = {"decode_ms": decode_seconds * 1000, "model_ms": model_seconds * 1000, "batch_size": len(batch)}
-            done.append((future, loop, (prediction, timing)))
-
-    @staticmethod
-    def _deliver(done) -> None:
-        by_loop: Dict[asyncio.AbstractEventLoop, list] = {}
-        for future, loop, outcome in done:
-            by_loop.setdefault(loop, []).append((future, outcome))
-        for loop, outcomes in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_resolve, outcomes)
-            except RuntimeError:  # that loop has closed: nobody is waiting any more
-                pass
-
-
-def _resolve(outcomes) -> None:
-    for future, outcome in outcomes:
-        if future.done():  # the client went away
-            continue
-        if isinstance(outcome, Exception):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

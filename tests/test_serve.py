@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kcaptcha import serve
+from kcaptcha import batching, serve, uploads
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVE = os.path.join(REPO_ROOT, "bin", "serve")
@@ -265,11 +265,11 @@ def test_uploads_are_saved_under_their_reading_never_the_client_name(server, sam
 
 
 def test_save_upload_never_overwrites_and_converts_what_training_cannot_read(tmp_path):
-    upload = serve.Upload(b"png bytes", "x", image_format="PNG")
-    paths = [serve.save_upload(str(tmp_path), "12", upload, "100") for _ in range(3)]
+    upload = uploads.Upload(b"png bytes", "x", image_format="PNG")
+    paths = [uploads.save_upload(str(tmp_path), "12", upload, "100") for _ in range(3)]
     assert [os.path.basename(p) for p in paths] == ["12_100.png", "12_100-1.png", "12_100-2.png"]
-    webp = serve.Upload(encoded(Image.new("RGB", (8, 8), "red"), "WEBP"), "y", image_format="WEBP")
-    path = serve.save_upload(str(tmp_path), "a/b", webp, "7")
+    webp = uploads.Upload(encoded(Image.new("RGB", (8, 8), "red"), "WEBP"), "y", image_format="WEBP")
+    path = uploads.save_upload(str(tmp_path), "a/b", webp, "7")
     assert os.path.basename(path) == "a-b_7.png" and Image.open(path).format == "PNG"
 
 
@@ -297,19 +297,19 @@ class FakeRecognizer:
         return [Prediction(str(v), 1.0, (1.0,)) for v in values]
 
 
-def _gray_png(value: int) -> serve.Upload:
-    return serve.Upload(encoded(Image.new("L", (3, 2), value)), f"#{value}")
+def _gray_png(value: int) -> uploads.Upload:
+    return uploads.Upload(encoded(Image.new("L", (3, 2), value)), f"#{value}")
 
 
 def test_batcher_gathers_requests_that_arrive_while_the_model_is_busy():
     fake = FakeRecognizer()
-    batcher = serve.Batcher(fake, max_batch_size=4, max_wait_ms=1)
+    batcher = batching.Batcher(fake, max_batch_size=4, max_wait_ms=1)
 
     async def scenario():
         first = batcher.submit(_gray_png(0))
         assert await asyncio.get_running_loop().run_in_executor(None, fake.busy.wait, 30)
         rest = [batcher.submit(_gray_png(v)) for v in range(1, 10)]
-        bad = batcher.submit(serve.Upload(b"not an image", "bad"))
+        bad = batcher.submit(uploads.Upload(b"not an image", "bad"))
         return await asyncio.gather(first, *rest, bad, return_exceptions=True)
 
     try:
@@ -319,12 +319,12 @@ def test_batcher_gathers_requests_that_arrive_while_the_model_is_busy():
     assert fake.batch_sizes == [2, 1, 4, 4, 1]  # the warm-up, the slow call, then 9 queued images by 4
     assert [prediction.text for prediction, _ in results[:10]] == [str(v) for v in range(10)]
     assert results[1][1]["batch_size"] == 4
-    assert isinstance(results[10], serve.ApiError) and results[10].code == "not_an_image"
+    assert isinstance(results[10], uploads.ApiError) and results[10].code == "not_an_image"
 
 
 def test_batcher_survives_a_failing_model_call():
     fake = FakeRecognizer(fail_on=7)
-    batcher = serve.Batcher(fake, max_wait_ms=0)
+    batcher = batching.Batcher(fake, max_wait_ms=0)
 
     async def scenario():
         failed = await asyncio.gather(batcher.submit(_gray_png(7)), return_exceptions=True)
