@@ -1,6 +1,5 @@
 """Finding labelled image files (no TensorFlow here, so commands can fail fast on bad paths)."""
 
-import csv
 import os
 from typing import List
 
@@ -24,14 +23,3 @@ def list_images(folder: str, recursive: bool = True) -> List[str]:
         if not recursive:
             break
     return found
-
-
-def read_labels_csv(path: str) -> dict:
-    """`filename,label` rows (a header row is skipped) -> {filename: label}."""
-    labels = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.reader(f):
-            if len(row) < 2 or row[:2] == ["filename", "label"]:
-                continue
-            labels[row[0].strip()] = row[1].strip()
-    return labels

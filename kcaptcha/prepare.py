@@ -21,12 +21,13 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from kcaptcha.files import IMAGE_EXTENSIONS
+
 SPLITS = ("train", "val", "test")
 REASONS = ("unreadable", "empty_file", "not_an_image", "truncated", "unsupported_format", "no_label",
            "bad_characters", "bad_length")
 # What `kcaptcha.data.decode_image` (tf.io.decode_image) reads, and the extension such a file gets.
 FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", "BMP": ".bmp"}
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")  # those `kcaptcha.data.list_images` lists
 MAX_OFFENDERS = 10
 AUTO = "auto"  # the charset that means: collect it from the labels
 _NEVER_IN_LABELS = "_/\\"  # a label is the file-name prefix before '_', so these can never round-trip
