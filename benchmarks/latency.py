@@ -16,21 +16,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 flags.DEFINE_string("model", "digits", "Model name or folder.")
+flags.DEFINE_list("backends", ["keras", "auto"], "Recognizer backends to measure side by side.")
 flags.DEFINE_integer("single_calls", 500, "Single-image calls to time.")
 flags.DEFINE_integer("batch_size", 512, "Images per batched call.")
 flags.DEFINE_integer("batches", 10, "Batched calls to time.")
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def measure(recognizer):
     import numpy as np
 
-    import kcaptcha
     from kcaptcha.generate import CaptchaRenderer
 
-    recognizer = kcaptcha.load_model(FLAGS.model)
     meta = recognizer.metadata
     renderer = CaptchaRenderer(meta["charset"], meta["min_length"], meta["max_length"], meta["width"],
                                meta["height"], seed=4242)
@@ -43,7 +40,7 @@ def main(argv):
         recognizer.predict(images[i % len(images)])
         timings.append(time.perf_counter() - started)
     timings = np.array(timings) * 1000
-    print(f"single image: median {np.median(timings):.2f} ms, p90 {np.percentile(timings, 90):.2f} ms, "
+    print(f"[{recognizer.backend}] single image: median {np.median(timings):.2f} ms, p90 {np.percentile(timings, 90):.2f} ms, "
           f"mean {timings.mean():.2f} ms over {FLAGS.single_calls} calls")
 
     arrays = np.stack([np.asarray(images[i % len(images)].convert("L")) for i in range(FLAGS.batch_size)])
@@ -58,8 +55,17 @@ def main(argv):
     for _ in range(max(1, FLAGS.batches // 2)):
         recognizer.predict(pil_batch)
     full_rate = max(1, FLAGS.batches // 2) * FLAGS.batch_size / (time.perf_counter() - started)
-    print(f"batched ({FLAGS.batch_size}): {model_rate:.0f} images/s preprocessed arrays (predict_batch), "
+    print(f"[{recognizer.backend}] batched ({FLAGS.batch_size}): {model_rate:.0f} images/s preprocessed arrays (predict_batch), "
           f"{full_rate:.0f} images/s from PIL images (predict)")
+
+
+def main(argv):
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import kcaptcha
+
+    for backend in FLAGS.backends:
+        measure(kcaptcha.load_model(FLAGS.model, backend=backend))
     print(f"cpu cores: {os.cpu_count()}")
 
 
