@@ -60,12 +60,13 @@ def main(argv):
                 "heldout_character_accuracy": chars / sum(len(label) for label in labels),
             }
             print(kind, json.dumps(results[kind]), flush=True)
-    ratio = results["default"]["heldout_image_accuracy"] / max(results["legacy"]["heldout_image_accuracy"], 1e-9)
     print(f"\n{'model':8} {'steps':>7} {'params':>10} {'image acc':>10} {'char acc':>9}")
     for kind, r in results.items():
         print(f"{kind:8} {r['steps']:>7} {r['parameters']:>10,} {r['heldout_image_accuracy']:>10.4f} "
               f"{r['heldout_character_accuracy']:>9.4f}")
-    print(f"default / legacy whole-image accuracy: {ratio:.1f}x after {FLAGS.minutes} min each")
+    default, legacy = (results[k]["heldout_image_accuracy"] for k in ("default", "legacy"))
+    comparison = f"{default / legacy:.1f}x" if legacy else "legacy read no image right"
+    print(f"after {FLAGS.minutes} min each: default {default:.4f} vs legacy {legacy:.4f} whole-image ({comparison})")
     if FLAGS.output_json:
         with open(FLAGS.output_json, "w") as f:
             json.dump({"minutes": FLAGS.minutes, "config": base.to_dict(), "results": results}, f, indent=2)
