@@ -81,7 +81,7 @@ class CaptchaHyperModel(keras_tuner.HyperModel):
         started = time.time()
         history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
                             steps_per_epoch=config.eval_every_steps, callbacks=callbacks,
-                            verbose=kwargs.pop("verbose", self.verbose))
+                            verbose=kwargs.pop("verbose", self.verbose), shuffle=False)
         steps = int(model.optimizer.iterations.numpy())
         if target_stop.reached is not None:
             stop_reason = "target_accuracy"
