@@ -11,6 +11,8 @@ from absl import flags
 from kcaptcha.cli import common
 
 flags.DEFINE_string("model", "digits", "A shipped model name (saved_models/<name>) or a model folder.")
+flags.DEFINE_enum("backend", "auto", ["auto", "keras", "onnx"], "Inference engine (auto: the exported ONNX "
+                  "model when it agrees with Keras, else Keras).")
 flags.DEFINE_string("errors_dir", None, "Copy misread images here, named <true>_as_<predicted>_<name>.")
 flags.DEFINE_string("output_json", None, "Also write the full report as JSON here.")
 flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
@@ -24,10 +26,10 @@ def main(argv):
     from kcaptcha.evaluate import collect_inputs, evaluate_paths, format_report
     from kcaptcha.recognizer import load_model
 
-    recognizer = load_model(FLAGS.model)
+    recognizer = load_model(FLAGS.model, backend=FLAGS.backend)
     report = evaluate_paths(recognizer, collect_inputs(inputs), errors_dir=FLAGS.errors_dir,
                             progress=FLAGS.progress)
-    print(f"model: {recognizer.model_dir}")
+    print(f"model: {recognizer.model_dir} ({recognizer.backend})")
     print(format_report(report))
     if FLAGS.output_json:
         with open(FLAGS.output_json, "w", encoding="utf-8") as f:

@@ -14,6 +14,8 @@ from absl import flags
 from kcaptcha.cli import common
 
 flags.DEFINE_string("model", "digits", "A shipped model name (saved_models/<name>) or a model folder.")
+flags.DEFINE_enum("backend", "auto", ["auto", "keras", "onnx"], "Inference engine (auto: the exported ONNX "
+                  "model when it agrees with Keras, else Keras).")
 flags.DEFINE_enum("format", "tsv", ["tsv", "csv", "json"], "Output format.")
 flags.DEFINE_integer("batch_size", 256, "Images per model call.")
 flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
@@ -28,7 +30,7 @@ def main(argv):
     from kcaptcha.recognizer import load_model
 
     paths = collect_inputs(inputs)
-    recognizer = load_model(FLAGS.model)
+    recognizer = load_model(FLAGS.model, backend=FLAGS.backend)
     writer = csv.writer(sys.stdout) if FLAGS.format == "csv" else None
     if writer:
         writer.writerow(["path", "text", "confidence"])
