@@ -10,6 +10,7 @@ import contextlib
 import multiprocessing
 import os
 import random
+import sys
 import threading
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -106,12 +107,32 @@ def _render_batch(task) -> Tuple[np.ndarray, List[str]]:
     return np.stack(images), labels
 
 
+@contextlib.contextmanager
+def _without_main_module():
+    """Hides `__main__` from multiprocessing while workers start, so they never re-import the caller's script.
+
+    Workers only run this module's functions. Re-importing the main script (what spawn and forkserver do)
+    would re-run a script that lacks an `if __name__ == "__main__":` guard, and each worker would then try
+    to start workers of its own, forever.
+    """
+    main = sys.modules.get("__main__")
+    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+    try:
+        for name in saved:
+            setattr(main, name, None) if name == "__spec__" else delattr(main, name)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
+
+
 def _pool(renderer: CaptchaRenderer, workers: int):
     args = (renderer.charset, renderer.min_length, renderer.max_length, renderer._captcha._width,
             renderer._captcha._height, renderer.seed, renderer._captcha._fonts)
     # forkserver: never fork a process that has TensorFlow's threads running.
     context = multiprocessing.get_context("forkserver")
-    return context.Pool(workers, initializer=_init_worker, initargs=(args,))
+    with _without_main_module():
+        return context.Pool(workers, initializer=_init_worker, initargs=(args,))
 
 
 def default_workers(workers: int = 0) -> int:
