@@ -32,6 +32,7 @@ flags.DEFINE_integer("warmup", 200, "Untimed requests sent first, per server.", 
 flags.DEFINE_enum("servers", "both", ["both", "serve", "baseline"], "Which servers to load.")
 flags.DEFINE_float("max_wait_ms", 2.0, "bin/serve's --max_wait_ms.")
 flags.DEFINE_integer("max_batch_size", 64, "bin/serve's --max_batch_size.")
+flags.DEFINE_integer("workers", 1, "bin/serve's --workers (server processes).")
 flags.DEFINE_bool("check", False, "Exit 1 when a target is missed.")
 flags.DEFINE_string("json_out", None, "Also write the results to this JSON file.")
 flags.DEFINE_integer("baseline_server", None, "Internal: run the Flask baseline on this port.")
@@ -205,7 +206,7 @@ def main(argv):
         port = free_port()
         results["serve"] = measure("bin/serve", [
             sys.executable, os.path.join(REPO_ROOT, "bin", "serve"), f"--models={FLAGS.model}", f"--port={port}",
-            "--noaccess_log", f"--max_wait_ms={FLAGS.max_wait_ms}", f"--max_batch_size={FLAGS.max_batch_size}"],
+            "--noaccess_log", f"--max_wait_ms={FLAGS.max_wait_ms}", f"--max_batch_size={FLAGS.max_batch_size}", f"--workers={FLAGS.workers}"],
             port, payloads)
     missed = []
     if "serve" in results:

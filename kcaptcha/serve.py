@@ -288,11 +288,28 @@ def load_recognizers(specs: Sequence[str]) -> Dict[str, object]:
     return {name: Recognizer(model_dir) for name, model_dir in named.items()}
 
 
+def app_from_environment() -> FastAPI:
+    """The app for one of several uvicorn worker processes (`run_server(workers=N)`)."""
+    options = json.loads(os.environ["KCAPTCHA_SERVE_OPTIONS"])
+    return create_app(load_recognizers(options.pop("models")), **options)
+
+
 def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999, access_log: bool = True,
-               **app_options) -> None:
-    """Loads `models` and serves them with uvicorn until interrupted."""
+               workers: int = 1, **app_options) -> None:
+    """Loads `models` and serves them with uvicorn until interrupted.
+
+    With `workers` > 1, uvicorn runs that many processes, each with its own copy of the models and its own
+    batching: on several cores, request parsing then runs in parallel too.
+    """
     import uvicorn
 
+    if workers > 1:
+        load_recognizers(models)  # fail here, with a clear message, rather than in every worker
+        os.environ["KCAPTCHA_SERVE_OPTIONS"] = json.dumps({"models": list(models), **app_options})
+        print(f"Serving {', '.join(models)} on http://{host}:{port}/ with {workers} worker processes", flush=True)
+        uvicorn.run("kcaptcha.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                    access_log=access_log, log_level="info")
+        return
     app = create_app(load_recognizers(models), **app_options)
     print(f"Serving {', '.join(app.state.model_names)} on http://{host}:{port}/ (API docs at /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")

@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
 import signal
@@ -74,13 +75,11 @@ def samples(smoke_config):
     return [encoded(renderer.render(index)[1]) for index in range(8)]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, serve_model_dir):
-    """`bin/serve` serving the model as `smoke` (its own name) and `second`, stopped at the end."""
-    root = tmp_path_factory.mktemp("serve")
+@contextlib.contextmanager
+def serving(root, *args):
+    """Runs `bin/serve *args` on a free port until it answers /healthz; stops it (SIGTERM) at the end."""
     port, log_path = free_port(), root / "server.log"
-    command = [sys.executable, SERVE, f"--models={serve_model_dir},second={serve_model_dir}", f"--port={port}",
-               f"--save_uploads={root / 'uploads'}", "--max_wait_ms=25", "--noaccess_log"]
+    command = [sys.executable, SERVE, f"--port={port}", "--noaccess_log", *args]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -99,11 +98,28 @@ def server(tmp_path_factory, serve_model_dir):
             pytest.fail(f"bin/serve was not ready after 180 s:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.3)
     with httpx.Client(base_url=base_url, timeout=60) as client:
-        yield {"client": client, "url": base_url, "uploads": root / "uploads", "process": process}
+        yield {"client": client, "url": base_url, "process": process}
     process.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert process.wait(60) in (0, -signal.SIGTERM), log_path.read_text()[-3000:]
     assert "Application shutdown complete" in log_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, serve_model_dir):
+    """`bin/serve` serving the model as `smoke` (its own name) and `second`, stopped at the end."""
+    root = tmp_path_factory.mktemp("serve")
+    with serving(root, f"--models={serve_model_dir},second={serve_model_dir}",
+                 f"--save_uploads={root / 'uploads'}", "--max_wait_ms=25") as running:
+        yield {**running, "uploads": root / "uploads"}
+
+
+def test_several_worker_processes_serve_the_same_answers(tmp_path, serve_model_dir, samples, recognizer):
+    with serving(tmp_path, f"--models={serve_model_dir}", "--workers=2") as running:
+        for sample in samples[:4]:
+            body = running["client"].post("/b", files={"image_file": ("c.png", sample)}).json()
+            assert body["value"] == recognizer.predict(sample).text
+        assert running["client"].get("/healthz").json()["status"] == "ok"
 
 
 def test_health_models_openapi_and_docs(server):

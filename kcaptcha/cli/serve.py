@@ -19,6 +19,7 @@ flags.DEFINE_integer("max_batch_size", 64, "Most images in one model call.", low
 flags.DEFINE_float("max_wait_ms", 2.0, "How long a model waits for more requests to batch with the first.",
                    lower_bound=0.0)
 flags.DEFINE_bool("access_log", True, "Log every request.")
+flags.DEFINE_integer("workers", 1, "Server processes, each with its own copy of the models.", lower_bound=1)
 FLAGS = flags.FLAGS
 
 
@@ -26,7 +27,7 @@ def main(argv):
     del argv
     from kcaptcha.serve import run_server
 
-    run_server(FLAGS.models, host=FLAGS.host, port=FLAGS.port, access_log=FLAGS.access_log,
+    run_server(FLAGS.models, host=FLAGS.host, port=FLAGS.port, access_log=FLAGS.access_log, workers=FLAGS.workers,
                save_uploads=FLAGS.save_uploads, max_batch_size=FLAGS.max_batch_size, max_wait_ms=FLAGS.max_wait_ms)
 
 
