@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from kcaptcha import generate
-from kcaptcha.files import IMAGE_EXTENSIONS, label_from_filename, list_images  # noqa: F401 (re-exported)
+from kcaptcha.files import IMAGE_EXTENSIONS, label_from_filename, list_images
 from kcaptcha.vocab import Vocab
 
 AUTOTUNE = tf.data.AUTOTUNE
