@@ -10,12 +10,9 @@ from absl import flags
 
 from kcaptcha.cli import common
 
-flags.DEFINE_string("model", "digits", "A shipped model name (saved_models/<name>) or a model folder.")
-flags.DEFINE_enum("backend", "auto", ["auto", "keras", "onnx"], "Inference engine (auto: the exported ONNX "
-                  "model when it agrees with Keras, else Keras).")
+common.define_model_flags()
 flags.DEFINE_string("errors_dir", None, "Copy misread images here, named <true>_as_<predicted>_<name>.")
 flags.DEFINE_string("output_json", None, "Also write the full report as JSON here.")
-flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
 FLAGS = flags.FLAGS
 
 

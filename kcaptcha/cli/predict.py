@@ -13,12 +13,9 @@ from absl import flags
 
 from kcaptcha.cli import common
 
-flags.DEFINE_string("model", "digits", "A shipped model name (saved_models/<name>) or a model folder.")
-flags.DEFINE_enum("backend", "auto", ["auto", "keras", "onnx"], "Inference engine (auto: the exported ONNX "
-                  "model when it agrees with Keras, else Keras).")
+common.define_model_flags()
 flags.DEFINE_enum("format", "tsv", ["tsv", "csv", "json"], "Output format.")
 flags.DEFINE_integer("batch_size", 256, "Images per model call.")
-flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
 FLAGS = flags.FLAGS
 
 
