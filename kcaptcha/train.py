@@ -75,9 +75,11 @@ def _check_model_dir(config, model_dir: str, fresh: bool) -> None:
         return
     with open(config_path, encoding="utf-8") as f:
         previous = json.load(f)
-    changed = [k for k in ("charset", "min_length", "max_length", "width", "height", "model", "conv_filters",
-                           "head_units") if previous.get(k) != config.to_dict()[k] and not (
-                               isinstance(previous.get(k), list) and tuple(previous[k]) == config.to_dict()[k])]
+    current = config.to_dict()
+    task_fields = ("charset", "min_length", "max_length", "width", "height", "model", "conv_filters", "head_units")
+    # JSON has no tuples: compare list fields as tuples.
+    changed = [k for k in task_fields
+               if (tuple(previous[k]) if isinstance(previous.get(k), list) else previous.get(k)) != current[k]]
     if changed:
         raise ValueError(f"{model_dir} holds a run with a different {', '.join(changed)}; "
                          "use another --model_dir or pass --fresh to start over.")
