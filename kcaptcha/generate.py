@@ -61,11 +61,18 @@ class CaptchaRenderer:
         return cls(config.charset, config.min_length, config.max_length, config.width, config.height,
                    config.seed if seed is None else seed, config.fonts)
 
-    def render(self, index: int) -> Tuple[str, Image.Image]:
-        """Returns (label, RGB image) for sample `index`."""
+    def _draw_label(self, index: int) -> Tuple[SeededSecrets, str]:
         rng = SeededSecrets(f"kcaptcha/{self.seed}/{index}")
         length = rng.randint(self.min_length, self.max_length)
-        label = "".join(rng.choice(self.charset) for _ in range(length))
+        return rng, "".join(rng.choice(self.charset) for _ in range(length))
+
+    def label(self, index: int) -> str:
+        """The label of sample `index`, without drawing its image."""
+        return self._draw_label(index)[1]
+
+    def render(self, index: int) -> Tuple[str, Image.Image]:
+        """Returns (label, RGB image) for sample `index`."""
+        rng, label = self._draw_label(index)
         with _seeded_captcha(rng):
             image = self._captcha.generate_image(label)
         return label, image
@@ -87,10 +94,13 @@ def _init_worker(renderer_args):
 def _write_one(task) -> Tuple[str, str]:
     """Renders sample `index` into `output_dir`; returns (status, path). Never overwrites."""
     index, output_dir, digits = task
-    label, image = _worker_renderer.render(index)
+    label = _worker_renderer.label(index)
     path = os.path.join(output_dir, f"{label}_{_worker_renderer.seed}-{index:0{digits}d}.png")
+    if os.path.exists(path):  # known from the label alone: a re-run draws nothing
+        return "exists", path
+    _, image = _worker_renderer.render(index)
     try:
-        with open(path, "xb") as f:
+        with open(path, "xb") as f:  # still exclusive: another process may have written it meanwhile
             image.save(f, format="PNG")
     except FileExistsError:
         return "exists", path
