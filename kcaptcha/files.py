@@ -1,25 +1,187 @@
-"""Finding labelled image files (no TensorFlow here, so commands can fail fast on bad paths)."""
+"""Everything about files: finding images, the label a file name carries, labels CSVs, safe writes.
 
+No TensorFlow here, so that commands fail fast on a bad path and the runtime install stays light.
+"""
+
+import contextlib
+import csv
+import hashlib
+import json
 import os
-from typing import List
+import re
+import shutil
+from typing import Dict, Iterator, List, Optional, Sequence
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
-
-
-def label_from_filename(path: str) -> str:
-    """`<label>_<anything>.<ext>` -> label; a name without `_` is all label (e.g. `226md.png`)."""
-    stem = os.path.splitext(os.path.basename(path))[0]
-    return stem.split("_", 1)[0]
+# The formats the training pipeline reads (`kcaptcha.images`), and the extension a file of each gets.
+FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", "BMP": ".bmp"}
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")  # what a folder walk picks up
 
 
-def list_images(folder: str, recursive: bool = True) -> List[str]:
-    """Image files under `folder` by extension, sorted; raises a clear error for a missing folder."""
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"Image folder not found: {folder!r}")
-    found = []
+class LabelRule:
+    """Where a file name carries its label: `prefix`, `stem`, `suffix` or a regex with a `label` group.
+
+    - `prefix` (the default): the part before the first `_` (`226md_001.png` -> `226md`); a name
+      without `_` is all label (`226md.png` -> `226md`).
+    - `stem`: the whole name without its extension (`226md.png` -> `226md`).
+    - `suffix`: the part after the last `_` (`0001_226md.png` -> `226md`); a name without `_` is all label.
+    - a regular expression with a group named `label`, searched in the name without its extension
+      (`^img-(?P<label>[a-z0-9]+)-\\d+$`); a name it does not match has no label.
+    """
+
+    HELP = ("Where file names carry their labels: 'prefix' (before the first '_', or the whole name when it "
+            "has none), 'stem' (the whole name), 'suffix' (after the last '_'), or a regular expression with a "
+            "group named 'label', searched in the name without its extension.")
+    NAMED = ("prefix", "stem", "suffix")
+
+    def __init__(self, kind: str, pattern: Optional["re.Pattern"] = None):
+        self.kind, self.pattern = kind, pattern
+
+    @classmethod
+    def parse(cls, text: str) -> "LabelRule":
+        """A rule from its flag value; raises `ValueError` for a regex without a `label` group."""
+        if text in cls.NAMED:
+            return cls(text)
+        try:
+            pattern = re.compile(text)
+        except re.error as error:
+            raise ValueError(f"label_from must be one of {', '.join(cls.NAMED)} or a regular expression "
+                             f"({error}). Received: label_from={text!r}") from None
+        if "label" not in pattern.groupindex:
+            raise ValueError(f"label_from must be one of {', '.join(cls.NAMED)} or a regular expression with "
+                             f"a group named 'label', like (?P<label>[a-z0-9]+). Received: label_from={text!r}")
+        return cls("regex", pattern)
+
+    def label(self, path: str) -> Optional[str]:
+        """The label that `path`'s file name carries, or None when the rule finds none."""
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if self.kind == "regex":
+            match = self.pattern.search(stem)
+            return (match.group("label") or None) if match else None
+        if self.kind == "prefix":
+            stem = stem.split("_", 1)[0]
+        elif self.kind == "suffix":
+            stem = stem.rsplit("_", 1)[-1]
+        return stem or None
+
+    def __repr__(self) -> str:
+        return f"LabelRule({(self.pattern.pattern if self.pattern else self.kind)!r})"
+
+
+def walk_files(folder: str) -> Iterator[str]:
+    """Every regular file under `folder`, recursively, in a stable (sorted) order."""
     for root, dirs, files in os.walk(folder):
         dirs.sort()
-        found.extend(os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS))
-        if not recursive:
-            break
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            if os.path.isfile(path):
+                yield path
+
+
+def is_image_name(path: str) -> bool:
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(folder: str) -> List[str]:
+    """Image files under `folder` (by extension, recursively), sorted; a clear error for a missing folder."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Image folder not found: {folder!r}")
+    return [path for path in walk_files(folder) if is_image_name(path)]
+
+
+def collect_inputs(inputs: Sequence[str]) -> List[str]:
+    """Files named directly plus the image files found under folders, in a stable order."""
+    found = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found.extend(list_images(item))
+        elif os.path.exists(item):
+            found.append(item)
+        else:
+            raise FileNotFoundError(f"No such file or folder: {item!r}")
+    if not found:
+        raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(repr, inputs))}")
     return found
+
+
+def read_labels_csv(path: str) -> Dict[str, str]:
+    """`filename,label` rows (header optional) -> {'/'-separated path relative to the CSV's folder: label}."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Labels CSV not found: {path!r}")
+    labels = {}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for line_number, row in enumerate(csv.reader(f), start=1):
+            if not row or (line_number == 1 and [c.strip().lower() for c in row[:2]] == ["filename", "label"]):
+                continue
+            if len(row) < 2:
+                raise ValueError(f"{path}, line {line_number}: expected 'filename,label'. Received: {row}")
+            labels[normalise_relative(row[0].strip())] = row[1].strip()
+    return labels
+
+
+def normalise_relative(path: str) -> str:
+    return os.path.normpath(path).replace(os.sep, "/")
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yields a temporary path beside `path` (same extension) that replaces `path` when the block succeeds.
+
+    A crash at any moment leaves either the old file or the new one, never a half-written file.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, extension = os.path.splitext(name)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{stem}.tmp-{os.getpid()}{extension}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: str):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def atomic_write_json(path: str, value, **kwargs) -> None:
+    kwargs = {"indent": 2, "sort_keys": True, "ensure_ascii": False, **kwargs}
+    atomic_write_text(path, json.dumps(value, **kwargs) + "\n")
+
+
+def atomic_copy(source: str, destination: str) -> None:
+    with atomic_path(destination) as tmp:
+        shutil.copy2(source, tmp)
+
+
+def create_new(path: str, data: bytes) -> None:
+    """Writes a new file whole; raises `FileExistsError` rather than replace an existing one."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.new-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    try:
+        os.link(tmp, path)  # atomic, and fails if `path` exists: never a partial file, never an overwrite
+    finally:
+        os.remove(tmp)

@@ -1,0 +1,61 @@
+"""Model outputs (logits) -> text and confidences, in numpy, the same for every backend.
+
+Every architecture's model ends in logits; the activation is applied here, in float32, so Keras, ONNX
+and int8 ONNX give the same confidences (an int8 softmax would cap them at (254/255)^positions).
+"""
+
+import dataclasses
+from typing import List, Tuple
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """One image's reading: the text, its whole-text confidence and each character's confidence."""
+
+    text: str
+    confidence: float
+    char_confidences: Tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "confidence": self.confidence, "char_confidences": list(self.char_confidences)}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.asarray(logits, np.float32) - np.max(logits, axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float32)))
+
+
+def decode(logits: np.ndarray, output: str, vocab) -> List[Prediction]:
+    """Readings of a batch of logits [batch, positions or time steps, classes].
+
+    Args:
+        output: how the architecture's logits are read: 'softmax' or 'sigmoid' (one row per character
+            position; a blank id at unused positions) or 'ctc'.
+        vocab: the model's `Vocab`.
+    """
+    if output == "softmax":
+        return _decode_positions(softmax(logits), vocab)
+    if output == "sigmoid":
+        return _decode_positions(sigmoid(logits), vocab)
+    raise ValueError(f"output must be 'softmax' or 'sigmoid'. Received: output={output!r}")
+
+
+def _decode_positions(probabilities: np.ndarray, vocab) -> List[Prediction]:
+    ids = probabilities.argmax(axis=-1)
+    best = probabilities.max(axis=-1)
+    results = []
+    for row_ids, row_best in zip(ids, best):
+        keep = [i for i, c in enumerate(row_ids) if c != vocab.blank_id]
+        results.append(Prediction(
+            text=vocab.decode(row_ids),
+            confidence=float(np.prod(row_best)),
+            char_confidences=tuple(float(row_best[i]) for i in keep),
+        ))
+    return results

@@ -1,0 +1,94 @@
+"""The one preprocessing contract: TensorFlow's path (training) and PIL's (reading, serving) agree."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kcaptcha import images
+from kcaptcha.generate import CaptchaRenderer
+
+WIDTH, HEIGHT = 100, 60
+SIZES = [(100, 60), (200, 50), (37, 90), (640, 220), (99, 61)]
+MODES = ["L", "RGB", "RGBA", "LA", "P", "I;16", "1"]
+FORMATS = ["PNG", "JPEG", "GIF", "BMP"]
+
+
+@pytest.fixture(scope="module")
+def captcha():
+    return CaptchaRenderer("0123456789", 4, 4, WIDTH, HEIGHT, seed=1).render(0)[1]
+
+
+def variant(image: Image.Image, size, mode: str) -> Image.Image:
+    image = image.resize(size, Image.BICUBIC)
+    if mode == "I;16":  # a real 16-bit grayscale image: 65535 is white
+        return Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)
+    if mode == "P":
+        return image.convert("P", palette=Image.ADAPTIVE)
+    if mode in ("RGBA", "LA"):  # a transparency ramp across the width, composited on white by both paths
+        pixels = np.asarray(image.convert(mode)).copy()
+        pixels[..., -1] = np.linspace(0, 255, pixels.shape[1]).astype(np.uint8)[None, :]
+        return Image.fromarray(pixels, mode)
+    return image.convert(mode)
+
+
+def encoded(image: Image.Image, image_format: str):
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, image_format)
+    except (OSError, ValueError, KeyError):
+        return None  # this format cannot hold this mode
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_tensorflow_and_pil_paths_give_the_same_input(captcha, size):
+    """Every mode and format at this size: the largest pixel difference stays small."""
+    checked = 0
+    for mode in MODES:
+        for image_format in FORMATS:
+            data = encoded(variant(captcha, size, mode), image_format)
+            if data is None:
+                continue
+            from_tf = images.decode_image(data, HEIGHT, WIDTH).numpy()[..., 0]
+            from_pil = images.to_model_input(data, WIDTH, HEIGHT)
+            assert from_tf.shape == from_pil.shape == (HEIGHT, WIDTH)
+            # JPEG decoders differ by a level or two; the rest agree to rounding.
+            tolerance = 0.02 if image_format == "JPEG" else 0.01
+            difference = np.abs(from_tf - from_pil).max()
+            assert difference <= tolerance, f"{mode} {image_format} {size}: {difference:.4f}"
+            checked += 1
+    assert checked >= 20
+
+
+def test_pil_objects_and_arrays_follow_the_same_contract(captcha):
+    gray = np.asarray(captcha.convert("L"), np.float32) / 255.0
+    for item in (captcha, captcha.convert("L"), np.asarray(captcha), np.asarray(captcha.convert("L")), gray,
+                 gray[..., None]):
+        assert np.abs(images.to_model_input(item, WIDTH, HEIGHT) - gray).max() < 0.01
+
+
+def test_palette_and_one_bit_bmps_are_read_as_pictures_not_indices(captcha):
+    # TensorFlow's own BMP decoder reads palette indices as gray levels and rejects 1-bit files.
+    for mode in ("P", "1"):
+        data = encoded(variant(captcha, (WIDTH, HEIGHT), mode), "BMP")
+        expected = images.to_model_input(variant(captcha, (WIDTH, HEIGHT), mode).convert("RGB"), WIDTH, HEIGHT)
+        assert np.abs(images.decode_image(data, HEIGHT, WIDTH).numpy()[..., 0] - expected).max() < 0.01
+
+
+def test_transparent_pixels_are_white_on_both_paths():
+    image = Image.new("RGBA", (40, 20), (0, 0, 0, 0))
+    image.putpixel((3, 3), (0, 0, 0, 255))
+    data = encoded(image, "PNG")
+    for decoded in (images.decode_image(data, 20, 40).numpy()[..., 0], images.to_model_input(data, 40, 20)):
+        assert decoded[10, 30] == pytest.approx(1.0, abs=1e-3) and decoded[3, 3] < 0.5
+
+
+@pytest.mark.parametrize("payload, error, message", [
+    (b"", ValueError, "empty"), (b"not an image", ValueError, "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, ValueError, "corrupt or truncated|not an image"),
+])
+def test_bad_bytes_are_clear_errors(payload, error, message):
+    with pytest.raises(error, match=message):
+        images.to_model_input(payload, WIDTH, HEIGHT)
