@@ -1,15 +1,25 @@
-"""The typed, frozen configuration shared by every kcaptcha command."""
+"""The typed, frozen configuration shared by every kcaptcha command.
+
+Each field is tagged once with its group, and everything that asks "which fields are what" derives the
+answer from the tags: a resumed run must match the saved one on `task` and `model` fields; a tuning
+search is fingerprinted by every field but the `run` ones; metadata records the `task` fields.
+"""
 
 import dataclasses
 import json
 import os
 from typing import Tuple
 
-MODEL_KINDS = ("default", "legacy")
+from kcaptcha import models
+from kcaptcha.files import LabelRule
+
+GROUPS = ("task", "model", "training", "run")
 
 
-def _field(default, help_text, **kwargs):
-    return dataclasses.field(default=default, metadata={"help": help_text, **kwargs})
+def _field(group: str, default, help_text: str):
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {GROUPS}. Received: group={group!r}")
+    return dataclasses.field(default=default, metadata={"group": group, "help": help_text})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,39 +29,55 @@ class Config:
     Every field has an absl flag of the same name (see `kcaptcha.flags`).
     """
 
-    # The task.
-    name: str = _field("digits", "Model name; the model is saved as saved_models/<name>.")
-    charset: str = _field("0123456789", "Characters that may appear in a label, in id order.")
-    min_length: int = _field(4, "Shortest label length.")
-    max_length: int = _field(4, "Longest label length (equal to min_length for fixed length).")
-    width: int = _field(100, "Model input width in pixels; images are resized to it.")
-    height: int = _field(60, "Model input height in pixels; images are resized to it.")
-    fonts: Tuple[str, ...] = _field((), "TrueType fonts for synthetic captchas (default: the captcha library's).")
+    # What is read: the model's input and output.
+    charset: str = _field("task", "0123456789", "Characters that may appear in a label, in id order.")
+    min_length: int = _field("task", 4, "Shortest label length.")
+    max_length: int = _field("task", 4, "Longest label length (equal to min_length for fixed length).")
+    width: int = _field("task", 100, "Model input width in pixels; images are resized to it.")
+    height: int = _field("task", 60, "Model input height in pixels; images are resized to it.")
 
-    # The model.
-    model: str = _field("default", "Architecture: 'default' (fast CNN, softmax heads) or 'legacy' (the parent's).")
-    conv_filters: Tuple[int, ...] = _field((24, 48, 96, 128), "Filters of each conv block of the default model.")
-    dropout_rate: float = _field(0.25, "Dropout before the per-character heads.")
-    head_units: int = _field(0, "Units of a shared dense layer before the heads (0: none).")
+    # The network.
+    architecture: str = _field("model", "heads", "Architecture: " + "; ".join(
+        f"'{a.name}' ({a.description})" for a in models.ARCHITECTURES.values()) + ".")
+    conv_filters: Tuple[int, ...] = _field("model", (24, 48, 96, 128), "Filters of each conv block.")
+    dropout_rate: float = _field("model", 0.25, "Dropout before the output layer.")
+    head_units: int = _field("model", 0, "Units of a shared dense layer before the per-position heads (0: none).")
 
-    # Training.
-    batch_size: int = _field(128, "Training batch size.")
-    learning_rate: float = _field(2e-3, "Peak learning rate (Adam).")
-    max_steps: int = _field(20000, "Upper bound on optimizer steps.")
-    max_train_seconds: int = _field(0, "Stop after this many seconds of training in this run (0: no limit).")
-    eval_every_steps: int = _field(500, "Validate (and log) every this many steps.")
-    target_accuracy: float = _field(0.99, "Stop once validation whole-image accuracy reaches this.")
-    patience: int = _field(10, "Stop after this many validations without improvement.")
-    augment: float = _field(0.5, "Augmentation strength in [0, 1] (0: none).")
-    checkpoint_every_steps: int = _field(1000, "Write a resumable checkpoint every this many steps.")
-    keep_checkpoints: int = _field(3, "How many checkpoints to keep.")
+    # How it learns, and from what.
+    batch_size: int = _field("training", 128, "Training batch size.")
+    learning_rate: float = _field("training", 2e-3, "Peak learning rate (Adam).")
+    max_steps: int = _field("training", 20000, "Upper bound on optimizer steps.")
+    max_train_seconds: int = _field("training", 0, "Stop after this many seconds of training in this run "
+                                    "(0: no limit).")
+    eval_every_steps: int = _field("training", 500, "Validate (and log) every this many steps.")
+    target_accuracy: float = _field("training", 0.99, "Stop once validation whole-image accuracy reaches this.")
+    patience: int = _field("training", 10, "Stop after this many validations without improvement.")
+    augment: float = _field("training", 0.5, "Augmentation strength in [0, 1] (0: none).")
+    train_dir: str = _field("training", "", "Folder of labelled training images ('' for on-the-fly synthetic "
+                            "captchas).")
+    val_dir: str = _field("training", "", "Folder of labelled validation images ('' for a fixed synthetic set, "
+                          "or 10% of --train_dir).")
+    label_from: str = _field("training", "prefix", LabelRule.HELP)
+    val_size: int = _field("training", 2000, "Number of synthetic validation images when val_dir is empty.")
+    pool_size: int = _field("training", 10000, "Synthetic captchas held in memory for training, renewed in the "
+                            "background (each is seen a few times, differently augmented).")
+    fonts: Tuple[str, ...] = _field("training", (), "TrueType fonts for synthetic captchas (default: the "
+                                    "captcha library's).")
+    seed: int = _field("training", 0, "Seed for synthetic data, shuffling and initialisation.")
 
-    # Data.
-    train_dir: str = _field("", "Folder of labelled training images ('' for on-the-fly synthetic captchas).")
-    val_dir: str = _field("", "Folder of labelled validation images ('' for a fixed synthetic set).")
-    val_size: int = _field(2000, "Number of synthetic validation images when val_dir is empty.")
-    seed: int = _field(0, "Seed for synthetic data, shuffling and initialisation.")
-    workers: int = _field(0, "Processes generating synthetic captchas (0: one per CPU core).")
+    # This run only: where it is saved and how it uses the machine; never changes what is learnt.
+    name: str = _field("run", "digits", "Model name: the run folder is runs/<name>, the model saved_models/<name>.")
+    data_workers: int = _field("run", 0, "Processes drawing synthetic captchas (0: one per CPU core).")
+    checkpoint_every_steps: int = _field("run", 1000, "Back up the training state every this many steps "
+                                         "(resumed after an interruption).")
+
+    @classmethod
+    def field_names(cls, *groups: str) -> Tuple[str, ...]:
+        """The names of the fields in `groups` (all fields when none is given), in declaration order."""
+        unknown = [g for g in groups if g not in GROUPS]
+        if unknown:
+            raise ValueError(f"groups must be among {GROUPS}. Received: {unknown}")
+        return tuple(f.name for f in dataclasses.fields(cls) if not groups or f.metadata["group"] in groups)
 
     @property
     def fixed_length(self) -> bool:
@@ -64,73 +90,89 @@ class Config:
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
 
+    def subset(self, *groups: str) -> dict:
+        """{field: value} for the fields in `groups`, JSON-ready (tuples as lists)."""
+        return {name: _jsonable(getattr(self, name)) for name in self.field_names(*groups)}
+
     def validate(self) -> "Config":
         """Checks every field; raises `ValueError` naming the field and the value received."""
-        problems = []
+        problems = [*self._task_problems(), *self._model_problems(), *self._training_problems()]
         if not self.name or any(c in self.name for c in "/\\") or self.name.startswith("."):
             problems.append(f"name must be a plain folder name. Received: name={self.name!r}")
+        for field_name in ("checkpoint_every_steps",):
+            if getattr(self, field_name) < 1:
+                problems.append(f"{field_name} must be at least 1. Received: {field_name}={getattr(self, field_name)}")
+        if self.data_workers < 0:
+            problems.append(f"data_workers must be >= 0. Received: data_workers={self.data_workers}")
+        if problems:
+            raise ValueError("Invalid configuration: " + "; ".join(problems))
+        return self
+
+    def _task_problems(self):
         if not self.charset:
-            problems.append("charset must not be empty.")
+            yield "charset must not be empty."
         elif len(set(self.charset)) != len(self.charset):
             dupes = sorted({c for c in self.charset if self.charset.count(c) > 1})
-            problems.append(f"charset has repeated characters {''.join(dupes)!r}. Received: charset={self.charset!r}")
+            yield f"charset has repeated characters {''.join(dupes)!r}. Received: charset={self.charset!r}"
         elif any(c.isspace() or c == "_" for c in self.charset):
-            problems.append(f"charset may not contain whitespace or '_'. Received: charset={self.charset!r}")
+            yield f"charset may not contain whitespace or '_'. Received: charset={self.charset!r}"
         if self.min_length < 1:
-            problems.append(f"min_length must be at least 1. Received: min_length={self.min_length}")
+            yield f"min_length must be at least 1. Received: min_length={self.min_length}"
         if self.max_length < self.min_length:
-            problems.append(
-                f"max_length must be >= min_length. Received: min_length={self.min_length}, max_length={self.max_length}"
-            )
+            yield (f"max_length must be >= min_length. Received: min_length={self.min_length}, "
+                   f"max_length={self.max_length}")
         if self.max_length > 32:
-            problems.append(f"max_length must be at most 32. Received: max_length={self.max_length}")
+            yield f"max_length must be at most 32. Received: max_length={self.max_length}"
         for field_name in ("width", "height"):
             value = getattr(self, field_name)
             if not 16 <= value <= 1024:
-                problems.append(f"{field_name} must be between 16 and 1024 pixels. Received: {field_name}={value}")
-        for font in self.fonts:
-            if not os.path.isfile(font):
-                problems.append(f"font file not found: {font!r}")
-        if self.model not in MODEL_KINDS:
-            problems.append(f"model must be one of {', '.join(MODEL_KINDS)}. Received: model={self.model!r}")
+                yield f"{field_name} must be between 16 and 1024 pixels. Received: {field_name}={value}"
+
+    def _model_problems(self):
+        if self.architecture not in models.ARCHITECTURES:
+            yield (f"architecture must be one of {', '.join(models.ARCHITECTURES)}. "
+                   f"Received: architecture={self.architecture!r}")
         if not self.conv_filters or any(f < 1 for f in self.conv_filters):
-            problems.append(f"conv_filters must be positive integers. Received: conv_filters={self.conv_filters}")
+            yield f"conv_filters must be positive integers. Received: conv_filters={self.conv_filters}"
         elif len(self.conv_filters) > 6:
-            problems.append(f"conv_filters allows at most 6 blocks. Received: conv_filters={self.conv_filters}")
+            yield f"conv_filters allows at most 6 blocks. Received: conv_filters={self.conv_filters}"
         if not 0.0 <= self.dropout_rate < 1.0:
-            problems.append(f"dropout_rate must be in [0, 1). Received: dropout_rate={self.dropout_rate}")
+            yield f"dropout_rate must be in [0, 1). Received: dropout_rate={self.dropout_rate}"
         if self.head_units < 0:
-            problems.append(f"head_units must be >= 0. Received: head_units={self.head_units}")
-        for field_name in ("batch_size", "max_steps", "eval_every_steps", "checkpoint_every_steps",
-                           "keep_checkpoints", "patience", "val_size"):
+            yield f"head_units must be >= 0. Received: head_units={self.head_units}"
+
+    def _training_problems(self):
+        for field_name in ("batch_size", "max_steps", "eval_every_steps", "patience", "val_size", "pool_size"):
             value = getattr(self, field_name)
             if value < 1:
-                problems.append(f"{field_name} must be at least 1. Received: {field_name}={value}")
+                yield f"{field_name} must be at least 1. Received: {field_name}={value}"
         if self.max_train_seconds < 0:
-            problems.append(f"max_train_seconds must be >= 0. Received: max_train_seconds={self.max_train_seconds}")
+            yield f"max_train_seconds must be >= 0. Received: max_train_seconds={self.max_train_seconds}"
         if not 0.0 < self.learning_rate < 1.0:
-            problems.append(f"learning_rate must be in (0, 1). Received: learning_rate={self.learning_rate}")
+            yield f"learning_rate must be in (0, 1). Received: learning_rate={self.learning_rate}"
         if not 0.0 < self.target_accuracy <= 1.0:
-            problems.append(f"target_accuracy must be in (0, 1]. Received: target_accuracy={self.target_accuracy}")
+            yield f"target_accuracy must be in (0, 1]. Received: target_accuracy={self.target_accuracy}"
         if not 0.0 <= self.augment <= 1.0:
-            problems.append(f"augment must be in [0, 1]. Received: augment={self.augment}")
-        if self.workers < 0:
-            problems.append(f"workers must be >= 0. Received: workers={self.workers}")
+            yield f"augment must be in [0, 1]. Received: augment={self.augment}"
         for field_name in ("train_dir", "val_dir"):
             value = getattr(self, field_name)
             if value and not os.path.isdir(value):
-                problems.append(f"{field_name} is not a folder: {value!r}")
+                yield f"{field_name} is not a folder: {value!r}"
         if self.val_dir and not self.train_dir:
-            problems.append("val_dir is set but train_dir is not; give both or neither.")
-        if problems:
-            raise ValueError("Invalid configuration:\n  " + "\n  ".join(problems))
-        return self
+            yield "val_dir is set but train_dir is not; give both or neither."
+        try:
+            LabelRule.parse(self.label_from)
+        except ValueError as error:
+            yield str(error)
+        for font in self.fonts:
+            if not os.path.isfile(font):
+                yield f"font file not found: {font!r}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        return json.dumps(self.subset(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
@@ -138,12 +180,8 @@ class Config:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"Unknown Config fields: {', '.join(unknown)}")
-        converted = {}
-        for key, value in values.items():
-            if isinstance(known[key].default, tuple):
-                value = tuple(value)
-            converted[key] = value
-        return cls(**converted)
+        return cls(**{key: tuple(value) if isinstance(known[key].default, tuple) else value
+                      for key, value in values.items()})
 
     @classmethod
     def from_json(cls, text: str) -> "Config":
@@ -152,12 +190,15 @@ class Config:
     def to_flagfile(self) -> str:
         """The config as flagfile lines that `bin/train --flagfile=...` accepts."""
         lines = []
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
+        for name, value in self.subset().items():
             if isinstance(value, bool):
-                lines.append(f"--{'' if value else 'no'}{field.name}")
-            elif isinstance(value, tuple):
-                lines.append(f"--{field.name}={','.join(str(v) for v in value)}")
+                lines.append(f"--{'' if value else 'no'}{name}")
+            elif isinstance(value, list):
+                lines.append(f"--{name}={','.join(str(v) for v in value)}")
             else:
-                lines.append(f"--{field.name}={value}")
+                lines.append(f"--{name}={value}")
         return "\n".join(lines) + "\n"
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value

@@ -2,6 +2,7 @@
 
 import dataclasses
 import typing
+from typing import Optional, Sequence
 
 from absl import flags
 
@@ -12,10 +13,11 @@ def _is_tuple_field(field) -> bool:
     return typing.get_origin(field.type) in (tuple, typing.Tuple) or isinstance(field.default, tuple)
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS, defaults: Config = Config()) -> None:
-    """Defines `--<field>` for every `Config` field on `flag_values` (idempotent)."""
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS, defaults: Config = Config(),
+                 fields: Optional[Sequence[str]] = None) -> None:
+    """Defines `--<field>` for every `Config` field (or those in `fields`) on `flag_values` (idempotent)."""
     for field in dataclasses.fields(Config):
-        if field.name in flag_values:
+        if field.name in flag_values or (fields is not None and field.name not in fields):
             continue
         default = getattr(defaults, field.name)
         help_text = field.metadata.get("help", field.name)

@@ -57,7 +57,9 @@ def test_json_and_flagfile_round_trips(tmp_path):
     ({"charset": ""}, "charset must not be empty"),
     ({"min_length": 5, "max_length": 4}, "max_length must be >= min_length"),
     ({"width": 4}, "width must be between"),
-    ({"model": "resnet"}, "model must be one of"),
+    ({"architecture": "resnet"}, "architecture must be one of"),
+    ({"label_from": "(?P<lbl>.*)"}, "group named 'label'"),
+    ({"data_workers": -1}, "data_workers must be >= 0"),
     ({"dropout_rate": 1.5}, "dropout_rate must be in"),
     ({"train_dir": "/no/such/folder"}, "train_dir is not a folder"),
     ({"fonts": ("/no/font.ttf",)}, "font file not found"),
@@ -71,13 +73,34 @@ def test_validate_names_the_field_and_the_value(changes, message):
     ("--name=x\n--not_a_flag=3\n", "not_a_flag"),  # an unknown flag
     ("--charset=aa\n", "repeated characters"),  # a value that fails validation
 ])
-def test_a_bad_flagfile_exits_with_the_reason(tmp_path, repo_root, lines, message):
+def test_a_bad_flagfile_exits_2_with_the_reason_alone(tmp_path, repo_root, lines, message):
     flagfile = tmp_path / "bad.flags"
     flagfile.write_text(lines)
     result = subprocess.run([sys.executable, os.path.join(repo_root, "bin", "train"), f"--flagfile={flagfile}"],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert message in result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) <= 3, result.stderr  # no help text
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "generate", "prepare", "predict", "evaluate", "export", "serve"])
+def test_every_command_answers_help_with_0_and_an_unknown_flag_with_2(repo_root, command):
+    run = [sys.executable, os.path.join(repo_root, "bin", command)]
+    helped = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and f"bin/{command}" in helped.stdout
+    wrong = subprocess.run([*run, "--no_such_flag=1"], capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "no_such_flag" in wrong.stderr, wrong.stderr
+
+
+def test_field_groups_are_declared_once_and_cover_every_field():
+    groups = {group: set(Config.field_names(group)) for group in ("task", "model", "training", "run")}
+    assert set().union(*groups.values()) == set(Config.field_names())
+    assert sum(len(names) for names in groups.values()) == len(Config.field_names())
+    assert groups["task"] == {"charset", "min_length", "max_length", "width", "height"}
+    assert {"name", "data_workers", "checkpoint_every_steps"} == groups["run"]
+    with pytest.raises(ValueError, match="groups must be among"):
+        Config.field_names("nonsense")
 
 
 def test_vocab_round_trip_fixed_and_variable_length():
