@@ -1,41 +1,57 @@
-"""Training callbacks: stop at a target accuracy, atomic periodic checkpoints, the best model, curves."""
+"""Only the training callbacks Keras lacks: scoring readings, stopping at a target, step and time limits,
+and a progress line that counts steps.
 
-import csv
-import glob
-import json
-import os
-import re
+Checkpoints, resume, the best model, early stopping and logs use Keras' own callbacks (see `kcaptcha.train`).
+"""
+
+import sys
 import time
+from typing import Callable, Dict, Optional
 
 import keras
 
-CHECKPOINT_PATTERN = re.compile(r"ckpt-(\d+)\.keras$")
+from kcaptcha import decoding, metrics
 
 
-def atomic_save_model(model: keras.Model, path: str) -> None:
-    """Writes `path` so that a crash at any moment leaves either the old file or the new one."""
-    tmp = f"{path}.tmp-{os.getpid()}.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
+class Validation(keras.callbacks.Callback):
+    """At every epoch end, reads each labelled set and adds its scores (`kcaptcha.metrics`) to the logs.
+
+    Keras' compiled metrics compare label ids position by position, which cannot score a CTC reading and
+    would differ from `bin/evaluate`; this decodes the logits exactly as a `Recognizer` does instead.
+
+    Args:
+        sets: {log prefix: `LabelledImages`}, e.g. {"val_": validation set, "": a sample of training images}.
+        output: the architecture's output kind (see `kcaptcha.decoding`).
+        vocab: the model's `Vocab`.
+        clock_offset: training seconds before this run (a resumed run continues its clock).
+        extra: returns more {name: number} to log (e.g. how many captchas the pool has drawn).
+    """
+
+    def __init__(self, sets: Dict[str, object], output: str, vocab, clock_offset: float = 0.0,
+                 extra: Optional[Callable[[], dict]] = None):
+        super().__init__()
+        self.sets, self.output, self.vocab, self.clock_offset = sets, output, vocab, clock_offset
+        self.extra = extra
+
+    def on_train_begin(self, logs=None):
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        for prefix, labelled in self.sets.items():
+            logits = self.model.predict(labelled.images, batch_size=256, verbose=0)
+            readings = [p.text for p in decoding.decode(logits, self.output, self.vocab)]
+            for key, value in metrics.scores(labelled.labels, readings).items():
+                logs[prefix + key] = value
+        logs["step"] = step_of(self.model)
+        logs["wall_seconds"] = round(self.clock_offset + time.monotonic() - self.started, 2)
+        logs.update(self.extra() if self.extra else {})
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def list_checkpoints(checkpoint_dir: str):
-    """(step, path) of every complete checkpoint, oldest first."""
-    found = []
-    for path in glob.glob(os.path.join(checkpoint_dir, "ckpt-*.keras")):
-        match = CHECKPOINT_PATTERN.search(os.path.basename(path))
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
+def step_of(model) -> int:
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 class TargetAccuracyStop(keras.callbacks.Callback):
@@ -43,8 +59,7 @@ class TargetAccuracyStop(keras.callbacks.Callback):
 
     def __init__(self, target: float, monitor: str = "val_image_accuracy"):
         super().__init__()
-        self.target = target
-        self.monitor = monitor
+        self.target, self.monitor = target, monitor
         self.reached = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -52,11 +67,28 @@ class TargetAccuracyStop(keras.callbacks.Callback):
         if value is not None and value >= self.target:
             self.reached = float(value)
             self.model.stop_training = True
-            print(f"\n{self.monitor} = {value:.4f} reached the target {self.target}; stopping.")
+
+
+class StepLimit(keras.callbacks.Callback):
+    """Stops after optimizer step `max_steps`, wherever that falls in an epoch.
+
+    Needed because a run resumed from a mid-epoch backup restarts that epoch, so epochs and steps drift
+    apart; Keras still validates the shortened epoch before it stops.
+    """
+
+    def __init__(self, max_steps: int):
+        super().__init__()
+        self.max_steps = max_steps
+        self.reached = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if step_of(self.model) >= self.max_steps:
+            self.reached = True
+            self.model.stop_training = True
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """Stops training after `seconds` of wall time (checked after every batch)."""
+    """Stops training after `seconds` of wall time in this run (checked after every batch)."""
 
     def __init__(self, seconds: float):
         super().__init__()
@@ -72,89 +104,53 @@ class TimeLimit(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class PeriodicCheckpoint(keras.callbacks.Callback):
-    """Every `every_steps` optimizer steps, saves the whole model (weights + optimizer) atomically."""
+class Progress(keras.callbacks.Callback):
+    """Shows step/max_steps, steps per second, time left and the latest validation accuracy.
 
-    def __init__(self, checkpoint_dir: str, every_steps: int, keep: int):
+    On a terminal one line is redrawn about once a second; otherwise (a log file) a complete line is
+    written at every validation, so logs stay readable.
+    """
+
+    def __init__(self, max_steps: int, stream=None, interval: float = 1.0):
         super().__init__()
-        self.checkpoint_dir = checkpoint_dir
-        self.every_steps = every_steps
-        self.keep = keep
-        os.makedirs(checkpoint_dir, exist_ok=True)
+        self.max_steps, self.interval = max_steps, interval
+        self.stream = stream or sys.stderr
+        self.live = getattr(self.stream, "isatty", lambda: False)()
+        self.latest = {}
 
-    def _step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
+    def on_train_begin(self, logs=None):
+        self.start_step = step_of(self.model)
+        self.started = self.shown = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        step = self._step()
-        if step % self.every_steps == 0:
-            self.save(step)
-
-    def on_train_end(self, logs=None):
-        self.save(self._step())
-
-    def save(self, step: int) -> None:
-        path = os.path.join(self.checkpoint_dir, f"ckpt-{step}.keras")
-        if os.path.exists(path):
-            return
-        atomic_save_model(self.model, path)
-        for _, old in list_checkpoints(self.checkpoint_dir)[:-self.keep]:
-            os.remove(old)
-
-
-class BestModel(keras.callbacks.Callback):
-    """Keeps the model with the best validation metric (and its logs) at `path`."""
-
-    def __init__(self, path: str, monitor: str = "val_image_accuracy", best: float = -1.0):
-        super().__init__()
-        self.path = path
-        self.monitor = monitor
-        self.best = best
-        self.best_logs = {}
+        if self.live and time.monotonic() - self.shown >= self.interval:
+            self.shown = time.monotonic()
+            self.stream.write("\r" + self.line() + "\033[K")
+            self.stream.flush()
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and value > self.best:
-            self.best = float(value)
-            self.best_logs = {k: float(v) for k, v in logs.items()}
-            self.best_logs["step"] = int(self.model.optimizer.iterations.numpy())
-            atomic_save_model(self.model, self.path)
-            atomic_write_text(self.path + ".json", json.dumps(self.best_logs, indent=2))
+        self.latest = dict(logs or {})
+        self.stream.write(("\r" if self.live else "") + self.line() + ("\033[K" if self.live else "") + "\n")
+        self.stream.flush()
+
+    def line(self) -> str:
+        step = step_of(self.model)
+        seconds = time.monotonic() - self.started
+        rate = (step - self.start_step) / seconds if seconds > 0 else 0.0
+        left = (self.max_steps - step) / rate if rate > 0 else None
+        parts = [f"step {step}/{self.max_steps}", f"{rate:.1f} steps/s", f"ETA {_duration(left)}"]
+        if "val_image_accuracy" in self.latest:
+            parts.append(f"val_image_accuracy {self.latest['val_image_accuracy']:.4f} "
+                         f"(step {self.latest.get('step', '?')})")
+        if "loss" in self.latest:
+            parts.append(f"loss {self.latest['loss']:.4f}")
+        return "  ".join(parts)
 
 
-class StepLogger(keras.callbacks.Callback):
-    """Adds the optimizer step and learning rate to each epoch's logs (read by the CSV log and plots)."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["step"] = int(self.model.optimizer.iterations.numpy())
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-
-def plot_learning_curves(csv_path: str, png_path: str) -> bool:
-    """Draws loss and whole-image accuracy against steps from the CSV log; False if nothing to draw."""
-    if not os.path.exists(csv_path):
-        return False
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return False
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [float(r.get("step") or i) for i, r in enumerate(rows)]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, axis in (("loss", loss_axis), ("image_accuracy", accuracy_axis)):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            values = [r.get(prefix + key) for r in rows]
-            if all(v not in (None, "") for v in values):
-                axis.plot(steps, [float(v) for v in values], style, label=(prefix or "train_") + key)
-        axis.set_xlabel("step")
-        axis.set_title(key)
-        axis.legend()
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(png_path, dpi=80)
-    plt.close(figure)
-    return True
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"

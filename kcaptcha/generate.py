@@ -5,18 +5,20 @@ captcha 0.7 draws every random choice from the `secrets` module, which cannot be
 bytes whichever process draws it and in whatever order.
 """
 
-import collections
 import contextlib
+import io
 import multiprocessing
 import os
 import random
 import sys
 import threading
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from captcha import image as captcha_image
 from PIL import Image
+
+from kcaptcha.files import create_new
 
 _BASE_FONT_SIZES = (42, 50, 56)  # the captcha library's defaults, made for 60-pixel-high images
 _patch_lock = threading.Lock()
@@ -99,15 +101,17 @@ def _write_one(task) -> Tuple[str, str]:
     if os.path.exists(path):  # known from the label alone: a re-run draws nothing
         return "exists", path
     _, image = _worker_renderer.render(index)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
     try:
-        with open(path, "xb") as f:  # still exclusive: another process may have written it meanwhile
-            image.save(f, format="PNG")
+        create_new(path, buffer.getvalue())  # another process may have written it meanwhile
     except FileExistsError:
         return "exists", path
     return "written", path
 
 
-def _render_batch(task) -> Tuple[np.ndarray, List[str]]:
+def render_chunk(task) -> Tuple[np.ndarray, List[str]]:
+    """In a worker process: grayscale captchas `first` .. `first + count - 1` of the worker's renderer."""
     first, count = task
     labels, images = [], []
     for index in range(first, first + count):
@@ -136,7 +140,8 @@ def _without_main_module():
             setattr(main, name, value)
 
 
-def _pool(renderer: CaptchaRenderer, workers: int):
+def worker_pool(renderer: CaptchaRenderer, workers: int):
+    """Processes that each hold a copy of `renderer`, for `render_chunk` and file-writing tasks."""
     args = (renderer.charset, renderer.min_length, renderer.max_length, renderer._captcha._width,
             renderer._captcha._height, renderer.seed, renderer._captcha._fonts)
     # forkserver: never fork a process that has TensorFlow's threads running.
@@ -158,29 +163,12 @@ def write_images(renderer: CaptchaRenderer, output_dir: str, count: int, workers
     digits = max(6, len(str(count - 1)))
     tasks = [(index, output_dir, digits) for index in range(count)]
     summary = {"written": 0, "exists": 0}
-    with _pool(renderer, default_workers(workers)) as pool:
+    with worker_pool(renderer, default_workers(workers)) as pool:
         results = pool.imap_unordered(_write_one, tasks, chunksize=64)
-        for status, _ in tqdm(results, total=count, desc="generate", unit="img", disable=not progress):
+        for status, _ in tqdm(results, total=count, desc="generate", unit="img",
+                              disable=None if progress else True):  # None: only on a terminal
             summary[status] += 1
     return summary
-
-
-def stream_batches(renderer: CaptchaRenderer, batch_size: int, start_batch: int = 0,
-                   workers: int = 0) -> Iterator[Tuple[np.ndarray, List[str]]]:
-    """Endless (uint8 [batch, height, width], labels) batches, deterministic for a seed and start."""
-    workers = default_workers(workers)
-    pool = _pool(renderer, workers)
-    pending = collections.deque()
-    batch = start_batch
-    try:
-        while True:
-            # A bounded window of batches in flight: Pool.imap would drain an endless task list.
-            while len(pending) < 2 * workers:
-                pending.append(pool.apply_async(_render_batch, ((batch * batch_size, batch_size),)))
-                batch += 1
-            yield pending.popleft().get()
-    finally:
-        pool.terminate()
 
 
 def render_arrays(renderer: CaptchaRenderer, count: int, first: int = 0,
@@ -188,8 +176,8 @@ def render_arrays(renderer: CaptchaRenderer, count: int, first: int = 0,
     """`count` grayscale captchas, samples `first` .. `first + count - 1`, rendered in parallel."""
     chunk = 64
     tasks = [(start, min(chunk, first + count - start)) for start in range(first, first + count, chunk)]
-    with _pool(renderer, default_workers(workers)) as pool:
-        parts = pool.map(_render_batch, tasks)
+    with worker_pool(renderer, default_workers(workers)) as pool:
+        parts = pool.map(render_chunk, tasks)
     images = np.concatenate([p[0] for p in parts])
     labels = [label for p in parts for label in p[1]]
     return images, labels

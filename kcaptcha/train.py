@@ -1,172 +1,235 @@
-"""`train(config, model_dir)`: fit with callbacks, resume from the latest checkpoint, save the model."""
+"""`train(config, model_dir)`: the one fit loop (also used by tuning), resume, and saving the best model.
 
-import json
-import math
+A run folder (`runs/<name>` by default) holds:
+    config.json     the run's configuration (a resumed run must match its task and model fields)
+    run.json        the run's id, which the saved model records (so a re-run may replace its own model)
+    backup/         Keras' BackupAndRestore state, written every `checkpoint_every_steps` steps
+    best.keras      the model with the best validation whole-image accuracy so far
+    history.csv     one row per validation; TensorBoard logs in logs/; learning_curves.png
+"""
+
+import contextlib
+import csv
 import os
+import shutil
 import time
-from typing import Optional
+import uuid
+from typing import Dict, Optional, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kcaptcha import callbacks as kc_callbacks
-from kcaptcha import data, saving
-from kcaptcha.model import build_model, compile_model
+from kcaptcha import data, files, models, plots, saving
+from kcaptcha.config import Config
+from kcaptcha.pool import CaptchaPool
 from kcaptcha.vocab import Vocab
 
-STATE_FILE = "train_state.json"
+MONITOR = "val_image_accuracy"
+TRAIN_SAMPLE_SIZE = 512  # training images scored at each validation, to show over-fitting
 
 
-def learning_rate_schedule(config):
-    """Linear warm-up to `learning_rate`, then cosine decay to 2% of it at `max_steps`."""
-    warmup = min(500, max(1, config.max_steps // 10))
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.learning_rate * 0.1,
-        decay_steps=max(1, config.max_steps - warmup),
-        alpha=0.02,
-        warmup_target=config.learning_rate,
-        warmup_steps=warmup,
-    )
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint` that writes a temporary file and renames it over the old one.
+
+    Keras writes the .keras zip in place, so a kill during the write would leave a corrupt best model.
+    """
+
+    def _save_model(self, epoch, batch, logs):
+        final = self.filepath
+        self.filepath = os.path.join(os.path.dirname(final), f".tmp-{os.getpid()}-{os.path.basename(final)}")
+        try:
+            super()._save_model(epoch, batch, logs)
+        finally:
+            written, self.filepath = self.filepath, final
+        if os.path.exists(written):
+            os.replace(written, final)
 
 
-def new_model(config) -> keras.Model:
-    keras.utils.set_random_seed(config.seed)
-    model = build_model(config)
-    learning_rate = None if config.model == "legacy" else learning_rate_schedule(config)
-    return compile_model(model, config, learning_rate)
-
-
-def datasets(config, start_step: int = 0):
-    """(train, validation) datasets: folders when configured, otherwise on-the-fly synthetic captchas."""
+def evaluation_sets(config) -> Dict[str, data.LabelledImages]:
+    """{log prefix: labelled images} scored at every validation, and the training (paths, labels) if any."""
     if config.uses_synthetic_data:
-        train_ds = data.synthetic_dataset(config, start_batch=start_step)
-        images, label_ids, _ = data.synthetic_arrays(config, config.val_size, data.validation_seed(config))
-        val_ds = tf.data.Dataset.from_tensor_slices((images, label_ids)).batch(256).cache()
-        return train_ds, val_ds
-    vocab = Vocab.from_config(config)
-    paths, label_ids = data.labelled_files(config.train_dir, vocab)
+        return {"val_": data.synthetic_set(config, config.val_size, data.validation_seed(config))}, None
+    paths, labels = data.labelled_files(config.train_dir, config)
     if config.val_dir:
-        val_paths, val_ids = data.labelled_files(config.val_dir, vocab)
+        val_paths, val_labels = data.labelled_files(config.val_dir, config)
     else:  # hold out a fixed 10% of the training folder
         order = np.random.default_rng(config.seed).permutation(len(paths))
         cut = max(1, len(paths) // 10)
-        held, kept = order[:cut], order[cut:]
-        val_paths, val_ids = [paths[i] for i in held], label_ids[held]
-        paths, label_ids = [paths[i] for i in kept], label_ids[kept]
-    train_ds = data.file_dataset(paths, label_ids, config, training=True)
-    val_ds = data.file_dataset(val_paths, val_ids, config, training=False, batch_size=256)
-    return train_ds, val_ds
+        val_paths, val_labels = [paths[i] for i in order[:cut]], [labels[i] for i in order[:cut]]
+        paths, labels = [paths[i] for i in order[cut:]], [labels[i] for i in order[cut:]]
+    sample = np.random.default_rng(config.seed + 1).permutation(len(paths))[:TRAIN_SAMPLE_SIZE]
+    sets = {"val_": data.LabelledImages(data.image_dataset(val_paths, config), val_labels),
+            "": data.LabelledImages(data.image_dataset([paths[i] for i in sample], config),
+                                    [labels[i] for i in sample])}
+    return sets, (paths, labels)
 
 
-def _resume(config, model_dir: str, fresh: bool):
-    checkpoint_dir = os.path.join(model_dir, "checkpoints")
-    checkpoints = [] if fresh else kc_callbacks.list_checkpoints(checkpoint_dir)
-    if not checkpoints:
-        return new_model(config), 0
-    step, path = checkpoints[-1]
-    print(f"Resuming from {path} (step {step}); pass --fresh to start over.")
-    return keras.models.load_model(path), step
+@contextlib.contextmanager
+def training_data(config, train_files, start_index: int = 0):
+    """Yields (training batches, the captcha pool or None): files when given, else synthetic captchas.
 
-
-def _check_model_dir(config, model_dir: str, fresh: bool) -> None:
-    config_path = os.path.join(model_dir, "config.json")
-    if fresh or not os.path.exists(config_path):
+    The pool's background renewal stops when the block ends.
+    """
+    if train_files is not None:
+        yield data.file_dataset(*train_files, config), None
         return
-    with open(config_path, encoding="utf-8") as f:
-        previous = json.load(f)
-    current = config.to_dict()
-    task_fields = ("charset", "min_length", "max_length", "width", "height", "model", "conv_filters", "head_units")
-    # JSON has no tuples: compare list fields as tuples.
-    changed = [k for k in task_fields
-               if (tuple(previous[k]) if isinstance(previous.get(k), list) else previous.get(k)) != current[k]]
-    if changed:
-        raise ValueError(f"{model_dir} holds a run with a different {', '.join(changed)}; "
-                         "use another --model_dir or pass --fresh to start over.")
+    with CaptchaPool(config, config.pool_size, start_index=start_index) as captchas:
+        yield data.pool_dataset(captchas, config), captchas
 
 
-def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] = None, verbose: int = 1) -> dict:
+def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks: Sequence = (),
+        epochs: Optional[int] = None, initial_epoch: int = 0, clock_offset: float = 0.0, pool=None,
+        verbose: int = 1) -> dict:
+    """Fits `model` as every kcaptcha training does; returns steps, seconds and why it stopped.
+
+    One Keras epoch is `eval_every_steps` steps and ends with a validation (`callbacks.Validation`). With
+    `run_dir`, the run is backed up every `checkpoint_every_steps` steps and resumed from there, the best
+    model is kept, and the history is logged. `epochs` (Hyperband's budget) defaults to the whole run.
+    With a captcha `pool`, each history row records how many captchas it has drawn (`captchas_drawn`).
+    """
+    output = models.get(config.architecture).output
+    extra = (lambda: {"captchas_drawn": pool.rendered}) if pool is not None else None
+    validation = kc_callbacks.Validation(sets, output, Vocab.from_config(config), clock_offset, extra)
+    limits = {"target_accuracy": kc_callbacks.TargetAccuracyStop(config.target_accuracy),
+              "max_steps": kc_callbacks.StepLimit(config.max_steps)}
+    if config.max_train_seconds:
+        limits["max_train_seconds"] = kc_callbacks.TimeLimit(config.max_train_seconds)
+    early = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience)
+    every = [validation, *limits.values(), early]
+    if run_dir:
+        every += run_callbacks(run_dir, config)
+    if verbose:
+        every.append(kc_callbacks.Progress(config.max_steps))
+    last_epoch = epochs if epochs is not None else -(-config.max_steps // config.eval_every_steps) + 1
+    start_step, started = kc_callbacks.step_of(model), time.monotonic()
+    model.fit(train_ds, epochs=last_epoch, initial_epoch=initial_epoch, steps_per_epoch=config.eval_every_steps,
+              callbacks=[*every, *callbacks], verbose=0, shuffle=False)
+    steps = kc_callbacks.step_of(model)
+    reason = next((name for name, callback in limits.items() if callback.reached), None)
+    if reason is None:
+        reason = "patience" if early.stopped_epoch > 0 else "budget"
+    return {"steps": steps, "steps_this_run": steps - start_step, "stop_reason": reason,
+            "fit_seconds": round(time.monotonic() - started, 1)}
+
+
+def run_callbacks(run_dir: str, config) -> list:
+    """Back up and resume, keep the best model, log history and TensorBoard: Keras' own callbacks."""
+    history = os.path.join(run_dir, "history.csv")
+    best_so_far = best_row(history).get(MONITOR)
+    return [
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), save_freq=config.checkpoint_every_steps,
+                                         double_checkpoint=True, delete_checkpoint=False),
+        AtomicModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=MONITOR, mode="max",
+                              save_best_only=True, initial_value_threshold=best_so_far),
+        keras.callbacks.CSVLogger(history, append=True),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq="epoch", profile_batch=0),
+    ]
+
+
+def best_row(history_csv: str) -> dict:
+    """The history row with the best validation whole-image accuracy (numbers as floats), or {}."""
+    if not os.path.exists(history_csv):
+        return {}
+    with open(history_csv, newline="") as f:
+        rows = [{k: float(v) for k, v in row.items() if v not in ("", None, "NA")} for row in csv.DictReader(f)]
+    rows = [row for row in rows if MONITOR in row]
+    return max(rows, key=lambda row: row[MONITOR]) if rows else {}
+
+
+def last_row(history_csv: str) -> dict:
+    if not os.path.exists(history_csv):
+        return {}
+    with open(history_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k: float(v) for k, v in rows[-1].items() if v not in ("", None, "NA")} if rows else {}
+
+
+def open_run(config, model_dir: str, fresh: bool) -> dict:
+    """Creates or resumes the run folder; returns its run.json (the run id, and how it ended if it did).
+
+    Refuses a folder that holds a run of another task or model. `fresh` clears what a run left.
+    """
+    config_path, run_path = os.path.join(model_dir, "config.json"), os.path.join(model_dir, "run.json")
+    if fresh:
+        for name in ("backup", "logs"):
+            shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+        for name in ("best.keras", "history.csv", "learning_curves.png", "run.json"):
+            if os.path.exists(os.path.join(model_dir, name)):
+                os.remove(os.path.join(model_dir, name))
+    run = files.read_json(run_path) if os.path.exists(run_path) else {"run_id": uuid.uuid4().hex}
+    if os.path.exists(config_path):
+        previous = files.read_json(config_path)
+        changed = [k for k in Config.field_names("task", "model") if previous.get(k) != config.subset()[k]]
+        if changed:
+            raise ValueError(f"{model_dir} holds a run with a different {', '.join(changed)}; "
+                             "use another --model_dir or pass --fresh to start over.")
+        if any(previous.get(k) != config.subset()[k] for k in Config.field_names("training")):
+            run.pop("finished", None)  # asked for more (or other) training: the run goes on
+    os.makedirs(model_dir, exist_ok=True)
+    files.atomic_write_text(config_path, config.to_json())
+    files.atomic_write_json(run_path, run)
+    return run
+
+
+def restore(model, run_dir: str) -> int:
+    """Loads the run's backup into `model` (as BackupAndRestore will when fit starts); returns the step.
+
+    Done before fit so that the synthetic stream can continue at the restored step and a finished run
+    is not trained again.
+    """
+    backup = keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"))
+    backup.set_model(model)
+    backup.on_train_begin()
+    step = kc_callbacks.step_of(model)
+    if step:
+        print(f"Resuming {run_dir} from step {step}; pass --fresh to start over.", flush=True)
+    return step
+
+
+def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] = None, overwrite: bool = False,
+          verbose: int = 1) -> dict:
     """Trains `config` in `model_dir` (resuming unless `fresh`) and saves the best model to `save_dir`.
+
+    Re-running a finished run with the same configuration trains no further; it only saves again.
 
     Returns:
         A summary: steps, wall time, stop reason, best validation metrics, and the saved folder.
     """
     config.validate()
     model_dir = os.path.abspath(model_dir)
-    _check_model_dir(config, model_dir, fresh)
-    os.makedirs(model_dir, exist_ok=True)
-    if fresh:
-        for _, path in kc_callbacks.list_checkpoints(os.path.join(model_dir, "checkpoints")):
-            os.remove(path)
-        for name in ("history.csv", "best.keras", "best.keras.json", STATE_FILE):
-            if os.path.exists(os.path.join(model_dir, name)):
-                os.remove(os.path.join(model_dir, name))
-    kc_callbacks.atomic_write_text(os.path.join(model_dir, "config.json"), config.to_json())
-
-    model, start_step = _resume(config, model_dir, fresh)
-    state_path = os.path.join(model_dir, STATE_FILE)
-    state = {"wall_seconds": 0.0}
-    if start_step and os.path.exists(state_path):
-        with open(state_path, encoding="utf-8") as f:
-            state.update(json.load(f))
-    best_path = os.path.join(model_dir, "best.keras")
-    best_so_far = -1.0
-    if start_step and os.path.exists(best_path + ".json"):
-        with open(best_path + ".json", encoding="utf-8") as f:
-            best_so_far = json.load(f).get("val_image_accuracy", -1.0)
-
-    train_ds, val_ds = datasets(config, start_step)
-    target_stop = kc_callbacks.TargetAccuracyStop(config.target_accuracy)
-    best = kc_callbacks.BestModel(best_path, best=best_so_far)
-    callbacks = [
-        kc_callbacks.StepLogger(),
-        target_stop,
-        best,
-        keras.callbacks.EarlyStopping(monitor="val_image_accuracy", mode="max", patience=config.patience),
-        kc_callbacks.PeriodicCheckpoint(os.path.join(model_dir, "checkpoints"), config.checkpoint_every_steps,
-                                        config.keep_checkpoints),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=start_step > 0),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch", profile_batch=0),
-    ]
-    time_limit = None
-    if config.max_train_seconds:
-        time_limit = kc_callbacks.TimeLimit(config.max_train_seconds)
-        callbacks.append(time_limit)
-    epochs = math.ceil(config.max_steps / config.eval_every_steps)
-    initial_epoch = start_step // config.eval_every_steps
-    started = time.time()
-    stop_reason = "max_steps"
-    if initial_epoch < epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=config.eval_every_steps, callbacks=callbacks, verbose=verbose, shuffle=False)
-    wall = state["wall_seconds"] + time.time() - started
-    steps = int(model.optimizer.iterations.numpy())
-    if target_stop.reached is not None:
-        stop_reason = "target_accuracy"
-    elif time_limit is not None and time_limit.reached:
-        stop_reason = "max_train_seconds"
-    elif steps < config.max_steps and initial_epoch < epochs:
-        stop_reason = "patience"
-    kc_callbacks.atomic_write_text(state_path, json.dumps({"wall_seconds": wall, "steps": steps}))
-    kc_callbacks.plot_learning_curves(os.path.join(model_dir, "history.csv"),
-                                      os.path.join(model_dir, "learning_curves.png"))
-
-    final_model = keras.models.load_model(best_path) if os.path.exists(best_path) else model
-    best_logs = dict(best.best_logs)
-    if not best_logs and os.path.exists(best_path + ".json"):
-        with open(best_path + ".json", encoding="utf-8") as f:
-            best_logs = json.load(f)
-    summary = {
-        "steps": steps,
-        "images_seen": steps * config.batch_size,
-        "wall_seconds": round(wall, 1),
-        "stop_reason": stop_reason,
-        "best_step": best_logs.get("step"),
-        "data": "synthetic (on the fly)" if config.uses_synthetic_data else config.train_dir,
-    }
-    metrics = {k: round(v, 5) for k, v in best_logs.items() if k.startswith("val_")}
     if save_dir:
-        metadata = saving.build_metadata(config, summary, metrics)
-        summary["saved_to"] = saving.save_model_folder(final_model, metadata, save_dir)
-    summary["metrics"] = metrics
+        saving.check_can_save(save_dir, _previous_run_id(model_dir, fresh), overwrite)
+    run = open_run(config, model_dir, fresh)
+    model = models.new_model(config)
+    start_step = restore(model, model_dir)
+    history = os.path.join(model_dir, "history.csv")
+    result = run.get("finished") or {"steps": start_step, "stop_reason": "max_steps"}
+    result = {**result, "steps_this_run": 0, "fit_seconds": 0.0}
+    if start_step < config.max_steps and "finished" not in run:
+        sets, train_files = evaluation_sets(config)
+        previous = last_row(history)
+        with training_data(config, train_files, int(previous.get("captchas_drawn", 0))) as (batches, pool):
+            result = fit(model, config, batches, sets, run_dir=model_dir, pool=pool, verbose=verbose,
+                         clock_offset=previous.get("wall_seconds", 0.0))
+        if result["stop_reason"] != "max_train_seconds":
+            files.atomic_write_json(os.path.join(model_dir, "run.json"), {**run, "finished": {
+                "steps": result["steps"], "stop_reason": result["stop_reason"]}})
+    plots.learning_curves(history, os.path.join(model_dir, "learning_curves.png"))
+    best = best_row(history)
+    summary = {**result, "images_seen": result["steps"] * config.batch_size,
+               "wall_seconds": round(last_row(history).get("wall_seconds", 0.0), 1),
+               "best_step": int(best["step"]) if "step" in best else None, "run_dir": model_dir,
+               "run_id": run["run_id"], "data": config.train_dir or "synthetic (on the fly)",
+               "metrics": {k: round(v, 5) for k, v in best.items() if k.startswith("val_")}}
+    if save_dir:
+        best_path = os.path.join(model_dir, "best.keras")
+        final = keras.models.load_model(best_path) if os.path.exists(best_path) else model
+        summary["saved_to"] = saving.save_model_folder(
+            final, saving.build_metadata(config, summary, summary["metrics"]), save_dir, run["run_id"], overwrite)
     return summary
+
+
+def _previous_run_id(model_dir: str, fresh: bool) -> Optional[str]:
+    path = os.path.join(model_dir, "run.json")
+    return None if fresh or not os.path.exists(path) else files.read_json(path)["run_id"]

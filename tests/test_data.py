@@ -1,11 +1,13 @@
 import io
+import os
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from kcaptcha import data, generate
+from kcaptcha import data, generate, images
 from kcaptcha.vocab import Vocab
 
 
@@ -37,7 +39,7 @@ def test_generated_images_are_reproducible_and_labelled(smoke_config):
 def test_every_format_and_mode_decodes_to_the_same_gray_image(rgb_captcha, fmt, mode):
     expected = np.asarray(rgb_captcha.convert("L"), np.float32) / 255.0
     image = rgb_captcha.convert(mode) if mode != "P" else rgb_captcha.convert("P", palette=Image.ADAPTIVE)
-    decoded = data.decode_image(_encode(image, fmt), *expected.shape).numpy()
+    decoded = images.decode_image(_encode(image, fmt), *expected.shape).numpy()
     assert decoded.shape == expected.shape + (1,)
     tolerance = 0.08 if fmt in ("JPEG", "GIF") or mode == "P" else 0.01
     assert np.abs(decoded[..., 0] - expected).mean() < tolerance
@@ -46,7 +48,7 @@ def test_every_format_and_mode_decodes_to_the_same_gray_image(rgb_captcha, fmt, 
 def test_transparency_is_composited_on_white():
     image = Image.new("RGBA", (40, 20), (0, 0, 0, 0))  # fully transparent black
     image.putpixel((3, 3), (0, 0, 0, 255))
-    decoded = data.decode_image(_encode(image, "PNG"), 20, 40).numpy()[..., 0]
+    decoded = images.decode_image(_encode(image, "PNG"), 20, 40).numpy()[..., 0]
     assert decoded[10, 30] == pytest.approx(1.0, abs=1e-3)
     assert decoded[3, 3] < 0.5
 
@@ -55,33 +57,48 @@ def test_gif_first_frame_is_used():
     frames = [Image.new("L", (30, 20), value) for value in (0, 255)]
     payload = io.BytesIO()
     frames[0].save(payload, format="GIF", save_all=True, append_images=frames[1:])
-    decoded = data.decode_image(payload.getvalue(), 20, 30).numpy()
+    decoded = images.decode_image(payload.getvalue(), 20, 30).numpy()
     assert decoded.max() < 0.05
 
 
 def test_other_sizes_are_resized(rgb_captcha):
     big = rgb_captcha.resize((rgb_captcha.width * 3, rgb_captcha.height * 2))
-    decoded = data.decode_image(_encode(big, "PNG"), rgb_captcha.height, rgb_captcha.width).numpy()
+    decoded = images.decode_image(_encode(big, "PNG"), rgb_captcha.height, rgb_captcha.width).numpy()
     assert decoded.shape == (rgb_captcha.height, rgb_captcha.width, 1)
 
 
-def test_file_pipeline_batches_labels(captcha_folder, smoke_config):
-    dataset = data.folder_dataset(str(captcha_folder), smoke_config, training=False, batch_size=5)
-    batches = list(dataset)
-    assert [len(x) for x, _ in batches] == [5, 5, 2]
-    images, ids = batches[0]
-    assert images.shape[1:] == (smoke_config.height, smoke_config.width, 1)
-    assert images.dtype == tf.float32 and 0.0 <= float(tf.reduce_min(images)) <= float(tf.reduce_max(images)) <= 1.0
+def test_validation_images_are_decoded_in_order(captcha_folder, smoke_config):
+    paths, labels = data.labelled_files(str(captcha_folder), smoke_config)
+    assert labels == [os.path.basename(p).split("_")[0] for p in paths]
+    batches = list(data.image_dataset(paths, smoke_config, batch_size=5))
+    assert [len(x) for x in batches] == [5, 5, 2]
+    assert batches[0].shape[1:] == (smoke_config.height, smoke_config.width, 1)
+    assert batches[0].dtype == tf.float32
+    first = images.to_model_input(paths[0], smoke_config.width, smoke_config.height)
+    assert np.abs(batches[0][0, ..., 0].numpy() - first).max() < 0.01
+
+
+def test_training_pipeline_repeats_shuffles_and_augments(captcha_folder, smoke_config):
+    paths, labels = data.labelled_files(str(captcha_folder), smoke_config)
+    dataset = data.file_dataset(paths, labels, smoke_config.replace(augment=1.0))
     vocab = Vocab.from_config(smoke_config)
-    names = sorted(p.name for p in captcha_folder.iterdir())
-    assert vocab.decode(ids[0].numpy()) == names[0].split("_")[0]
-
-
-def test_training_pipeline_repeats_and_augments(captcha_folder, smoke_config):
-    dataset = data.folder_dataset(str(captcha_folder), smoke_config.replace(augment=1.0), training=True)
-    for images, ids in dataset.take(3):
-        assert images.shape[0] == smoke_config.batch_size
+    seen = []
+    for batch, ids in dataset.take(3):
+        assert batch.shape[0] == smoke_config.batch_size
         assert ids.shape == (smoke_config.batch_size, smoke_config.max_length)
+        seen += vocab.decode_many(ids.numpy())
+    assert set(seen) <= set(labels) and len(seen) == 3 * smoke_config.batch_size
+
+
+def test_labels_come_from_names_by_the_configured_rule(tmp_path, smoke_config):
+    folder = tmp_path / "suffix"
+    folder.mkdir()
+    for index, label in enumerate(["01", "23", "30"]):
+        Image.new("L", (48, 24), 255).save(folder / f"{index:04d}_{label}.png")
+    _, labels = data.labelled_files(str(folder), smoke_config.replace(label_from="suffix"))
+    assert labels == ["01", "23", "30"]
+    with pytest.raises(ValueError, match=r"0000_01\.png.*length 4"):
+        data.labelled_files(str(folder), smoke_config)  # by prefix, '0000' is not a 2-character label
 
 
 def test_bad_training_label_names_the_file(tmp_path, smoke_config):
@@ -89,26 +106,34 @@ def test_bad_training_label_names_the_file(tmp_path, smoke_config):
     folder.mkdir()
     Image.new("L", (48, 24), 255).save(folder / "9z_1.png")
     with pytest.raises(ValueError, match=r"9z_1\.png.*not in the charset"):
-        data.folder_dataset(str(folder), smoke_config, training=True)
+        data.labelled_files(str(folder), smoke_config)
 
 
 def test_missing_and_empty_folders_are_clear(tmp_path, smoke_config):
     with pytest.raises(FileNotFoundError, match="not found"):
-        data.folder_dataset(str(tmp_path / "nope"), smoke_config, training=True)
+        data.labelled_files(str(tmp_path / "nope"), smoke_config)
     with pytest.raises(ValueError, match="No images"):
-        data.folder_dataset(str(tmp_path), smoke_config, training=True)
+        data.labelled_files(str(tmp_path), smoke_config)
 
 
-def test_synthetic_dataset_is_endless_seeded_and_resumable(smoke_config):
+def test_the_captcha_pool_serves_batches_and_renews_itself(smoke_config):
+    from kcaptcha.pool import CaptchaPool
+
     config = smoke_config.replace(augment=0.0)
-    first = [ids.numpy() for _, ids in data.synthetic_dataset(config).take(3)]
-    resumed = [ids.numpy() for _, ids in data.synthetic_dataset(config, start_batch=2).take(1)]
-    assert np.array_equal(first[2], resumed[0])
-    images, _ = next(iter(data.synthetic_dataset(config)))
-    assert images.shape == (config.batch_size, config.height, config.width, 1)
-    assert images.dtype == tf.float32
-
-
-def test_label_from_filename():
-    assert data.label_from_filename("/x/1234_abc_def.png") == "1234"
-    assert data.label_from_filename("226md.png") == "226md"
+    renderer = generate.CaptchaRenderer.from_config(config)
+    vocab = Vocab.from_config(config)
+    with CaptchaPool(config, size=32, start_index=100) as pool:
+        rows = pool.variable.numpy()
+        assert vocab.decode(rows[0, pool.pixels:]) == renderer.label(100)  # draws in order from start_index
+        expected = np.asarray(renderer.render(100)[1].convert("L"))
+        assert np.array_equal(rows[0, :pool.pixels].reshape(expected.shape), expected)
+        batch, ids = next(iter(data.pool_dataset(pool, config)))
+        assert batch.shape == (config.batch_size, config.height, config.width, 1) and batch.dtype == tf.float32
+        labels = {renderer.label(i) for i in range(100, 100 + 32)}
+        assert set(vocab.decode_many(ids.numpy())) <= labels
+        deadline = time.time() + 60
+        while pool.renewed < 64 and time.time() < deadline:
+            time.sleep(0.1)
+        assert pool.renewed >= 64 and pool.rendered > 132
+        assert not np.array_equal(pool.variable.numpy(), rows)  # older captchas were replaced
+    assert pool._thread is None  # the background renewal stopped with the block

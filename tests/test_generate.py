@@ -26,7 +26,7 @@ def two_runs(tmp_path_factory):
     """The same 12 captchas written twice, by one worker and by two."""
     root = tmp_path_factory.mktemp("generate")
     for name, workers in (("one", 1), ("two", 2)):
-        result = generate(f"--output_dir={root / name}", "--count=12", f"--workers={workers}", *TASK)
+        result = generate(f"--output_dir={root / name}", "--count=12", f"--data_workers={workers}", *TASK)
         assert result.returncode == 0, result.stderr
         assert "12 written, 0 already existed" in result.stdout
     return root / "one", root / "two"
@@ -57,7 +57,7 @@ def test_never_overwrites_and_fills_in_what_is_missing(tmp_path, two_runs):
         (folder / name).write_bytes(data)
     victim = sorted(original)[3]
     (folder / victim).write_bytes(b"not a captcha")
-    result = generate(f"--output_dir={folder}", "--count=14", "--workers=1", *TASK)
+    result = generate(f"--output_dir={folder}", "--count=14", "--data_workers=1", *TASK)
     assert result.returncode == 0, result.stderr
     assert "2 written, 12 already existed" in result.stdout
     assert "images/s" in result.stdout
@@ -75,7 +75,7 @@ def test_flagfile_and_seed(tmp_path, two_runs):
     assert len(names) == 3 and all(len(n.split("_")[0]) == 2 and set(n.split("_")[0]) <= set("0123") for n in names)
     with Image.open(tmp_path / "smoke" / names[0]) as image:
         assert image.size == (48, 24)
-    other = generate(f"--output_dir={tmp_path / 'seed6'}", "--count=12", "--workers=1", *TASK, "--seed=6")
+    other = generate(f"--output_dir={tmp_path / 'seed6'}", "--count=12", "--data_workers=1", *TASK, "--seed=6")
     assert other.returncode == 0, other.stderr
     assert set(contents(tmp_path / "seed6").values()).isdisjoint(contents(two_runs[0]).values())
 

@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import signal
@@ -9,37 +10,69 @@ import keras
 import numpy as np
 import pytest
 
-from kcaptcha import callbacks, model as kc_model
+from kcaptcha import metrics, models, saving
 from kcaptcha.train import train
 
 
-def test_default_and_legacy_models_have_one_row_per_position(smoke_config):
-    for kind in ("default", "legacy"):
-        config = smoke_config.replace(model=kind)
-        model = kc_model.build_model(config)
-        assert model.output_shape == (None, config.max_length, len(config.charset))
-    variable = smoke_config.replace(min_length=1, max_length=3)
-    assert kc_model.build_model(variable).output_shape == (None, 3, len(variable.charset) + 1)
+def history(run_dir):
+    with open(os.path.join(run_dir, "history.csv"), newline="") as f:
+        return list(csv.DictReader(f))
 
 
-def test_metrics_count_characters_and_whole_images():
-    y_true = np.array([[0, 1], [1, 1]])
-    y_pred = keras.ops.one_hot(np.array([[0, 1], [1, 0]]), 2)
-    assert float(keras.ops.mean(kc_model.image_accuracy(y_true, y_pred))) == 0.5
-    assert float(keras.ops.mean(kc_model.character_accuracy(y_true, y_pred))) == 0.75
+def backup_step(run_dir):
+    """The step of the run's Keras backup, read by restoring it into a fresh model."""
+    from kcaptcha.config import Config
+    from kcaptcha.train import restore
+
+    config = Config.from_json(open(os.path.join(run_dir, "config.json")).read())
+    return restore(models.new_model(config), run_dir)
+
+
+@pytest.mark.parametrize("architecture", sorted(models.ARCHITECTURES))
+def test_every_architecture_gives_logits_per_position(smoke_config, architecture):
+    config = smoke_config.replace(architecture=architecture)
+    model = models.new_model(config)
+    assert model.output_shape == (None, config.max_length, len(config.charset))
+    variable = config.replace(min_length=1, max_length=3)
+    assert models.new_model(variable).output_shape == (None, 3, len(variable.charset) + 1)
+
+
+def test_scores_count_whole_images_and_characters_by_edit_distance():
+    truths, readings = ["0123", "0123", "0123", "01"], ["0123", "0124", "123", "012"]
+    assert metrics.image_accuracy(truths, readings) == 0.25
+    # edits: 0 + 1 (substitution) + 1 (deletion) + 1 (insertion) over 14 true characters
+    assert metrics.character_accuracy(truths, readings) == pytest.approx(1 - 3 / 14)
+    assert metrics.edit_distance("kitten", "sitting") == 3
 
 
 def test_train_saves_model_metadata_logs_and_curves(tmp_path, smoke_config):
     summary = train(smoke_config, str(tmp_path / "run"), save_dir=str(tmp_path / "model"), verbose=0)
-    assert summary["steps"] == smoke_config.max_steps
+    assert summary["steps"] == smoke_config.max_steps and summary["stop_reason"] == "max_steps"
     run = tmp_path / "run"
     assert (run / "learning_curves.png").stat().st_size > 1000
-    assert len((run / "history.csv").read_text().splitlines()) == 1 + smoke_config.max_steps // 10
+    rows = history(run)
+    assert [int(float(r["step"])) for r in rows] == [10, 20]
+    assert {"val_image_accuracy", "val_character_accuracy", "wall_seconds", "loss"} <= set(rows[0])
     assert any((run / "logs").rglob("*tfevents*"))
     metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
-    assert metadata["charset"] == smoke_config.charset and metadata["model_kind"] == "default"
-    assert metadata["training"]["steps"] == smoke_config.max_steps
-    assert "val_image_accuracy" in metadata["metrics"]
+    assert metadata["charset"] == smoke_config.charset and metadata["architecture"] == "heads"
+    assert metadata["output"] == "softmax" and metadata["training"]["steps"] == smoke_config.max_steps
+    best = max(rows, key=lambda r: float(r["val_image_accuracy"]))
+    assert metadata["metrics"]["val_image_accuracy"] == pytest.approx(float(best["val_image_accuracy"]), abs=1e-5)
+
+
+def test_validation_scores_are_what_evaluate_computes(tmp_path, smoke_config):
+    """The logged val_image_accuracy is the saved model's accuracy on the same images, read by a Recognizer."""
+    import kcaptcha
+    from kcaptcha import data
+
+    config = smoke_config.replace(max_steps=30, eval_every_steps=30)
+    summary = train(config, str(tmp_path / "run"), save_dir=str(tmp_path / "model"), verbose=0)
+    validation = data.synthetic_set(config, config.val_size, data.validation_seed(config))
+    readings = [p.text for p in kcaptcha.load_model(summary["saved_to"]).predict(list(validation.images))]
+    expected = metrics.scores(validation.labels, readings)
+    assert summary["metrics"]["val_image_accuracy"] == pytest.approx(expected["image_accuracy"], abs=1e-4)
+    assert summary["metrics"]["val_character_accuracy"] == pytest.approx(expected["character_accuracy"], abs=1e-4)
 
 
 def test_target_accuracy_stops_early(tmp_path, smoke_config):
@@ -52,13 +85,13 @@ def test_target_accuracy_stops_early(tmp_path, smoke_config):
 
 
 def test_legacy_model_trains(tmp_path, smoke_config):
-    summary = train(smoke_config.replace(model="legacy", max_steps=10), str(tmp_path / "run"),
+    summary = train(smoke_config.replace(architecture="legacy", max_steps=10), str(tmp_path / "run"),
                     save_dir=str(tmp_path / "model"), verbose=0)
-    assert json.loads((tmp_path / "model" / "metadata.json").read_text())["model_kind"] == "legacy"
+    assert json.loads((tmp_path / "model" / "metadata.json").read_text())["output"] == "sigmoid"
     assert summary["steps"] == 10
 
 
-def test_learns_from_a_folder_of_files(tmp_path, smoke_config):
+def test_learns_from_a_folder_of_files_and_scores_a_training_sample(tmp_path, smoke_config):
     from tests.conftest import write_captchas
 
     write_captchas(str(tmp_path / "train"), smoke_config, 40)
@@ -66,27 +99,33 @@ def test_learns_from_a_folder_of_files(tmp_path, smoke_config):
     config = smoke_config.replace(train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"), max_steps=10)
     summary = train(config, str(tmp_path / "run"), verbose=0)
     assert summary["steps"] == 10 and summary["data"] == str(tmp_path / "train")
+    assert "image_accuracy" in history(tmp_path / "run")[0]  # over-fitting shows as train >> val
 
 
-def test_checkpoints_keep_the_last_few(tmp_path, smoke_config):
-    config = smoke_config.replace(max_steps=50, checkpoint_every_steps=10, keep_checkpoints=2)
+def test_backup_is_written_every_checkpoint_step(tmp_path, smoke_config):
+    config = smoke_config.replace(max_steps=30, checkpoint_every_steps=7, eval_every_steps=30)
     train(config, str(tmp_path / "run"), verbose=0)
-    steps = [step for step, _ in callbacks.list_checkpoints(str(tmp_path / "run" / "checkpoints"))]
-    assert steps == [40, 50]
-    assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp*"))
+    assert (tmp_path / "run" / "backup" / "latest.weights.h5").exists()
+    assert backup_step(str(tmp_path / "run")) == 28  # the last multiple of 7 before the end
+    assert not [p for p in (tmp_path / "run").rglob("*") if ".tmp" in p.name]
 
 
-def test_resume_continues_from_the_latest_checkpoint(tmp_path, smoke_config):
+def test_resume_continues_from_the_backup_not_from_scratch(tmp_path, smoke_config):
     run = str(tmp_path / "run")
-    train(smoke_config.replace(max_steps=20), run, verbose=0)
-    checkpoint = callbacks.list_checkpoints(os.path.join(run, "checkpoints"))[-1][1]
-    weights = keras.models.load_model(checkpoint).get_weights()
+    first = train(smoke_config.replace(max_steps=20), run, verbose=0)
+    weights = keras.models.load_model(os.path.join(run, "best.keras")).get_weights()
+    assert first["steps_this_run"] == 20
     summary = train(smoke_config.replace(max_steps=40), run, verbose=0)
-    assert summary["steps"] == 40  # 20 restored + 20 new, not 40 new
-    resumed = keras.models.load_model(checkpoint)
-    assert all(np.array_equal(a, b) for a, b in zip(weights, resumed.get_weights()))
+    assert summary["steps"] == 40 and summary["steps_this_run"] == 20  # 20 restored + 20 new, not 40 new
+    assert [int(float(r["step"])) for r in history(run)] == [10, 20, 30, 40]  # one history, continued
+    assert float(history(run)[-1]["wall_seconds"]) >= float(history(run)[1]["wall_seconds"])
+    drawn = [float(row["captchas_drawn"]) for row in history(run)]
+    assert drawn[2] > drawn[1] + 256  # the resumed run's captcha pool continued the stream where it stopped
+    assert weights  # the run's best model so far was loadable at every point
+    again = train(smoke_config.replace(max_steps=40), run, verbose=0)
+    assert again["steps_this_run"] == 0  # a finished run is not trained again
     fresh = train(smoke_config.replace(max_steps=20), run, fresh=True, verbose=0)
-    assert fresh["steps"] == 20
+    assert fresh["steps_this_run"] == 20 and len(history(run)) == 2
 
 
 def test_a_different_task_in_the_same_model_dir_is_refused(tmp_path, smoke_config):
@@ -96,32 +135,66 @@ def test_a_different_task_in_the_same_model_dir_is_refused(tmp_path, smoke_confi
         train(smoke_config.replace(charset="0123456789", max_steps=10), run, verbose=0)
 
 
+def test_never_replaces_a_model_another_run_saved(tmp_path, smoke_config):
+    target = str(tmp_path / "model")
+    train(smoke_config.replace(max_steps=10), str(tmp_path / "run_a"), save_dir=target, verbose=0)
+    before = (tmp_path / "model" / "model.keras").read_bytes()
+    with pytest.raises(ValueError, match="never replaced unasked"):
+        train(smoke_config.replace(max_steps=10), str(tmp_path / "run_b"), save_dir=target, verbose=0)
+    assert (tmp_path / "model" / "model.keras").read_bytes() == before
+    assert not (tmp_path / "run_b").exists()  # refused before any training
+    train(smoke_config.replace(max_steps=20), str(tmp_path / "run_a"), save_dir=target, verbose=0)  # its own
+    train(smoke_config.replace(max_steps=10), str(tmp_path / "run_b"), save_dir=target, overwrite=True, verbose=0)
+
+
+def test_the_shipped_models_are_protected(repo_root, tmp_path):
+    shipped = os.path.join(saving.SHIPPED_MODELS_DIR, "digits")
+    before = {name: os.path.getmtime(os.path.join(shipped, name)) for name in os.listdir(shipped)}
+    result = subprocess.run([sys.executable, os.path.join(repo_root, "bin", "train"),
+                             "--flagfile=experiments/smoke.flags", "--name=digits", f"--model_dir={tmp_path / 'run'}",
+                             "--save_dir=saved_models/digits"], cwd=repo_root, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1 and "shipped model" in result.stderr, result.stderr[-2000:]
+    assert {name: os.path.getmtime(os.path.join(shipped, name)) for name in os.listdir(shipped)} == before
+
+
 @pytest.mark.slow
 def test_kill_9_then_restart_continues(tmp_path, repo_root):
-    """A run killed with SIGKILL mid-training resumes from its last complete checkpoint."""
+    """A run killed with SIGKILL mid-training resumes from its last backup, and logs stay readable."""
     run = tmp_path / "run"
     command = [sys.executable, os.path.join(repo_root, "bin", "train"), "--flagfile=experiments/smoke.flags",
-               f"--model_dir={run}", f"--save_dir={tmp_path / 'model'}", "--max_steps=400",
-               "--checkpoint_every_steps=10", "--eval_every_steps=10"]
-    process = subprocess.Popen(command, cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+               f"--model_dir={run}", f"--save_dir={tmp_path / 'model'}", "--max_steps=2000",
+               "--checkpoint_every_steps=10", "--eval_every_steps=25"]
+    log = open(tmp_path / "first.log", "w")
+    process = subprocess.Popen(command, cwd=repo_root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 240
-    while time.time() < deadline and len(callbacks.list_checkpoints(str(run / "checkpoints"))) < 2:
-        time.sleep(0.5)
+    while time.time() < deadline and not (run / "backup" / "training_metadata.json").exists():
+        time.sleep(0.2)
+    time.sleep(1.5)  # kill it in the middle of training, a few backups in
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    killed_at = callbacks.list_checkpoints(str(run / "checkpoints"))[-1][0]
-    assert 10 <= killed_at < 400
-    keras.models.load_model(callbacks.list_checkpoints(str(run / "checkpoints"))[-1][1])  # complete, loadable
-    result = subprocess.run(command[:-3] + ["--max_steps=" + str(killed_at + 20), "--checkpoint_every_steps=10",
-                                            "--eval_every_steps=10"],
+    killed_at = backup_step(str(run))
+    assert 10 <= killed_at < 2000 and killed_at % 10 == 0
+    result = subprocess.run(command[:-3] + [f"--max_steps={killed_at + 30}", "--checkpoint_every_steps=10",
+                                            "--eval_every_steps=25"],
                             cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "Resuming from" in result.stdout + result.stderr
-    assert json.loads(result.stdout[result.stdout.index("{"):])["steps"] == killed_at + 20
+    assert f"Resuming {run} from step {killed_at}" in result.stdout
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["steps"] == killed_at + 30 and summary["steps_this_run"] == 30
+    lines = result.stderr.splitlines()  # not a terminal: whole lines, one per validation, no log noise
+    assert lines and all(line.startswith("step ") for line in lines), result.stderr[-2000:]
+    assert all(len(line) < 200 for line in lines)
 
 
 def test_wall_time_limit_stops_training(tmp_path, smoke_config):
     summary = train(smoke_config.replace(max_train_seconds=2, max_steps=100000), str(tmp_path / "run"), verbose=0)
     assert summary["stop_reason"] == "max_train_seconds"
     assert 0 < summary["steps"] < 100000
+
+
+def test_progress_counts_steps_not_epochs(tmp_path, smoke_config, capsys):
+    train(smoke_config.replace(max_steps=20), str(tmp_path / "run"), verbose=1)
+    err = capsys.readouterr().err
+    assert "step 10/20" in err and "step 20/20" in err and "Epoch" not in err
+    assert np.all([line.startswith("step ") for line in err.strip().splitlines()])
