@@ -8,7 +8,7 @@ from typing import Dict
 
 import numpy as np
 
-from kcaptcha.uploads import MAX_IMAGE_PIXELS, Upload, decode_upload
+from kcaptcha.serve.uploads import MAX_IMAGE_PIXELS, Upload, decode_upload
 
 
 class Batcher:

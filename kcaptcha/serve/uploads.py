@@ -7,13 +7,15 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from kcaptcha.files import FORMAT_EXTENSIONS, create_new
+
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # one uploaded image
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # one request to /v1/.../predict (base64 JSON is 4/3 of the bytes)
 MAX_IMAGE_PIXELS = 4096 * 4096  # checked from the header, so a decompression bomb is never decoded
 MAX_IMAGES_PER_REQUEST = 64
-ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # TIFF: a large attack surface, no captchas
-# Uploads in these formats are saved as sent; the others become PNG so that bin/train can read them.
-SAVED_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "BMP": "bmp"}
+# The formats training reads, plus WEBP (saved as PNG). No TIFF: a large attack surface, and no captchas.
+# MPO is left out because Pillow opens it with its JPEG opener and has no opener named "MPO".
+ACCEPTED_FORMATS = tuple(name for name in FORMAT_EXTENSIONS if name != "MPO") + ("WEBP",)
 
 
 class ApiError(Exception):
@@ -57,20 +59,22 @@ def decode_upload(recognizer, upload: Upload, max_pixels: int = MAX_IMAGE_PIXELS
 
 
 def save_upload(folder: str, text: str, upload: Upload, timestamp: str) -> str:
-    """Writes `<folder>/<text>_<timestamp>.<ext>`, adding `-1`, `-2`... rather than overwriting a file."""
+    """Writes `<folder>/<text>_<timestamp>.<ext>`, adding `-1`, `-2`... rather than overwriting a file.
+
+    Formats that training reads are saved as sent; the others (WEBP) become PNG.
+    """
     os.makedirs(folder, exist_ok=True)
-    extension, data = SAVED_EXTENSIONS.get(upload.image_format), upload.data
+    extension, data = FORMAT_EXTENSIONS.get(upload.image_format), upload.data
     if extension is None:
         buffer = io.BytesIO()
         Image.open(io.BytesIO(data)).save(buffer, "PNG")
-        extension, data = "png", buffer.getvalue()
+        extension, data = FORMAT_EXTENSIONS["PNG"], buffer.getvalue()
     stem = "".join("-" if c in "/\\\0" else c for c in text) + "_" + timestamp
     for attempt in range(1000):
-        path = os.path.join(folder, f"{stem}-{attempt}.{extension}" if attempt else f"{stem}.{extension}")
+        path = os.path.join(folder, f"{stem}-{attempt}{extension}" if attempt else f"{stem}{extension}")
         try:
-            with open(path, "xb") as f:
-                f.write(data)
+            create_new(path, data)
             return path
         except FileExistsError:
             continue
-    raise FileExistsError(f"No free name for {stem}.{extension} in {folder}")
+    raise FileExistsError(f"No free name for {stem}{extension} in {folder}")
