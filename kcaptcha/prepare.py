@@ -9,26 +9,18 @@ The split is a pure function of the set of accepted files and the seed, so a re-
 
 import collections
 import concurrent.futures
-import csv
 import dataclasses
-import hashlib
-import json
 import os
-import shutil
 import unicodedata
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kcaptcha.files import IMAGE_EXTENSIONS
+from kcaptcha import files, inventory
+from kcaptcha.files import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, LabelRule
 
-SPLITS = ("train", "val", "test")
-REASONS = ("unreadable", "empty_file", "not_an_image", "truncated", "unsupported_format", "no_label",
-           "bad_characters", "bad_length")
-# What `kcaptcha.data.decode_image` (tf.io.decode_image) reads, and the extension such a file gets.
-FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", "BMP": ".bmp"}
-MAX_OFFENDERS = 10
+SPLITS = inventory.SPLITS
 AUTO = "auto"  # the charset that means: collect it from the labels
 _NEVER_IN_LABELS = "_/\\"  # a label is the file-name prefix before '_', so these can never round-trip
 
@@ -63,25 +55,6 @@ def check_split(fractions: Sequence[float]) -> Tuple[float, float, float]:
     return tuple(float(f) for f in fractions)
 
 
-def read_labels_csv(path: str) -> Dict[str, str]:
-    """`filename,label` rows (header optional) -> {'/'-separated relative path: label}."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Labels CSV not found: {path!r}")
-    labels = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for line_number, row in enumerate(csv.reader(f), start=1):
-            if not row or (line_number == 1 and [c.strip().lower() for c in row[:2]] == ["filename", "label"]):
-                continue
-            if len(row) < 2:
-                raise ValueError(f"{path}, line {line_number}: expected 'filename,label'. Received: {row}")
-            labels[_normalise_relative(row[0].strip())] = row[1].strip()
-    return labels
-
-
-def _normalise_relative(path: str) -> str:
-    return os.path.normpath(path).replace(os.sep, "/")
-
-
 def _inside(path: str, folder: str) -> bool:
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return os.path.commonpath([path, folder]) == folder
@@ -94,22 +67,8 @@ def find_files(input_dir: str, skip: Iterable[str] = ()) -> List[str]:
     if not os.path.isdir(input_dir):
         raise NotADirectoryError(f"Input is not a folder: {input_dir!r}")
     skip = {os.path.realpath(p) for p in skip}
-    found = []
-    for root, dirs, files in os.walk(input_dir):
-        dirs.sort()
-        for name in files:
-            full = os.path.join(root, name)
-            if os.path.realpath(full) not in skip and os.path.isfile(full):
-                found.append(_normalise_relative(os.path.relpath(full, input_dir)))
-    return sorted(found)
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sorted(files.normalise_relative(os.path.relpath(path, input_dir)) for path in files.walk_files(input_dir)
+                  if os.path.realpath(path) not in skip)
 
 
 def check_image(input_dir: str, relative_path: str) -> FileCheck:
@@ -117,7 +76,7 @@ def check_image(input_dir: str, relative_path: str) -> FileCheck:
     check = FileCheck(relative_path)
     path = os.path.join(input_dir, relative_path)
     try:
-        check.sha256 = _sha256(path)
+        check.sha256 = files.sha256(path)
     except OSError as error:
         return dataclasses.replace(check, reason="unreadable", message=f"cannot read the file: {error}")
     if os.path.getsize(path) == 0:
@@ -146,15 +105,15 @@ def check_image(input_dir: str, relative_path: str) -> FileCheck:
     return check
 
 
-def label_for(relative_path: str, labels_csv: Optional[Dict[str, str]], lowercase: bool) -> Optional[str]:
-    """The CSV's label, else the file-name prefix before the first '_'; None if there is neither."""
+def label_for(relative_path: str, labels_csv: Optional[Dict[str, str]], lowercase: bool,
+              rule: LabelRule) -> Optional[str]:
+    """The CSV's label, else the one the file name carries by `rule`; None if there is neither."""
     if labels_csv is not None and relative_path in labels_csv:
         label = labels_csv[relative_path]
     else:
-        name = relative_path.rsplit("/", 1)[-1]
-        if "_" not in name:
+        label = rule.label(relative_path)
+        if label is None:
             return None
-        label = name.split("_", 1)[0]
     label = unicodedata.normalize("NFC", label)
     return label.lower() if lowercase else label
 
@@ -166,11 +125,12 @@ def auto_charset(labels: Iterable[str]) -> str:
 
 
 def check_label(label: Optional[str], charset: str, min_length: int, max_length: int,
-                has_csv: bool) -> Tuple[Optional[str], str]:
+                has_csv: bool, rule: LabelRule = LabelRule("prefix")) -> Tuple[Optional[str], str]:
     """(reason, message) for a label that cannot be trained on, or (None, '')."""
     if not label:
         where = "the labels CSV has no entry for it and " if has_csv else ""
-        return "no_label", f"{where}the name has no '<label>_' prefix" if label is None else "the label is empty"
+        return "no_label", (f"{where}the name carries no label by label_from={rule!r}" if label is None
+                            else "the label is empty")
     bad = sorted({c for c in label if c not in charset or c in _NEVER_IN_LABELS})
     if bad:
         message = f"label {label!r} has characters {''.join(bad)!r} outside the charset {charset!r}"
@@ -224,7 +184,7 @@ class _Destinations:
         for attempt in range(1_000_000):
             relative = f"{folder}/{stem}-{attempt}{extension}" if attempt else f"{folder}/{name}"
             full = os.path.join(self.output_dir, relative)
-            if relative not in self.claimed and (not os.path.lexists(full) or _sha256(full) == sha256):
+            if relative not in self.claimed and (not os.path.lexists(full) or files.sha256(full) == sha256):
                 self.claimed.add(relative)
                 return relative
         raise RuntimeError(f"No free name for {name!r} in {folder!r}")
@@ -243,24 +203,10 @@ def _transfer(source: str, destination: str, move: bool) -> str:
             return "written"
         except OSError:  # another file system: copy, then remove the source
             pass
-    partial = os.path.join(os.path.dirname(destination), f".{os.path.basename(destination)}.partial")
-    shutil.copy2(source, partial)
-    os.replace(partial, destination)  # a crash never leaves a half-written file under the real name
+    files.atomic_copy(source, destination)  # a crash never leaves a half-written file under the real name
     if move:
         os.remove(source)
     return "written"
-
-
-def _offender(check: FileCheck) -> dict:
-    return {"path": check.path, "message": check.message}
-
-
-def _write_json(path: str, value) -> None:
-    partial = path + ".partial"
-    with open(partial, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1, ensure_ascii=False, sort_keys=True)
-        f.write("\n")
-    os.replace(partial, path)
 
 
 def prepare(input_dir: str, output_dir: str, config, split: Sequence[float] = (0.9, 0.05, 0.05),
@@ -272,19 +218,37 @@ def prepare(input_dir: str, output_dir: str, config, split: Sequence[float] = (0
         input_dir: folder of labelled images, searched recursively.
         output_dir: gets `train/`, `val/`, `test/`, `rejected/<reason>/`, `manifest.json`, `report.json`.
         config: a `Config`; uses charset (`AUTO`: the sorted characters of the labels found), min_length,
-            max_length, width, height, seed and workers.
+            max_length, width, height, label_from, seed and data_workers.
         split: train, val and test fractions, summing to 1.
         labels_csv: optional `filename,label` CSV; file names are relative to `input_dir`.
         lowercase: lower-case labels before checking them.
         move: move files instead of copying them.
-        progress: show tqdm progress bars.
+        progress: show progress bars (on a terminal).
 
     Returns:
         The report (also written to `output_dir/report.json`).
     """
-    from tqdm import tqdm
-
     split = check_split(split)
+    _check_folders(input_dir, output_dir)
+    paths = find_files(input_dir, skip=[labels_csv] if labels_csv else [])
+    csv_labels = files.read_labels_csv(labels_csv) if labels_csv else None
+    if not paths:
+        hint = " (a previous --move emptied it?)" if os.path.exists(os.path.join(output_dir, "manifest.json")) else ""
+        raise ValueError(f"No files found in the input folder {input_dir!r}{hint}.")
+    checks = check_files(input_dir, paths, config.data_workers, progress)
+    charset = label_files(checks, config, csv_labels, lowercase)
+    splits = assign_splits([c for c in checks if c.reason is None], split, config.seed)
+    manifest, outcomes, claimed = place_files(checks, splits, input_dir, output_dir, move, progress)
+    report = inventory.build_report(checks, splits, claimed, output_dir, charset, config, csv_labels)
+    report.update(input_dir=input_dir, output_dir=output_dir, labels_csv=labels_csv, lowercase=lowercase,
+                  mode="move" if move else "copy", split_fractions=dict(zip(SPLITS, split)),
+                  written=outcomes["written"], already_present=outcomes["present"])
+    files.atomic_write_json(os.path.join(output_dir, "manifest.json"), manifest, indent=1)
+    files.atomic_write_json(os.path.join(output_dir, inventory.REPORT_FILE), report, indent=1)
+    return report
+
+
+def _check_folders(input_dir: str, output_dir: str) -> None:
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise NotADirectoryError(f"The output path is a file, not a folder: {output_dir!r}")
     if os.path.isdir(input_dir) and _inside(output_dir, input_dir):
@@ -293,30 +257,38 @@ def prepare(input_dir: str, output_dir: str, config, split: Sequence[float] = (0
     if os.path.isdir(input_dir) and any(_inside(input_dir, os.path.join(output_dir, sub))
                                         for sub in (*SPLITS, "rejected")):
         raise ValueError(f"The input folder {input_dir!r} is one of prepare's own outputs in {output_dir!r}.")
-    paths = find_files(input_dir, skip=[labels_csv] if labels_csv else [])
-    csv_labels = read_labels_csv(labels_csv) if labels_csv else None
-    if not paths:
-        hint = " (a previous --move emptied it?)" if os.path.exists(os.path.join(output_dir, "manifest.json")) else ""
-        raise ValueError(f"No files found in the input folder {input_dir!r}{hint}.")
 
-    workers = config.workers if config.workers > 0 else min(8, os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # PIL and hashing release the GIL
-        checks = list(tqdm(pool.map(lambda p: check_image(input_dir, p), paths), total=len(paths),
-                           desc="check", unit="file", disable=not progress))
 
+def check_files(input_dir: str, paths: Sequence[str], workers: int, progress: bool) -> List[FileCheck]:
+    """`check_image` on every path, in threads (PIL and hashing release the GIL)."""
+    from tqdm import tqdm
+
+    workers = workers if workers > 0 else min(8, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return list(tqdm(pool.map(lambda p: check_image(input_dir, p), paths), total=len(paths),
+                         desc="check", unit="file", disable=None if progress else True))
+
+
+def label_files(checks: Sequence[FileCheck], config, csv_labels, lowercase: bool) -> str:
+    """Labels every readable image and rejects those whose label cannot be trained on; returns the charset."""
+    rule = LabelRule.parse(config.label_from)
     images = [c for c in checks if c.reason is None]
     for check in images:
-        check.label = label_for(check.path, csv_labels, lowercase)
+        check.label = label_for(check.path, csv_labels, lowercase, rule)
     charset = auto_charset(c.label for c in images if c.label) if config.charset == AUTO else config.charset
     for check in images:
         check.reason, check.message = check_label(check.label, charset, config.min_length, config.max_length,
-                                                  csv_labels is not None)
-    accepted = [c for c in checks if c.reason is None]
-    splits = assign_splits(accepted, split, config.seed)
+                                                  csv_labels is not None, rule)
+    return charset
+
+
+def place_files(checks, splits, input_dir: str, output_dir: str, move: bool, progress: bool):
+    """Copies (or moves) every file to its split or `rejected/<reason>/`; returns (manifest, outcomes, claimed)."""
+    from tqdm import tqdm
 
     destinations = _Destinations(output_dir)
     manifest, outcomes = [], collections.Counter()
-    for check in tqdm(checks, desc="move" if move else "copy", unit="file", disable=not progress):
+    for check in tqdm(checks, desc="move" if move else "copy", unit="file", disable=None if progress else True):
         if check.reason is None:
             relative = destinations.claim(splits[check.path], output_name(check), check.sha256)
         else:
@@ -327,98 +299,4 @@ def prepare(input_dir: str, output_dir: str, config, split: Sequence[float] = (0
                          "size": list(check.size) if check.size else None, "output": relative})
     for sub in SPLITS:
         os.makedirs(os.path.join(output_dir, sub), exist_ok=True)
-
-    report = _report(checks, splits, destinations.claimed, output_dir, charset, config, csv_labels)
-    report.update(input_dir=input_dir, output_dir=output_dir, labels_csv=labels_csv, lowercase=lowercase,
-                  mode="move" if move else "copy", split_fractions=dict(zip(SPLITS, split)),
-                  written=outcomes["written"], already_present=outcomes["present"])
-    _write_json(os.path.join(output_dir, "manifest.json"), manifest)
-    _write_json(os.path.join(output_dir, "report.json"), report)
-    return report
-
-
-def _report(checks, splits, claimed, output_dir, charset, config, csv_labels) -> dict:
-    offenders = collections.defaultdict(list)
-    for check in checks:
-        if check.reason and len(offenders[check.reason]) < MAX_OFFENDERS:
-            offenders[check.reason].append(_offender(check))
-    accepted = [c for c in checks if c.reason is None]
-    warnings = collections.Counter()
-    for check in accepted:
-        if check.size != (config.width, config.height):
-            warnings["size_mismatch"] += 1
-            if len(offenders["size_mismatch"]) < MAX_OFFENDERS:
-                offenders["size_mismatch"].append({"path": check.path, "message": (
-                    f"{check.size[0]}x{check.size[1]}, not {config.width}x{config.height}; the pipeline resizes")})
-    by_content = collections.defaultdict(list)
-    for check in accepted:
-        by_content[check.sha256].append(check)
-    for first, *copies in by_content.values():
-        for check in copies:
-            warnings["duplicates"] += 1
-            if len(offenders["duplicates"]) < MAX_OFFENDERS:
-                conflict = f" with label {first.label!r}" if check.label != first.label else ""
-                offenders["duplicates"].append({"path": check.path, "message": (
-                    f"same bytes as {first.path}{conflict} (kept in the same split)")})
-    if csv_labels is not None:
-        found = {c.path for c in checks}
-        missing = sorted(p for p in csv_labels if p not in found)
-        if missing:
-            warnings["csv_missing"] = len(missing)
-            offenders["csv_missing"] = [{"path": p, "message": "listed in the labels CSV but not in the folder"}
-                                        for p in missing[:MAX_OFFENDERS]]
-    stale = []
-    for sub in (*SPLITS, "rejected"):
-        if os.path.isdir(os.path.join(output_dir, sub)):
-            stale.extend(f"{sub}/{p}" for p in find_files(os.path.join(output_dir, sub))
-                         if f"{sub}/{p}" not in claimed)
-    if stale:
-        warnings["stale_outputs"] = len(stale)
-        offenders["stale_outputs"] = [{"path": p, "message": "in the output folder but not from this run"}
-                                      for p in stale[:MAX_OFFENDERS]]
-    rejected = collections.Counter(c.reason for c in checks if c.reason)
-    per_split = collections.Counter(splits.values())
-    return {
-        "charset": charset, "min_length": config.min_length, "max_length": config.max_length,
-        "width": config.width, "height": config.height, "seed": config.seed,
-        "files_in": len(checks), "accepted": len(accepted),
-        "splits": {s: per_split[s] for s in SPLITS},
-        "rejected": {r: rejected[r] for r in REASONS if rejected[r]}, "rejected_total": sum(rejected.values()),
-        "warnings": dict(warnings), "offenders": dict(offenders),
-        "image_sizes": dict(collections.Counter(f"{c.size[0]}x{c.size[1]}" for c in checks if c.size).most_common()),
-        "label_lengths": dict(sorted(collections.Counter(len(c.label) for c in checks if c.label).items())),
-    }
-
-
-def format_report(report: dict, max_lines: int = 5) -> str:
-    """The report for people: counts by reason with the first offenders, and the conservation check."""
-    splits, rejected = report["splits"], report["rejected"]
-    lines = [f"Checked {report['files_in']} files in {report['input_dir']}"
-             + (f" (labels from {report['labels_csv']})" if report["labels_csv"] else "")
-             + f"; charset {report['charset']!r}, length {report['min_length']}-{report['max_length']}, "
-             f"size {report['width']}x{report['height']}",
-             f"  accepted {report['accepted']}: " + ", ".join(f"{s} {splits[s]}" for s in SPLITS),
-             f"  rejected {report['rejected_total']}" + (":" if rejected else "")]
-    sections = [(reason, count) for reason, count in rejected.items()]
-    if report["warnings"]:
-        sections.append(("", 0))
-    sections += [(name, count) for name, count in report["warnings"].items()]
-    for name, count in sections:
-        if not name:
-            lines.append("  warnings (files kept):")
-            continue
-        lines.append(f"    {name:<18} {count}")
-        shown = report["offenders"].get(name, [])[:max_lines]
-        lines.extend(f"      {o['path']}: {o['message']}" for o in shown)
-        if count > len(shown):
-            lines.append(f"      ... and {count - len(shown)} more")
-    lines.append(f"  image sizes: {report['image_sizes']}; label lengths: {report['label_lengths']}")
-    total = sum(splits.values()) + report["rejected_total"]
-    verdict = "ok" if total == report["files_in"] else "MISMATCH"
-    lines.append(f"Files in {report['files_in']} = train {splits['train']} + val {splits['val']} + "
-                 f"test {splits['test']} + rejected {report['rejected_total']} ({verdict})")
-    verb = "moved" if report["mode"] == "move" else "copied"
-    lines.append(f"{verb} {report['written']} files ({report['already_present']} already present) to "
-                 f"{report['output_dir']}; manifest.json lists every file, report.json the first "
-                 f"{MAX_OFFENDERS} of each kind")
-    return "\n".join(lines)
+    return manifest, outcomes, destinations.claimed

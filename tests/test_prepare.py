@@ -11,6 +11,7 @@ import sys
 import pytest
 from PIL import Image
 
+from kcaptcha import files, inventory
 from kcaptcha import prepare as prep
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,6 +66,11 @@ def test_a_clean_folder_is_split_by_the_fractions_and_seed(captcha_folder, smoke
     assert files_under(tmp_path / "again") == files_under(tmp_path / "out")
     assert files_under(tmp_path / "seed") != files_under(tmp_path / "out")
     assert again["splits"] == other_seed["splits"]
+    # report.json says who wrote it and how the split folders' names carry labels, so readers can tell.
+    written = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    assert written["prepared_by"] == "kcaptcha prepare" and written["label_from"] == "prefix"
+    assert inventory.read_report(str(tmp_path / "out" / "train")) == written
+    assert inventory.read_report(str(captcha_folder)) is None
 
 
 def _truncated_png(folder):
@@ -85,7 +91,7 @@ BAD_FILES = [
     ("01_tiff.png", _tiff, "unsupported_format"),
     ("0a_bad_characters.png", png_bytes, "bad_characters"),
     ("012_wrong_length.png", png_bytes, "bad_length"),
-    ("nolabel.png", png_bytes, "no_label"),
+    ("0a.png", png_bytes, "bad_characters"),  # a name without '_' is all label, checked like any other
     ("_empty_label.png", png_bytes, "no_label"),
 ]
 
@@ -101,6 +107,33 @@ def test_each_bad_file_is_quarantined_under_its_reason(captcha_folder, smoke_con
     assert (tmp_path / "out" / "rejected" / reason / name).read_bytes() == data
     assert (captcha_folder / name).read_bytes() == data  # copied, not moved
     assert report["offenders"][reason] == [{"path": name, "message": entries[name]["message"]}]
+
+
+@pytest.mark.parametrize("label_from, names", [
+    ("prefix", {"01.png": "01", "23_x.png": "23", "_01.png": None, "x_01.png": "bad_characters"}),
+    ("stem", {"01.png": "01", "23.png": "23", "0_1.png": "bad_characters", "x_01.png": "bad_characters"}),
+    ("suffix", {"01.png": "01", "x_y_23.png": "23", "01_.png": None, "01_x.png": "bad_characters"}),
+    (r"^cap-(?P<label>\d+)$", {"cap-01.png": "01", "cap-23.jpg": "23", "01_x.png": None, "cap-01-2.png": None}),
+])
+def test_label_from_decides_where_names_carry_labels(tmp_path, captcha_folder, smoke_config, label_from, names):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for index, name in enumerate(names):
+        (raw / name).write_bytes(png_bytes(captcha_folder) + bytes([index]))
+    report = run(raw, tmp_path / "out", smoke_config.replace(label_from=label_from), split=(1, 0, 0))
+    entries = assert_conserved(report, tmp_path / "out")  # split folders are <label>_<name> whatever the rule
+    for name, expected in names.items():
+        entry = entries[name]
+        if expected is None:
+            assert entry["reason"] == "no_label" and entry["output"] == f"rejected/no_label/{name}"
+            assert f"label_from=LabelRule({label_from!r})" in entry["message"]
+        elif expected == "bad_characters":
+            assert entry["reason"] == "bad_characters"
+        else:
+            assert entry["reason"] is None and entry["label"] == expected
+            kept = name.startswith(f"{expected}_")  # already <label>_<name>
+            assert entry["output"] == (f"train/{name}" if kept else f"train/{expected}_{name}")
+    assert report["label_from"] == "prefix"
 
 
 def test_upper_case_labels_need_lowercase(tmp_path, captcha_folder, smoke_config):
@@ -220,20 +253,21 @@ def test_labels_csv(captcha_folder, smoke_config, tmp_path):
     raw = tmp_path / "raw"
     (raw / "nested").mkdir(parents=True)
     image = png_bytes(captcha_folder)
-    for index, name in enumerate(("0123.png", "nested/3210.png", "01_from_name.png", "unlisted.png")):
+    names = ("0123.png", "nested/3210.png", "01_from_name.png", "23.png", "_unlisted.png")
+    for index, name in enumerate(names):
         (raw / name).write_bytes(image + bytes([index]))
     (raw / "labels.csv").write_text("0123.png,01\nnested/3210.png, 32\nghost.png,00\n", encoding="utf-8")
     report = run(raw, tmp_path / "out", smoke_config, labels_csv=str(raw / "labels.csv"))
     entries = assert_conserved(report, tmp_path / "out")
-    assert report["files_in"] == 4  # the CSV itself is not an input
-    assert entries["0123.png"]["label"] == "01" and entries["nested/3210.png"]["label"] == "32"
+    assert report["files_in"] == 5  # the CSV itself is not an input
+    assert entries["0123.png"]["label"] == "01" and entries["nested/3210.png"]["label"] == "32"  # the CSV wins
     assert os.path.basename(entries["nested/3210.png"]["output"]) == "32_3210.png"
-    assert entries["01_from_name.png"]["label"] == "01"
-    assert entries["unlisted.png"]["reason"] == "no_label"
-    assert "labels CSV" in entries["unlisted.png"]["message"]
-    assert report["warnings"]["csv_missing"] == 1
-    assert prep.read_labels_csv(str(raw / "labels.csv")) == {"0123.png": "01", "nested/3210.png": "32",
-                                                             "ghost.png": "00"}
+    assert entries["01_from_name.png"]["label"] == "01" and entries["23.png"]["label"] == "23"  # unlisted: by name
+    assert entries["_unlisted.png"]["reason"] == "no_label"
+    assert "labels CSV" in entries["_unlisted.png"]["message"]
+    assert report["rejected"] == {"no_label": 1} and report["warnings"]["csv_missing"] == 1
+    assert report["offenders"]["csv_missing"] == [{"path": "ghost.png", "message": (
+        "listed in the labels CSV but not in the folder")}]
 
 
 def test_cli_with_auto_charset_and_flagfile(tmp_path, captcha_folder):
@@ -279,12 +313,11 @@ def test_kcaptcha_data_reads_the_prepared_folders(captcha_folder, smoke_config, 
     entries = assert_conserved(report, tmp_path / "out")
     assert report["accepted"] == 12
     from kcaptcha import data
-    from kcaptcha.vocab import Vocab
 
-    vocab = Vocab.from_config(smoke_config)
-    found = {}
+    # The split folders' names are <label>_<name> whatever rule read the raw folder: read by prefix.
+    found, by_suffix = {}, smoke_config.replace(label_from="suffix")
     for split in prep.SPLITS:
         if report["splits"][split]:
-            paths, ids = data.labelled_files(str(tmp_path / "out" / split), vocab)
-            found.update(zip((os.path.relpath(p, tmp_path / "out") for p in paths), vocab.decode_many(ids)))
+            paths, labels = data.labelled_files(str(tmp_path / "out" / split), by_suffix)
+            found.update(zip((files.normalise_relative(os.path.relpath(p, tmp_path / "out")) for p in paths), labels))
     assert found == {e["output"]: e["label"] for e in entries.values()}

@@ -16,7 +16,7 @@ flags.DEFINE_string("input_dir", None, "Folder of labelled images (searched recu
 flags.DEFINE_string("output_dir", None, "Where train/, val/, test/ and rejected/ go (outside --input_dir).")
 flags.DEFINE_string("split", "0.9,0.05,0.05", "train,val,test fractions, summing to 1.")
 flags.DEFINE_string("labels_csv", None, "A filename,label CSV (header optional, names relative to --input_dir); "
-                    "default: the label is the file-name prefix before the first '_'.")
+                    "default: the label the file name carries by --label_from.")
 flags.DEFINE_bool("lowercase", False, "Lower-case labels before checking them against the charset.")
 flags.DEFINE_bool("move", False, "Move files instead of copying them.")
 flags.mark_flags_as_required(["input_dir", "output_dir"])
@@ -26,7 +26,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     config = common.config_or_exit()  # --charset=auto passes validation; prepare() then collects it
-    from kcaptcha.prepare import format_report, parse_split, prepare
+    from kcaptcha.inventory import format_report
+    from kcaptcha.prepare import parse_split, prepare
 
     report = prepare(FLAGS.input_dir, FLAGS.output_dir, config, split=parse_split(FLAGS.split),
                      labels_csv=FLAGS.labels_csv, lowercase=FLAGS.lowercase, move=FLAGS.move)
