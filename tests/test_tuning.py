@@ -15,6 +15,7 @@ import keras_tuner
 import pytest
 
 from kcaptcha import saving, train, tuning
+from kcaptcha import search as search_files
 from kcaptcha.config import Config
 from kcaptcha.flags import parse_flagfile
 
@@ -42,6 +43,7 @@ def test_search_space_is_pinned():
     hp = keras_tuner.HyperParameters()
     config = tuning.config_from_hyperparameters(Config(), hp)
     assert {h.name: describe(h) for h in hp.space} == {
+        "architecture": ("Choice", ("heads",), "heads"),
         "conv_blocks": ("Int", 2, 5, 1, "linear", 4),
         "width_multiplier": ("Choice", (0.5, 0.75, 1.0, 1.5), 1.0),
         "dropout_rate": ("Float", 0.0, 0.5, 0.05, "linear", 0.25),
@@ -50,7 +52,6 @@ def test_search_space_is_pinned():
         "batch_size": ("Choice", (32, 64, 128, 256), 128),
         "augment": ("Float", 0.0, 1.0, 0.25, "linear", 0.5),
     }
-    assert tuple(hp.values) == tuning.HYPERPARAMETERS
     # The defaults are exactly Config's defaults: the first point of the space is the untuned model.
     assert config == Config()
 
@@ -73,8 +74,8 @@ def test_bad_arguments_are_refused(smoke_config, tmp_path, monkeypatch):
         tuning.tune(smoke_config, str(tmp_path), tuner="grid")
     with pytest.raises(ValueError, match="max_trials must be at least 1. Received: max_trials=0"):
         tuning.tune(smoke_config, str(tmp_path), tuner="random", max_trials=0)
-    with pytest.raises(ValueError, match="Only model=default"):
-        tuning.tune(smoke_config.replace(model="legacy"), str(tmp_path), tuner="random")
+    with pytest.raises(ValueError, match="architecture must be one with a search space"):
+        tuning.tune(smoke_config.replace(architecture="legacy"), str(tmp_path), tuner="random")
     with pytest.raises(ValueError, match="charset has repeated"):
         tuning.tune(smoke_config.replace(charset="00"), str(tmp_path), tuner="random")
     if importlib.util.find_spec("sklearn") is None:
@@ -89,7 +90,7 @@ def test_bad_arguments_are_refused(smoke_config, tmp_path, monkeypatch):
 def test_a_folder_from_a_different_search_is_refused(smoke_config, tmp_path):
     search = tmp_path / "search"
     search.mkdir()
-    (search / tuning.SEARCH_FILE).write_text(json.dumps(tuning.search_fingerprint(smoke_config, "random")))
+    (search / search_files.SEARCH_FILE).write_text(json.dumps(tuning.search_fingerprint(smoke_config, "random")))
     with pytest.raises(ValueError, match=r"different search \(tuner 'random' -> 'hyperband'\).*--overwrite"):
         tuning.tune(smoke_config, str(search), tuner="hyperband", max_trials=1)
     with pytest.raises(ValueError, match=r"different search \(charset '0123' -> '01'\)"):
@@ -127,7 +128,7 @@ def read_trials(search_dir):
         with open(os.path.join(folder, "trial.json"), encoding="utf-8") as f:
             trial = json.load(f)
         runs = []
-        for path in glob.glob(os.path.join(folder, tuning.RUN_FILE_PATTERN)):
+        for path in glob.glob(os.path.join(folder, search_files.RUN_FILE_PATTERN)):
             with open(path, encoding="utf-8") as f:
                 runs.append(json.load(f))
         trials.append((trial, runs))
@@ -158,7 +159,8 @@ def test_two_trial_search_resumes_and_its_best_flagfile_trains(smoke_config, tmp
     best_config = parse_flagfile(result["best_flagfile"])
     assert best_config.conv_filters == tuple(int(f) for f in best["conv_filters"].split(","))
     assert (best_config.batch_size, best_config.learning_rate) == (best["batch_size"], best["learning_rate"])
-    assert best_config.replace(**{f: getattr(smoke_config, f) for f in tuning.TUNED_FIELDS}) == smoke_config
+    assert best_config.replace(**{f: getattr(smoke_config, f) for f in tuning.tuned_fields(smoke_config)}) \
+        == smoke_config
     metadata = saving.read_metadata(result["saved_to"])
     assert Config.from_dict(metadata["config"]) == best_config
     assert metadata["metrics"]["val_image_accuracy"] == best["val_image_accuracy"]
@@ -173,12 +175,32 @@ def test_two_trial_search_resumes_and_its_best_flagfile_trains(smoke_config, tmp
 def test_overwrite_restarts_with_hyperband(smoke_config, tmp_path):
     search = tmp_path / "search"
     search.mkdir()
-    (search / tuning.SEARCH_FILE).write_text(json.dumps(tuning.search_fingerprint(smoke_config, "random")))
+    (search / search_files.SEARCH_FILE).write_text(json.dumps(tuning.search_fingerprint(smoke_config, "random")))
     (search / "trial_7").mkdir()
     result = tuning.tune(smoke_config, str(search), tuner="hyperband", max_trials=1, overwrite=True, verbose=0)
     assert [row["status"] for row in result["trials"]] == ["COMPLETED"]
     assert not (search / "trial_7").exists()
     assert "best_flagfile" not in result and "saved_to" not in result
+
+
+def test_trials_obey_the_training_time_limit(smoke_config, tmp_path):
+    """Each trial trains through the same fit as bin/train, so max_train_seconds stops it too."""
+    config = smoke_config.replace(max_steps=100000, max_train_seconds=2, eval_every_steps=10000, patience=100)
+    started = time.time()
+    result = tuning.tune(config, str(tmp_path / "search"), tuner="random", max_trials=1, verbose=0)
+    assert time.time() - started < 60
+    (trial, runs), = read_trials(str(tmp_path / "search"))
+    assert runs[0]["stop_reason"] == "max_train_seconds" and 0 < runs[0]["steps"] < 100000
+    assert result["trials"][0]["status"] == "COMPLETED"
+
+
+def test_search_fingerprint_ignores_run_fields_only(smoke_config):
+    base = tuning.search_fingerprint(smoke_config, "random")["fingerprint"]
+    for field in Config.field_names("run"):
+        changed = smoke_config.replace(**{field: getattr(Config(), field)})
+        assert tuning.search_fingerprint(changed, "random")["fingerprint"] == base, field
+    assert tuning.search_fingerprint(smoke_config.replace(max_train_seconds=5), "random")["fingerprint"] != base
+    assert tuning.search_fingerprint(smoke_config.replace(learning_rate=0.1), "random")["fingerprint"] == base
 
 
 def free_port():

@@ -19,7 +19,8 @@ define_flags()
 flags.DEFINE_enum("tuner", "hyperband", ["hyperband", "random", "bayesian"], "The keras-tuner search algorithm.")
 flags.DEFINE_integer("max_trials", 20, "Most trials (model configurations) to run.", lower_bound=1)
 flags.DEFINE_string("tune_dir", None, "Search folder, resumed when re-run (default: tune_runs/<name>).")
-flags.DEFINE_bool("overwrite", False, "Delete the search in --tune_dir and start over.")
+flags.DEFINE_bool("overwrite", False, "Delete the search in --tune_dir and start over (and replace a best model "
+                  "saved by another search).")
 flags.DEFINE_string("best_flagfile", None,
                     "Where to write the best trial's flagfile (default: experiments/<name>.best.flags).")
 flags.DEFINE_string("save_dir", None, "Where to save the best model (default: saved_models/<name>.best).")
@@ -29,7 +30,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     config = common.config_or_exit()
-    from kcaptcha import tuning
+    from kcaptcha import search, tuning
 
     try:
         result = tuning.tune(
@@ -42,7 +43,7 @@ def main(argv):
     if result["role"] == "worker":
         print(f"Worker {result['tuner_id']} ran trials: {', '.join(result['trials_run']) or '(none)'}")
         return
-    print(tuning.format_table(result["trials"]))
+    print(search.format_table(result["trials"]))
     print(json.dumps({k: v for k, v in result.items() if k != "trials"}, indent=2))
 
 
