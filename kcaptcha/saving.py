@@ -1,28 +1,34 @@
-"""The saved model folder: `model.keras` plus `metadata.json`, written atomically, read with checks."""
+"""The saved model folder: `model.keras` plus `metadata.json`, written atomically, never replaced unasked.
+
+Shipped models are package data in `kcaptcha/saved_models/` (the repository's `saved_models/` links
+there). A name is looked up in `./saved_models/` first (where `bin/train` saves), then among them.
+"""
 
 import datetime
-import json
 import os
 import shutil
 import tempfile
+from typing import Optional
+
+from kcaptcha import files, models
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
-SAVED_MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models")
+SHIPPED_MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "saved_models")
+SHIPPED = ("digits", "alnum")
+REQUIRED_METADATA = ("charset", "min_length", "max_length", "width", "height", "architecture", "output")
 
 
 def build_metadata(config, training: dict, metrics: dict) -> dict:
+    """Everything a reader needs besides the weights: the task fields, how to decode, and the provenance."""
     from kcaptcha import __version__
 
     return {
         "name": config.name,
-        "charset": config.charset,  # in id order: never re-derive it at load time
-        "min_length": config.min_length,
-        "max_length": config.max_length,
-        "width": config.width,
-        "height": config.height,
-        "model_kind": config.model,
-        "config": config.to_dict(),
+        **config.subset("task"),  # charset in id order: never re-derive it at load time
+        "architecture": config.architecture,
+        "output": models.get(config.architecture).output,
+        "config": config.subset(),
         "training": training,
         "metrics": metrics,
         "kcaptcha_version": __version__,
@@ -30,16 +36,44 @@ def build_metadata(config, training: dict, metrics: dict) -> dict:
     }
 
 
-def save_model_folder(model, metadata: dict, destination: str) -> str:
-    """Writes `destination/` with the model and metadata; an existing folder is replaced only at the end."""
+def check_can_save(destination: str, run_id: Optional[str], overwrite: bool = False) -> None:
+    """Refuses to replace a saved model that the run `run_id` did not write, unless `overwrite`."""
+    if overwrite or not os.path.isdir(destination) or not os.listdir(destination):
+        return
+    try:
+        metadata = files.read_json(os.path.join(destination, METADATA_FILE))
+    except (OSError, ValueError):
+        metadata = {}
+    if run_id and (metadata.get("training") or {}).get("run_id") == run_id:
+        return
+    what = "a shipped model" if is_shipped(destination) else "a saved model that this run did not create"
+    if not metadata:
+        what = "files that are not a model of this run"
+    raise ValueError(f"{destination} holds {what}; it is never replaced unasked. Save elsewhere with "
+                     "--save_dir (or --name), or pass --overwrite to replace it.")
+
+
+def is_shipped(model_dir: str) -> bool:
+    return os.path.realpath(os.path.dirname(os.path.abspath(model_dir))) == os.path.realpath(SHIPPED_MODELS_DIR) \
+        and os.path.basename(os.path.abspath(model_dir)) in SHIPPED
+
+
+def save_model_folder(model, metadata: dict, destination: str, run_id: Optional[str] = None,
+                      overwrite: bool = False) -> str:
+    """Writes `destination/` with the model and metadata; an existing folder is replaced only at the end.
+
+    Raises `ValueError` (see `check_can_save`) rather than replace a model another run wrote.
+    """
     destination = os.path.abspath(destination)
+    check_can_save(destination, run_id, overwrite)
+    if run_id:  # what lets the same run replace this folder later
+        metadata = {**metadata, "training": {**metadata.get("training", {}), "run_id": run_id}}
     parent = os.path.dirname(destination)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(destination)}.", dir=parent)
     try:
         model.save(os.path.join(staging, MODEL_FILE))
-        with open(os.path.join(staging, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(metadata, f, indent=2, sort_keys=True)
+        files.atomic_write_json(os.path.join(staging, METADATA_FILE), metadata)
         old = None
         if os.path.exists(destination):
             old = staging + ".old"
@@ -54,31 +88,30 @@ def save_model_folder(model, metadata: dict, destination: str) -> str:
 
 
 def resolve_model_dir(name_or_path: str) -> str:
-    """A path to a model folder, or a name under the package's `saved_models/`."""
+    """A path to a model folder, or a name: `./saved_models/<name>` if it exists, else a shipped model."""
     if os.path.isdir(name_or_path) or os.sep in name_or_path or name_or_path.startswith("."):
         return name_or_path
-    return os.path.join(SAVED_MODELS_DIR, name_or_path)
+    local = os.path.join("saved_models", name_or_path)
+    return local if os.path.isdir(local) else os.path.join(SHIPPED_MODELS_DIR, name_or_path)
 
 
 def read_metadata(model_dir: str) -> dict:
     """Loads and checks `metadata.json`; raises a clear error for a missing or damaged folder."""
     if not os.path.isdir(model_dir):
-        available = sorted(os.listdir(SAVED_MODELS_DIR)) if os.path.isdir(SAVED_MODELS_DIR) else []
         raise FileNotFoundError(
             f"Model folder not found: {model_dir!r}. Give a path to a saved model folder or one of the "
-            f"shipped names: {', '.join(n for n in available if not n.startswith('.')) or '(none)'}")
+            f"shipped names: {', '.join(name for name in SHIPPED if os.path.isdir(os.path.join(SHIPPED_MODELS_DIR, name)))}")
     path = os.path.join(model_dir, METADATA_FILE)
     try:
-        with open(path, encoding="utf-8") as f:
-            metadata = json.load(f)
+        metadata = files.read_json(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"Damaged model folder {model_dir!r}: {METADATA_FILE} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError) as error:
         raise ValueError(f"Damaged model folder {model_dir!r}: {METADATA_FILE} is not valid JSON ({error})") from None
-    required = ("charset", "min_length", "max_length", "width", "height", "model_kind")
-    missing = [key for key in required if key not in metadata]
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:
         raise ValueError(f"Damaged model folder {model_dir!r}: {METADATA_FILE} lacks {', '.join(missing)}")
-    if not os.path.isfile(os.path.join(model_dir, MODEL_FILE)):
-        raise FileNotFoundError(f"Damaged model folder {model_dir!r}: {MODEL_FILE} is missing")
+    if metadata["output"] not in models.OUTPUTS:
+        raise ValueError(f"{model_dir!r} needs a newer kcaptcha: its output {metadata['output']!r} is not one of "
+                         f"{', '.join(models.OUTPUTS)}")
     return metadata

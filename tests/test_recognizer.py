@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kcaptcha
-from kcaptcha import data, generate
+from kcaptcha import generate, images
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,8 @@ def test_public_api_is_small():
 def test_save_load_gives_identical_predictions(recognizer, smoke_model_dir, samples):
     import keras
 
-    images = np.stack([recognizer.preprocess(image) for _, image in samples])[..., None]
-    direct = keras.models.load_model(os.path.join(smoke_model_dir, "model.keras")).predict(images, verbose=0)
+    batch = np.stack([recognizer.preprocess(image) for _, image in samples])[..., None]
+    direct = keras.models.load_model(os.path.join(smoke_model_dir, "model.keras")).predict(batch, verbose=0)
     expected = recognizer.decode(direct)
     assert recognizer.predict([image for _, image in samples]) == expected
     again = kcaptcha.load_model(smoke_model_dir)
@@ -77,7 +77,7 @@ def test_matches_the_tf_data_pipeline_on_native_size_files(recognizer, samples, 
     _, image = samples[3]
     path = tmp_path / "y.png"
     image.save(path)
-    from_pipeline = data.decode_image(path.read_bytes(), recognizer.height, recognizer.width).numpy()[..., 0]
+    from_pipeline = images.decode_image(path.read_bytes(), recognizer.height, recognizer.width).numpy()[..., 0]
     assert np.abs(recognizer.preprocess(str(path)) - from_pipeline).max() < 2.0 / 255
 
 
@@ -121,3 +121,24 @@ def test_missing_or_damaged_model_folder(tmp_path, smoke_model_dir):
     (damaged / "metadata.json").unlink()
     with pytest.raises(FileNotFoundError, match="metadata.json is missing"):
         kcaptcha.load_model(str(damaged))
+
+
+@pytest.fixture(scope="module")
+def digits_samples():
+    renderer = generate.CaptchaRenderer("0123456789", 4, 4, 100, 60, seed=20261130)
+    return [renderer.render(i) for i in range(200)]
+
+
+def test_the_shipped_model_reads_captchas_and_confidences_mean_the_same_on_every_backend(digits_samples):
+    pictures = [image for _, image in digits_samples]
+    truths = [label for label, _ in digits_samples]
+    readings = {backend: kcaptcha.load_model("digits", backend=backend) for backend in ("keras", "onnx")}
+    assert readings["onnx"].backend == "onnx (model.int8.onnx)"
+    results = {backend: recognizer.predict(pictures) for backend, recognizer in readings.items()}
+    for backend, predictions in results.items():
+        assert np.mean([p.text == t for p, t in zip(predictions, truths)]) >= 0.98, backend
+    keras_confidence = np.array([p.confidence for p in results["keras"]])
+    int8_confidence = np.array([p.confidence for p in results["onnx"]])
+    assert int8_confidence.max() > 0.995  # an int8 softmax capped every confidence at (254/255)^4 = 0.9844
+    gaps = np.abs(keras_confidence - int8_confidence)
+    assert gaps.mean() < 0.01 and np.median(gaps) < 0.005
