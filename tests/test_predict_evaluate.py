@@ -1,14 +1,20 @@
+"""bin/predict, bin/evaluate and kcaptcha.evaluate with the shipped digits model, so wrong answers show."""
+
 import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from kcaptcha.evaluate import collect_inputs, evaluate_paths
-from tests.conftest import write_captchas
+from kcaptcha import metrics
+from kcaptcha.evaluate import evaluate_paths
+from kcaptcha.files import collect_inputs
+
+DIGITS_TASK = ["--charset=0123456789", "--min_length=4", "--max_length=4", "--width=100", "--height=60"]
 
 
 def run_bin(repo_root, name, *args):
@@ -16,77 +22,212 @@ def run_bin(repo_root, name, *args):
                           text=True, timeout=300, cwd=repo_root)
 
 
+def write_digits(folder, count, name=lambda index, label: f"{label}_{index}.png", seed=11, first=0):
+    """Writes `count` captchas of the shipped digits model's task; returns {path: true label}."""
+    from kcaptcha.generate import CaptchaRenderer
+
+    renderer = CaptchaRenderer("0123456789", 4, 4, 100, 60, seed=seed)
+    os.makedirs(folder, exist_ok=True)
+    truths = {}
+    for index in range(first, first + count):
+        label, image = renderer.render(index)
+        path = os.path.join(str(folder), name(index, label))
+        image.save(path)
+        truths[path] = label
+    return truths
+
+
+@pytest.fixture(scope="module")
+def digits():
+    import kcaptcha
+
+    return kcaptcha.load_model("digits")
+
+
 @pytest.fixture
-def nested_folder(tmp_path, smoke_config):
-    write_captchas(str(tmp_path / "imgs"), smoke_config, 5)
-    write_captchas(str(tmp_path / "imgs" / "sub"), smoke_config, 3, first=5)
-    return tmp_path / "imgs"
+def digits_folder(tmp_path):
+    """12 labelled digits captchas, 8 at the top and 4 in `sub/`: (folder, {path: true label})."""
+    folder = tmp_path / "imgs"
+    truths = write_digits(folder, 8)
+    truths.update(write_digits(folder / "sub", 4, first=8))
+    return folder, truths
 
 
-def test_predict_prints_one_line_per_image_recursively(repo_root, smoke_model_dir, nested_folder):
-    result = run_bin(repo_root, "predict", f"--model={smoke_model_dir}", str(nested_folder))
+def readings(recognizer, paths):
+    return {path: prediction.text for path, prediction in zip(paths, recognizer.predict(list(paths)))}
+
+
+def test_predict_prints_one_line_per_image_recursively(repo_root, digits, digits_folder):
+    folder, truths = digits_folder
+    planted, wrong, true_label = plant_a_mislabelled_copy(folder, truths)
+    result = run_bin(repo_root, "predict", "--model=digits", str(folder))
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 8
-    path, text, confidence = lines[0].split("\t")
-    assert os.path.exists(path) and len(text) == 2 and 0.0 <= float(confidence) <= 1.0
-    assert "accuracy:" in result.stderr and "/8 =" in result.stderr
+    lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
+    assert [path for path, _, _ in lines] == collect_inputs([str(folder)])  # sorted, recursive
+    assert sorted(path for path, _, _ in lines) == sorted([*truths, planted])
+    assert all(0.0 <= float(confidence) <= 1.0 for _, _, confidence in lines)
+    assert {path: text for path, text, _ in lines} == readings(digits, [*truths, planted])
+    assert sum(text == truths[path] for path, text, _ in lines if path in truths) >= 11  # a trained model
+    labels = {**truths, planted: wrong}  # what the names say: the planted copy is a sure misread
+    right = sum(text == labels[path] for path, text, _ in lines)
+    assert right <= 12 and result.stderr.strip().splitlines()[-1] == (
+        f"accuracy: {right}/13 = {right / 13:.4f} on images whose names carry labels")
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
-def test_predict_formats(repo_root, smoke_model_dir, nested_folder, fmt):
-    result = run_bin(repo_root, "predict", f"--model={smoke_model_dir}", f"--format={fmt}", "--noprogress",
-                     str(nested_folder))
+def test_predict_formats(repo_root, digits_folder, fmt):
+    folder, truths = digits_folder
+    result = run_bin(repo_root, "predict", "--model=digits", f"--format={fmt}", "--noprogress", str(folder))
     assert result.returncode == 0, result.stderr[-2000:]
     if fmt == "csv":
         rows = list(csv.DictReader(io.StringIO(result.stdout)))
-        assert len(rows) == 8 and set(rows[0]) == {"path", "text", "confidence"}
+        assert set(rows[0]) == {"path", "text", "confidence"}
     else:
         rows = [json.loads(line) for line in result.stdout.splitlines()]
-        assert len(rows) == 8 and {"path", "text", "confidence", "char_confidences"} <= set(rows[0])
+        assert {"path", "text", "confidence", "char_confidences"} <= set(rows[0])
+        assert all(len(row["char_confidences"]) == 4 for row in rows)
+    assert sorted(row["path"] for row in rows) == sorted(truths)
+    assert sum(row["text"] == truths[row["path"]] for row in rows) >= 11
 
 
-def test_predict_reports_unreadable_files_and_fails(repo_root, smoke_model_dir, nested_folder):
-    (nested_folder / "broken_1.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    result = run_bin(repo_root, "predict", f"--model={smoke_model_dir}", str(nested_folder))
+def test_predict_reports_unreadable_files_and_fails(repo_root, digits_folder):
+    folder, truths = digits_folder
+    (folder / "broken_1.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    result = run_bin(repo_root, "predict", f"--model={os.path.join(repo_root, 'kcaptcha', 'saved_models', 'digits')}",
+                     "--noprogress", str(folder))
     assert result.returncode == 1
-    assert "broken_1.png" in result.stderr
-    assert len(result.stdout.strip().splitlines()) == 8  # the good ones are still read
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken_1.png" in errors[0]
+    assert "1 of 13 files could not be read" in result.stderr
+    lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
+    assert sorted(path for path, _, _ in lines) == sorted(truths)  # the good ones are still read
+    assert sum(text == truths[path] for path, text, _ in lines) >= 11
 
 
-def test_predict_on_a_folder_with_no_images(repo_root, smoke_model_dir, tmp_path):
-    (tmp_path / "notes.txt").write_text("hi")
-    result = run_bin(repo_root, "predict", f"--model={smoke_model_dir}", str(tmp_path))
-    assert result.returncode != 0 and "No images" in result.stderr
+def one_error_line(result, code, says):
+    assert result.returncode == code, result.stderr[-2000:]
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
 
 
-def test_predict_with_a_missing_model(repo_root, nested_folder, tmp_path):
-    result = run_bin(repo_root, "predict", f"--model={tmp_path / 'none'}", str(nested_folder))
-    assert result.returncode != 0 and "Model folder not found" in result.stderr
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_runtime_errors_exit_1_with_one_line(repo_root, digits_folder, tmp_path, command):
+    folder, _ = digits_folder
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "notes.txt").write_text("hi")
+    one_error_line(run_bin(repo_root, command, f"--model={tmp_path / 'none'}", str(folder)), 1,
+                   "Model folder not found")
+    one_error_line(run_bin(repo_root, command, str(tmp_path / "texts")), 1, "No images")
+    one_error_line(run_bin(repo_root, command, str(tmp_path / "ghost")), 1, "No such file or folder")
 
 
-def test_evaluate_reports_accuracies_and_copies_errors(repo_root, smoke_model_dir, nested_folder, tmp_path):
-    errors = tmp_path / "misread"
-    report_path = tmp_path / "report.json"
-    result = run_bin(repo_root, "evaluate", f"--model={smoke_model_dir}", f"--errors_dir={errors}",
-                     f"--output_json={report_path}", str(nested_folder))
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_usage_errors_exit_2_with_one_line_and_help_exits_0(repo_root, digits_folder, command):
+    folder, _ = digits_folder
+    one_error_line(run_bin(repo_root, command), 2, "give ")
+    one_error_line(run_bin(repo_root, command, "--bogus", str(folder)), 2, "Unknown command line flag 'bogus'")
+    one_error_line(run_bin(repo_root, command, "--backend=tpu", str(folder)), 2, "--backend")
+    one_error_line(run_bin(repo_root, command, "--label_from=[0-9]+", str(folder)), 2, "a group named 'label'")
+    helped = run_bin(repo_root, command, "--help")
+    assert helped.returncode == 0 and f"bin/{command}" in helped.stdout and "--label_from" in helped.stdout
+
+
+def plant_a_mislabelled_copy(folder, truths):
+    """A copy of a captcha whose name carries a label one character off its true one: a sure misread."""
+    source = sorted(truths)[0]
+    true_label = truths[source]
+    wrong = str((int(true_label[0]) + 1) % 10) + true_label[1:]
+    planted = str(folder / f"{wrong}_planted.png")
+    shutil.copy(source, planted)
+    return planted, wrong, true_label
+
+
+def test_evaluate_counts_right_and_wrong_against_the_true_labels(digits, digits_folder):
+    folder, truths = digits_folder
+    planted, wrong, true_label = plant_a_mislabelled_copy(folder, truths)
+    (folder / "abc_1.png").write_bytes((folder / os.path.basename(planted)).read_bytes())  # no label that fits
+    paths = collect_inputs([str(folder)])
+    report = evaluate_paths(digits, paths, progress=False)
+    read = readings(digits, paths)
+    assert read[planted] == true_label  # the model reads the image, not the name
+    labels = {**truths, planted: wrong}  # what the names say
+    right = sum(read[path] == label for path, label in labels.items())
+    assert sum(read[path] == truths[path] for path in truths) >= 11
+    assert report["images"] == 14 and report["evaluated"] == 13 and report["unlabelled"] == 1
+    assert report["image_accuracy"] == pytest.approx(right / 13) and right <= 12
+    assert report["character_accuracy"] == pytest.approx(metrics.character_accuracy(
+        [labels[p] for p in sorted(labels)], [read[p] for p in sorted(labels)]))
+    assert 0.95 < report["character_accuracy"] < 1.0
+    assert {e["path"]: (e["true"], e["predicted"]) for e in report["errors"]} == {
+        path: (label, read[path]) for path, label in labels.items() if read[path] != label}
+    assert len(report["per_position_accuracy"]) == 4 and min(report["per_position_accuracy"]) >= 11 / 13
+
+
+def test_evaluate_reports_accuracies_and_copies_errors(repo_root, digits, digits_folder, tmp_path):
+    folder, truths = digits_folder
+    planted, wrong, true_label = plant_a_mislabelled_copy(folder, truths)
+    errors, report_path = tmp_path / "misread", tmp_path / "report.json"
+    result = run_bin(repo_root, "evaluate", "--model=digits", f"--errors_dir={errors}",
+                     f"--output_json={report_path}", str(folder))
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(report_path.read_text())
-    assert report["evaluated"] == 8
-    assert len(report["per_position_accuracy"]) == 2
-    assert 0.0 <= report["image_accuracy"] <= report["character_accuracy"] <= 1.0 or report["image_accuracy"] == 0
+    labels = {**truths, planted: wrong}
+    read = readings(digits, labels)
+    right = sum(read[path] == label for path, label in labels.items())
+    assert report["evaluated"] == 13 and report["image_accuracy"] == pytest.approx(right / 13)
+    assert f"whole-image accuracy: {right / 13:.4f}" in result.stdout and "per-position accuracy" in result.stdout
     assert report["images_per_second"] > 0 and report["ms_per_image"] > 0
-    assert len(list(errors.iterdir())) == len(report["errors"])
-    assert "whole-image accuracy" in result.stdout and "per-position accuracy" in result.stdout
+    assert sorted(os.listdir(errors)) == sorted(
+        f"{label}_as_{read[path]}_{os.path.basename(path)}" for path, label in labels.items() if read[path] != label)
+    assert f"{wrong}_as_{true_label}_{os.path.basename(planted)}" in os.listdir(errors)
 
 
-def test_evaluate_counts_right_and_wrong(smoke_model_dir, nested_folder):
-    import kcaptcha
+# One naming scheme per test, end to end as a new user would: the same --label_from in every command.
+SCHEMES = {
+    "stem": ("stem", lambda index, label: f"{label}.png"),
+    "suffix": ("suffix", lambda index, label: f"{index:03d}_{label}.png"),
+    "regex": (r"^img-(?P<label>\d+)-\d+$", lambda index, label: f"img-{label}-{index}.png"),
+}
 
-    recognizer = kcaptcha.load_model(smoke_model_dir)
-    paths = collect_inputs([str(nested_folder)])
-    report = evaluate_paths(recognizer, paths, progress=False)
-    predictions = recognizer.predict(paths)
-    right = sum(p.text == os.path.basename(path).split("_")[0] for path, p in zip(paths, predictions))
-    assert report["image_accuracy"] == pytest.approx(right / len(paths))
-    assert len(report["errors"]) == len(paths) - right
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_each_naming_scheme_end_to_end(repo_root, digits, tmp_path, scheme):
+    label_from, name = SCHEMES[scheme]
+    raw, out = tmp_path / "raw", tmp_path / "prepared"
+    truths = write_digits(raw, 12, name=name, seed=5)
+    assert len(set(truths.values())) == 12  # distinct labels, so that `<label>.png` names are distinct
+    read = readings(digits, truths)
+    right = sum(read[path] == label for path, label in truths.items())
+    assert right >= 11
+    flag = f"--label_from={label_from}"
+
+    prepared = run_bin(repo_root, "prepare", flag, f"--input_dir={raw}", f"--output_dir={out}", *DIGITS_TASK,
+                       "--split=0.5,0,0.5")
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["accepted"] == 12 and report["rejected_total"] == 0 and report["splits"]["test"] == 6
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {os.path.join(str(raw), entry["path"]): entry["label"] for entry in manifest} == truths
+
+    evaluated = run_bin(repo_root, "evaluate", flag, "--model=digits", "--noprogress",
+                        f"--output_json={tmp_path / 'raw.json'}", str(raw))
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    report = json.loads((tmp_path / "raw.json").read_text())
+    assert report["evaluated"] == 12 and report["unlabelled"] == 0
+    assert report["image_accuracy"] == pytest.approx(right / 12)
+
+    predicted = run_bin(repo_root, "predict", flag, "--model=digits", "--noprogress", str(raw))
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert f"accuracy: {right}/12 = {right / 12:.4f}" in predicted.stderr
+
+    # The split folder names files <label>_<name>; evaluate knows that from report.json, with or without the flag.
+    right_in_test = sum(read[os.path.join(str(raw), entry["path"])] == entry["label"]
+                        for entry in manifest if entry["split"] == "test")  # the same bytes, the same readings
+    for extra in ([], [flag]):
+        evaluated = run_bin(repo_root, "evaluate", *extra, "--model=digits", "--noprogress",
+                            f"--output_json={tmp_path / 'test.json'}", str(out / "test"))
+        assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+        report = json.loads((tmp_path / "test.json").read_text())
+        assert report["evaluated"] == 6 and report["unlabelled"] == 0
+        assert report["image_accuracy"] == pytest.approx(right_in_test / 6)

@@ -1,42 +1,98 @@
-"""Helpers shared by the command-line entry points (absl apps)."""
+"""What every command shares: running an absl app with one-line errors and fixed exit codes, quiet TensorFlow.
 
+Exit codes, the same in every command:
+    0  success, or --help
+    2  a usage error: an unknown flag, a bad value, a missing argument (one line saying which)
+    1  a runtime error: a missing file, a damaged model, a failed check (one line saying what)
+"""
+
+import contextlib
+import importlib.abc
+import importlib.util
 import os
 import sys
 
 from absl import app, flags
 
 FLAGS = flags.FLAGS
+EXIT_RUNTIME, EXIT_USAGE = 1, 2
+# Modules the light runtime install leaves out, and the extra that brings each.
+EXTRAS = {**dict.fromkeys(("tensorflow", "keras", "keras_tuner", "captcha", "tf2onnx", "onnx", "matplotlib",
+                           "sklearn"), "train"),
+          **dict.fromkeys(("fastapi", "uvicorn", "python_multipart", "starlette"), "serve")}
+
+
+class UsageError(Exception):
+    """A mistake in how a command was called; printed as one line, exit status 2."""
 
 
 def define_model_flags() -> None:
-    """--model, --backend and --progress, for the commands that read images with a saved model."""
-    flags.DEFINE_string("model", "digits", "A shipped model name (saved_models/<name>) or a model folder.")
+    """--model, --backend, --progress and --label_from, for the commands that read images with a saved model."""
+    from kcaptcha.flags import define_flags
+
+    flags.DEFINE_string("model", "digits", "A model name (./saved_models/<name>, else a shipped one) or a model "
+                        "folder.")
     flags.DEFINE_enum("backend", "auto", ["auto", "keras", "onnx"], "Inference engine (auto: the exported ONNX "
                       "model when it agrees with Keras, else Keras).")
-    flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+    flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal).")
+    define_flags(fields=("label_from",))
 
 
-def quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def label_rule(inputs):
+    """The `LabelRule` for the command's inputs: by --label_from, except for bin/prepare's split folders."""
+    from kcaptcha import inventory
+    from kcaptcha.files import LabelRule
+
+    try:
+        if inputs and all(inventory.read_report(item) for item in inputs):
+            return inventory.label_rule_for(inputs[0], FLAGS.label_from)
+        return LabelRule.parse(FLAGS.label_from)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def model_and_inputs(argv, example: str):
+    """(recognizer, image paths, label rule) from --model, --backend, --label_from and the command's arguments."""
+    inputs = argv[1:]
+    if not inputs:
+        raise UsageError(f"give one or more image folders or files, e.g. {example}")
+    from kcaptcha.files import collect_inputs
+    from kcaptcha.recognizer import load_model
+
+    rule, paths = label_rule(inputs), collect_inputs(inputs)
+    return load_model(FLAGS.model, backend=FLAGS.backend), paths, rule
 
 
 def config_or_exit():
-    """The validated Config from the command line, or exit 2 with the reason."""
+    """The validated Config from the command line; a `UsageError` naming each bad value."""
     from kcaptcha.flags import config_from_flags
 
     try:
         return config_from_flags(FLAGS)
     except ValueError as error:
-        raise app.UsageError(str(error))
+        raise UsageError(str(error)) from None
 
 
-def fail(message: str, code: int = 1) -> None:
-    print(f"error: {message}", file=sys.stderr)
+def fail(message: str, code: int = EXIT_RUNTIME) -> None:
+    """Prints `error: message` on a line of its own and exits with `code`."""
+    clear = "\r\033[K" if sys.stderr.isatty() else ""  # a progress line may be half drawn
+    print(f"{clear}error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
+def parse_flags(argv):
+    """absl's parsing, with a one-line message and exit 2 for a bad flag, and exit 0 after --help."""
+    argv = ["--help" if arg == "-h" else arg for arg in argv]
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        fail(f"{error} (see --help)", EXIT_USAGE)
+    except SystemExit as stop:  # absl exits with 1 after printing --help, --helpfull or --helpxml
+        sys.exit(0 if stop.code in (None, 1) else stop.code)
+
+
 def run_main(main) -> None:
-    """absl's app.run with clean one-line errors for people instead of tracebacks."""
+    """Runs `main(argv)` as an absl app: clean one-line errors for people, never tracebacks."""
     quiet_tensorflow()
     sys.modules["__main__"].__doc__ = sys.modules[main.__module__].__doc__  # the usage text of --help
     # absl's --help lists only the main module's flags; the shims' flags live in kcaptcha modules.
@@ -47,7 +103,76 @@ def run_main(main) -> None:
     def guarded(argv):
         try:
             return main(argv)
-        except (FileNotFoundError, ValueError, IsADirectoryError, NotADirectoryError, PermissionError) as error:
+        except UsageError as error:
+            fail(str(error), EXIT_USAGE)
+        except ModuleNotFoundError as error:
+            extra = EXTRAS.get((error.name or "").split(".")[0])
+            if extra is None:
+                raise
+            fail(f"this command needs {error.name}, which the runtime install leaves out: "
+                 f"pip install 'kcaptcha[{extra}]'")
+        except (OSError, ValueError, RuntimeError) as error:
             fail(str(error))
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
 
-    app.run(guarded)
+    app.run(guarded, flags_parser=parse_flags)
+
+
+def quiet_tensorflow() -> None:
+    """Hides TensorFlow's start-up log lines (CUDA probing on a CPU-only machine) unless asked for.
+
+    TF_CPP_MIN_LOG_LEVEL=3 (unless set otherwise) hides the C++ log; a few lines are written before that
+    setting applies, so standard error is also silenced while the `tensorflow` module itself is imported.
+    KCAPTCHA_TF_LOGS=1 shows everything.
+    """
+    if os.environ.get("KCAPTCHA_TF_LOGS"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` as usual, but runs its import with file descriptor 2 pointed at /dev/null."""
+
+    def __init__(self):
+        self.busy = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow" or self.busy:
+            return None
+        self.busy = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.busy = False
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        sys.meta_path.remove(self)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, inner):
+        self.inner = inner
+
+    def create_module(self, spec):
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module):
+        with _stderr_silenced():
+            self.inner.exec_module(module)
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

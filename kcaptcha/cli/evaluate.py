@@ -1,10 +1,9 @@
 """bin/evaluate [--model=digits] [--errors_dir=misread/] [--output_json=report.json] labelled_dir/
 
-Whole-image, character and per-position accuracy on a folder of labelled images (<label>_<anything>.<ext>),
-the most confused character pairs, images/s and ms/image, and the list of misread images.
+Whole-image, character and per-position accuracy on a folder of labelled images (labels from file names:
+<label>_<anything>.<ext> or <label>.<ext> by default, see --label_from), the most confused character
+pairs, images/s and ms/image, and the list of misread images.
 """
-
-import json
 
 from absl import flags
 
@@ -17,20 +16,15 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    inputs = argv[1:]
-    if not inputs:
-        common.fail("give a folder of labelled images, e.g. bin/evaluate data/test/", code=2)
-    from kcaptcha.evaluate import collect_inputs, evaluate_paths, format_report
-    from kcaptcha.recognizer import load_model
+    recognizer, paths, rule = common.model_and_inputs(argv, "bin/evaluate data/test/")
+    from kcaptcha.evaluate import evaluate_paths, format_report
+    from kcaptcha.files import atomic_write_json
 
-    recognizer = load_model(FLAGS.model, backend=FLAGS.backend)
-    report = evaluate_paths(recognizer, collect_inputs(inputs), errors_dir=FLAGS.errors_dir,
-                            progress=FLAGS.progress)
+    report = evaluate_paths(recognizer, paths, errors_dir=FLAGS.errors_dir, progress=FLAGS.progress, rule=rule)
     print(f"model: {recognizer.model_dir} ({recognizer.backend})")
     print(format_report(report))
     if FLAGS.output_json:
-        with open(FLAGS.output_json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2, ensure_ascii=False)
+        atomic_write_json(FLAGS.output_json, report, sort_keys=False)
 
 
 def run():

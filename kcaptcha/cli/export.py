@@ -11,7 +11,8 @@ from absl import flags
 
 from kcaptcha.cli import common
 
-flags.DEFINE_string("model", "digits", "A shipped model name (saved_models/<name>) or a model folder.")
+flags.DEFINE_string("model", "digits", "A model name (./saved_models/<name>, else a shipped one) or a model "
+                    "folder.")
 flags.DEFINE_bool("quantize", True, "Also write the int8 model.")
 FLAGS = flags.FLAGS
 

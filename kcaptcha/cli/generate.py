@@ -30,9 +30,9 @@ def main(argv):
 
     start = time.perf_counter()
     summary = write_images(CaptchaRenderer.from_config(config), FLAGS.output_dir, FLAGS.count,
-                           workers=config.workers)
+                           workers=config.data_workers)
     seconds = time.perf_counter() - start
-    workers = default_workers(config.workers)
+    workers = default_workers(config.data_workers)
     print(f"{summary['written']} written, {summary['exists']} already existed in {FLAGS.output_dir} "
           f"({summary['written'] / max(seconds, 1e-9):.0f} images/s, {seconds:.1f} s, "
           f"{workers} worker{'' if workers == 1 else 's'})")

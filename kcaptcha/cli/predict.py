@@ -1,7 +1,8 @@
 """bin/predict [--model=digits] [--format=tsv|csv|json] dir/ [more dirs or files]
 
 One line per image: path<TAB>text<TAB>confidence. Folders are searched recursively. When file names carry
-labels (<label>_<anything>.<ext>), an accuracy summary goes to stderr at the end. Unreadable files are
+labels the model could read (<label>_<anything>.<ext> or <label>.<ext>, see --label_from), an accuracy
+summary goes to stderr at the end. Unreadable files are
 reported and skipped, and the exit status is then 1.
 """
 
@@ -20,14 +21,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    inputs = argv[1:]
-    if not inputs:
-        common.fail("give one or more image folders or files, e.g. bin/predict samples/", code=2)
-    from kcaptcha.evaluate import collect_inputs, label_for, predict_paths
-    from kcaptcha.recognizer import load_model
+    recognizer, paths, rule = common.model_and_inputs(argv, "bin/predict samples/")
+    from kcaptcha.evaluate import label_for, predict_paths
 
-    paths = collect_inputs(inputs)
-    recognizer = load_model(FLAGS.model, backend=FLAGS.backend)
     writer = csv.writer(sys.stdout) if FLAGS.format == "csv" else None
     if writer:
         writer.writerow(["path", "text", "confidence"])
@@ -43,7 +39,7 @@ def main(argv):
             writer.writerow([path, prediction.text, f"{prediction.confidence:.4f}"])
         else:
             print(f"{path}\t{prediction.text}\t{prediction.confidence:.4f}")
-        label = label_for(path, recognizer.vocab)
+        label = label_for(path, recognizer.vocab, rule)
         if label is not None:
             labelled += 1
             right += label == prediction.text

@@ -1,7 +1,8 @@
-"""bin/train --flagfile=experiments/digits.flags [--model_dir=runs/digits] [--fresh]
+"""bin/train --flagfile=experiments/digits.flags [--model_dir=runs/digits] [--save_dir=...] [--fresh]
 
 Trains a recogniser (on-the-fly synthetic captchas unless --train_dir is given), resuming from the
-latest checkpoint in --model_dir, and saves the best model to saved_models/<name>.
+backup in --model_dir, and saves the best model to --save_dir (default saved_models/<name>), which it
+never does over a model another run saved (a shipped one included) unless given --overwrite.
 """
 
 import json
@@ -16,7 +17,8 @@ from kcaptcha.flags import define_flags
 define_flags()
 flags.DEFINE_string("model_dir", None, "Run folder for checkpoints and logs (default: runs/<name>).")
 flags.DEFINE_string("save_dir", None, "Where to save the trained model (default: saved_models/<name>).")
-flags.DEFINE_bool("fresh", False, "Ignore existing checkpoints in --model_dir and start over.")
+flags.DEFINE_bool("fresh", False, "Ignore the backup in --model_dir and start over.")
+flags.DEFINE_bool("overwrite", False, "Replace the model in --save_dir even if another run saved it.")
 flags.DEFINE_bool("export", True, "Also export the saved model to ONNX (float32 and int8), as bin/export does.")
 FLAGS = flags.FLAGS
 
@@ -27,7 +29,7 @@ def main(argv):
     from kcaptcha.train import train
 
     summary = train(config, FLAGS.model_dir or os.path.join("runs", config.name), fresh=FLAGS.fresh,
-                    save_dir=FLAGS.save_dir or os.path.join("saved_models", config.name))
+                    save_dir=FLAGS.save_dir or os.path.join("saved_models", config.name), overwrite=FLAGS.overwrite)
     if FLAGS.export:
         from kcaptcha.export import export_onnx
 
