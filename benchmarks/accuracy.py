@@ -1,4 +1,4 @@
-"""Our default model against the parent's (`--model=legacy`), same data, same wall time, side by side.
+"""Our default model against the parent's (`--architecture=legacy`), same data, same wall time, side by side.
 
     python benchmarks/accuracy.py --flagfile=experiments/digits.flags --minutes=10
 
@@ -31,17 +31,18 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from kcaptcha import data
+    from kcaptcha import data, metrics
     from kcaptcha.recognizer import load_model
     from kcaptcha.train import train
 
     base = config_from_flags(FLAGS)
-    images, _, labels = data.synthetic_arrays(base, FLAGS.test_size, FLAGS.test_seed)
+    heldout = data.synthetic_set(base, FLAGS.test_size, FLAGS.test_seed)
+    images, labels = heldout.images, heldout.labels
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("default", "legacy"):
-            max_steps = FLAGS.schedule_steps if kind == "default" else 10**6
-            config = base.replace(model=kind, max_train_seconds=int(FLAGS.minutes * 60), max_steps=max_steps,
+        for kind in ("heads", "legacy"):
+            max_steps = FLAGS.schedule_steps if kind == "heads" else 10**6
+            config = base.replace(architecture=kind, max_train_seconds=int(FLAGS.minutes * 60), max_steps=max_steps,
                                   eval_every_steps=200, target_accuracy=1.0, patience=10**6)
             started = time.time()
             summary = train(config, os.path.join(tmp, kind), save_dir=os.path.join(tmp, kind + "_model"),
@@ -49,27 +50,24 @@ def main(argv):
             recognizer = load_model(os.path.join(tmp, kind + "_model"))
             predictions = recognizer.predict_batch(images)
             texts = [p.text for p in predictions]
-            right = sum(t == label for t, label in zip(texts, labels))
-            chars = sum(a == b for t, label in zip(texts, labels) for a, b in zip(t, label))
             results[kind] = {
                 "steps": summary["steps"],
                 "images_seen": summary["images_seen"],
                 "train_seconds": round(time.time() - started, 1),
                 "parameters": recognizer.model.count_params(),
-                "heldout_image_accuracy": right / len(labels),
-                "heldout_character_accuracy": chars / sum(len(label) for label in labels),
+                **{f"heldout_{k}": v for k, v in metrics.scores(labels, texts).items()},
             }
             print(kind, json.dumps(results[kind]), flush=True)
     print(f"\n{'model':8} {'steps':>7} {'params':>10} {'image acc':>10} {'char acc':>9}")
     for kind, r in results.items():
         print(f"{kind:8} {r['steps']:>7} {r['parameters']:>10,} {r['heldout_image_accuracy']:>10.4f} "
               f"{r['heldout_character_accuracy']:>9.4f}")
-    default, legacy = (results[k]["heldout_image_accuracy"] for k in ("default", "legacy"))
+    default, legacy = (results[k]["heldout_image_accuracy"] for k in ("heads", "legacy"))
     comparison = f"{default / legacy:.1f}x" if legacy else "legacy read no image right"
     print(f"after {FLAGS.minutes} min each: default {default:.4f} vs legacy {legacy:.4f} whole-image ({comparison})")
     if FLAGS.output_json:
         with open(FLAGS.output_json, "w") as f:
-            json.dump({"minutes": FLAGS.minutes, "config": base.to_dict(), "results": results}, f, indent=2)
+            json.dump({"minutes": FLAGS.minutes, "config": base.subset(), "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

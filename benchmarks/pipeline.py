@@ -1,10 +1,10 @@
 """python benchmarks/pipeline.py [--input_dir=FOLDER] [--count=3000] [--batch_size=128]
 
-Images per second of kcaptcha's `tf.data` file pipeline (`kcaptcha.data.file_dataset`, training=False)
+Images per second of kcaptcha's `tf.data` file pipeline (`kcaptcha.data.image_dataset`)
 against the parent project's loader (one file at a time in Python: PIL open, np.array, grayscale,
 flatten, /255 into a preallocated batch), on the same files in one run.
 
-`file_dataset` caches decoded images in memory when they fit, so its first pass decodes and later passes
+`image_dataset` caches decoded images in memory when they fit, so its first pass decodes and later passes
 read the cache. Both are reported, each as the second of two passes over its own dataset (the first pays
 for graph tracing and thread start-up): "uncached" with caching turned off, "cached" with it on. The
 parent re-reads and re-decodes every file on every pass; training does many passes, so the cached rate is
@@ -61,7 +61,7 @@ def main():
     from kcaptcha import generate
     from kcaptcha.config import Config
 
-    config = Config(batch_size=args.batch_size, workers=0)
+    config = Config(batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.input_dir
         if not folder:
@@ -79,26 +79,22 @@ def main():
         with Image.open(paths[0]) as first:  # the parent does not resize: use the files' own size
             width, height = first.size
         config = config.replace(width=width, height=height)
-        labels = np.zeros((len(paths), config.max_length), np.int32)  # labels are not what is measured
         print(f"{len(paths)} files from {folder}, {width}x{height}, batch {args.batch_size}, "
               f"{os.cpu_count()} CPUs, TensorFlow {tf.__version__}")
 
         parent, parent_passes = rate(lambda: parent_loader(paths, args.batch_size, height, width), len(paths))
-        cache_limit = data.CACHE_LIMIT_BYTES
-        data.CACHE_LIMIT_BYTES = 0  # decode on every pass
-        uncached_dataset = data.file_dataset(paths, labels, config, training=False)
-        data.CACHE_LIMIT_BYTES = cache_limit
+        uncached_dataset = data.image_dataset(paths, config, args.batch_size, cache=False)  # decodes every pass
         uncached, uncached_passes = rate(lambda: uncached_dataset, len(paths))
-        cached_dataset = data.file_dataset(paths, labels, config, training=False)
+        cached_dataset = data.image_dataset(paths, config, args.batch_size)
         cached, cached_passes = rate(lambda: cached_dataset, len(paths))
 
     def passes(values):
         return ", ".join(f"{v:,.0f}" for v in values)
 
     print(f"parent loader (PIL, one at a time): {parent:10,.0f} images/s   (passes: {passes(parent_passes)})")
-    print(f"kcaptcha file_dataset, uncached:    {uncached:10,.0f} images/s   (passes: {passes(uncached_passes)})"
+    print(f"kcaptcha image_dataset, uncached:    {uncached:10,.0f} images/s   (passes: {passes(uncached_passes)})"
           f"   {uncached / parent:5.1f}x")
-    print(f"kcaptcha file_dataset, cached:      {cached:10,.0f} images/s   (passes: {passes(cached_passes)}; "
+    print(f"kcaptcha image_dataset, cached:      {cached:10,.0f} images/s   (passes: {passes(cached_passes)}; "
           f"the first decodes and fills the cache)   {cached / parent:5.1f}x")
     print("(each rate is the second pass; the cached rate is every epoch after the first in training)")
 
