@@ -195,6 +195,7 @@ def test_wall_time_limit_stops_training(tmp_path, smoke_config):
 
 def test_progress_counts_steps_not_epochs(tmp_path, smoke_config, capsys):
     train(smoke_config.replace(max_steps=20), str(tmp_path / "run"), verbose=1)
-    err = capsys.readouterr().err
-    assert "step 10/20" in err and "step 20/20" in err and "Epoch" not in err
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "step 10/20" in err and "step 20/20" in err and "Epoch" not in captured.out + err
     assert np.all([line.startswith("step ") for line in err.strip().splitlines()])

@@ -185,12 +185,10 @@ def test_overwrite_restarts_with_hyperband(smoke_config, tmp_path):
 
 def test_trials_obey_the_training_time_limit(smoke_config, tmp_path):
     """Each trial trains through the same fit as bin/train, so max_train_seconds stops it too."""
-    config = smoke_config.replace(max_steps=100000, max_train_seconds=2, eval_every_steps=10000, patience=100)
-    started = time.time()
+    config = smoke_config.replace(max_steps=600, max_train_seconds=2, eval_every_steps=600, patience=100)
     result = tuning.tune(config, str(tmp_path / "search"), tuner="random", max_trials=1, verbose=0)
-    assert time.time() - started < 60
     (trial, runs), = read_trials(str(tmp_path / "search"))
-    assert runs[0]["stop_reason"] == "max_train_seconds" and 0 < runs[0]["steps"] < 100000
+    assert runs[0]["stop_reason"] == "max_train_seconds" and 0 < runs[0]["steps"] < 600
     assert result["trials"][0]["status"] == "COMPLETED"
 
 
