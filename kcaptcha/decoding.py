@@ -37,14 +37,40 @@ def decode(logits: np.ndarray, output: str, vocab) -> List[Prediction]:
 
     Args:
         output: how the architecture's logits are read: 'softmax' or 'sigmoid' (one row per character
-            position; a blank id at unused positions) or 'ctc'.
+            position; a blank id at unused positions) or 'ctc' (one row per frame; the last class blank).
         vocab: the model's `Vocab`.
     """
     if output == "softmax":
         return _decode_positions(softmax(logits), vocab)
     if output == "sigmoid":
         return _decode_positions(sigmoid(logits), vocab)
-    raise ValueError(f"output must be 'softmax' or 'sigmoid'. Received: output={output!r}")
+    if output == "ctc":
+        return [_decode_ctc(row, vocab) for row in softmax(logits)]
+    raise ValueError(f"output must be 'softmax', 'sigmoid' or 'ctc'. Received: output={output!r}")
+
+
+def _decode_ctc(probabilities: np.ndarray, vocab) -> Prediction:
+    """Greedy CTC decoding of one image's per-frame probabilities [frames, len(charset) + 1].
+
+    The best class of each frame, repeats collapsed, blanks (the last class) dropped. A character's
+    confidence is the highest probability among the frames that spelled it; the text's is the product of
+    every frame's best probability (the probability of the best path). A text whose length is outside
+    the model's min_length..max_length is returned with confidence 0: it cannot be right.
+    """
+    blank = len(vocab.charset)
+    best_ids, best = probabilities.argmax(axis=-1), probabilities.max(axis=-1)
+    text, char_confidences, previous = [], [], blank
+    for frame, class_id in enumerate(best_ids):
+        if class_id != blank and class_id != previous:
+            text.append(vocab.charset[class_id])
+            char_confidences.append(float(best[frame]))
+        elif class_id != blank:
+            char_confidences[-1] = max(char_confidences[-1], float(best[frame]))
+        previous = class_id
+    confidence = float(np.prod(best.astype(np.float64)))
+    if not vocab.min_length <= len(text) <= vocab.max_length:
+        confidence = 0.0
+    return Prediction("".join(text), confidence, tuple(char_confidences))
 
 
 def _decode_positions(probabilities: np.ndarray, vocab) -> List[Prediction]:

@@ -35,6 +35,8 @@ class Architecture:
 
 
 ARCHITECTURES = {entry.name: entry for entry in (
+    Architecture("ctc", "kcaptcha.models.ctc", "ctc",
+                 "a residual CNN reading columns as a sequence, trained with CTC: any length, no alignment"),
     Architecture("heads", "kcaptcha.models.heads", "softmax",
                  "a CNN with one softmax head per character position"),
     Architecture("legacy", "kcaptcha.models.legacy", "sigmoid",

@@ -11,6 +11,17 @@ def conv_block(x, filters: int, strides=1, name: str = "block"):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
+def adam(config):
+    """Adam on the warm-up + cosine schedule, keeping an exponential moving average of the weights.
+
+    Validation and the saved model use the averaged weights (`keras.callbacks.SwapEMAWeights`, added by
+    `kcaptcha.train.fit`): they do not swing with the last steps' noise while the learning rate is high.
+    """
+    use_ema = config.ema_momentum > 0
+    return keras.optimizers.Adam(warmup_cosine(config), use_ema=use_ema,
+                                 ema_momentum=config.ema_momentum if use_ema else 0.99)
+
+
 def warmup_cosine(config):
     """Linear warm-up to `learning_rate`, then cosine decay to 2% of it at `max_steps`."""
     warmup = min(500, max(1, config.max_steps // 10))

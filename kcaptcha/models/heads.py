@@ -7,7 +7,7 @@ where it usually sits. Variable length is a blank class that the heads predict a
 import keras
 from keras import layers
 
-from kcaptcha.models.common import conv_block, warmup_cosine
+from kcaptcha.models.common import adam, conv_block
 from kcaptcha.vocab import Vocab
 
 REFERENCE_WIDTHS = (24, 48, 96, 128, 160)  # conv filters at width_multiplier=1.0 (Config's default stack)
@@ -39,7 +39,7 @@ def loss(config):
 
 
 def optimizer(config):
-    return keras.optimizers.Adam(warmup_cosine(config))
+    return adam(config)
 
 
 def search_space(hp, config) -> dict:
