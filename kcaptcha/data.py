@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from kcaptcha import generate, inventory
+from kcaptcha.augment import Augmenter
 from kcaptcha.files import IMAGE_EXTENSIONS, list_images
 from kcaptcha.images import decode_image
 from kcaptcha.vocab import Vocab
@@ -45,25 +46,6 @@ def labelled_files(folder: str, config) -> Tuple[List[str], List[str]]:
     return paths, labels
 
 
-def augment_images(images: tf.Tensor, strength: float) -> tf.Tensor:
-    """Light, label-preserving augmentation of a float batch: shifts, contrast, brightness, noise."""
-    if strength <= 0:
-        return images
-    shape = tf.shape(images)
-    height, width = shape[1], shape[2]
-    pad = max(1, int(round(3 * strength)))
-    # Shift by up to `pad` pixels, filling with white (the usual captcha background).
-    padded = tf.pad(images - 1.0, [[0, 0], [pad, pad], [pad, pad], [0, 0]]) + 1.0
-    images = tf.image.random_crop(padded, tf.stack([shape[0], height, width, 1]))
-    batch = shape[0]
-    contrast = tf.random.uniform([batch, 1, 1, 1], 1.0 - 0.3 * strength, 1.0 + 0.3 * strength)
-    brightness = tf.random.uniform([batch, 1, 1, 1], -0.1 * strength, 0.1 * strength)
-    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-    images = (images - mean) * contrast + mean + brightness
-    images += tf.random.normal(tf.shape(images), stddev=0.03 * strength)
-    return tf.clip_by_value(images, 0.0, 1.0)
-
-
 def image_dataset(paths: Sequence[str], config, batch_size: int = 256, cache: bool = True) -> tf.data.Dataset:
     """Decoded images of `paths`, in order, batched (and cached): what validation reads."""
     dataset = tf.data.Dataset.from_tensor_slices(list(paths))
@@ -85,18 +67,18 @@ def file_dataset(paths: Sequence[str], labels: Sequence[str], config) -> tf.data
     if len(paths) * config.height * config.width * 4 <= CACHE_LIMIT_BYTES:
         # Shuffle again after the cache, so every epoch has a new order.
         dataset = dataset.cache().shuffle(min(len(paths), 10000), seed=config.seed)
+    augmenter = Augmenter(config.augment, config.seed)
     dataset = dataset.repeat().batch(config.batch_size, drop_remainder=False)
-    if config.augment > 0:
-        dataset = dataset.map(lambda x, y: (augment_images(x, config.augment), y), num_parallel_calls=AUTOTUNE)
-    return dataset.prefetch(AUTOTUNE)
+    return dataset.map(lambda x, y: (augmenter(x), y), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
 def pool_dataset(pool, config, seed: Optional[int] = None) -> tf.data.Dataset:
     """Endless augmented (image, label ids) training batches drawn from a `kcaptcha.pool.CaptchaPool`."""
     dataset = pool.dataset(config.batch_size, seed=config.seed if seed is None else seed)
+    augmenter = Augmenter(config.augment, config.seed)
 
     def to_float(pixels, ids):
-        return augment_images(tf.cast(pixels, tf.float32) * (1.0 / 255.0), config.augment), ids
+        return augmenter(tf.cast(pixels, tf.float32) * (1.0 / 255.0)), ids
 
     return dataset.map(to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
