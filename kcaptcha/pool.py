@@ -10,8 +10,8 @@ Captcha `i` of a seed is always the same image, and the pool draws them in order
 `rendered` (the next index) is logged at every validation, so a resumed run continues the stream.
 """
 
-import collections
 import threading
+import time
 from typing import Optional
 
 import numpy as np
@@ -21,6 +21,9 @@ from kcaptcha import generate
 from kcaptcha.vocab import Vocab
 
 RENEW_CHUNK = 32  # captchas per background task
+# The share of its time the background process spends drawing: on 2 cores, drawing at full speed took
+# half a core from training; at a quarter it still renews the pool several times over in a run.
+RENEW_BUSY_FRACTION = 0.25
 
 
 class CaptchaPool:
@@ -62,16 +65,18 @@ class CaptchaPool:
 
     def _renew(self) -> None:
         pool = generate.worker_pool(self.renderer, self._renew_workers)
-        pending, slot = collections.deque(), 0
+        slot = 0
         try:
             while not self._stop.is_set():
-                while len(pending) < 2 * self._renew_workers:
-                    pending.append(pool.apply_async(generate.render_chunk, ((self.rendered, RENEW_CHUNK),)))
-                    self.rendered += RENEW_CHUNK
-                task = pending.popleft()
+                started = time.monotonic()
+                task = pool.apply_async(generate.render_chunk, ((self.rendered, RENEW_CHUNK),))
+                self.rendered += RENEW_CHUNK
                 while not task.ready():
-                    if self._stop.wait(0.05):
+                    if self._stop.wait(0.02):
                         return
+                busy = time.monotonic() - started
+                if self._stop.wait(busy * (1.0 / RENEW_BUSY_FRACTION - 1.0)):
+                    return
                 rows = self._rows(*task.get())
                 end = min(slot + len(rows), self.size)
                 self.variable[slot:end].assign(rows[:end - slot])

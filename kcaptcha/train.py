@@ -97,6 +97,8 @@ def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks:
         limits["max_train_seconds"] = kc_callbacks.TimeLimit(config.max_train_seconds)
     early = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience)
     every = [validation, *limits.values(), early]
+    if getattr(model.optimizer, "use_ema", False):  # validate and save the averaged weights
+        every.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if run_dir:
         every += run_callbacks(run_dir, config)
     if verbose:
