@@ -18,8 +18,10 @@ import numpy as np
 from captcha import image as captcha_image
 from PIL import Image
 
+from kcaptcha import styles
 from kcaptcha.files import create_new
 
+STYLES = ("captcha", "varied")
 _BASE_FONT_SIZES = (42, 50, 56)  # the captcha library's defaults, made for 60-pixel-high images
 _patch_lock = threading.Lock()
 
@@ -46,22 +48,32 @@ def _seeded_captcha(rng: SeededSecrets):
 
 
 class CaptchaRenderer:
-    """Draws labelled captchas of one size and charset; `render(index)` is a pure function of the seed."""
+    """Draws labelled captchas of one size and charset; `render(index)` is a pure function of the seed.
+
+    Styles: "captcha" is the `captcha` library's look (with `fonts`, or its own font); "varied" draws
+    half of the images in that look with every font that can draw the charset (`fonts`, or those found
+    on the machine) and half in other looks (`kcaptcha.styles`): backgrounds, colours, spacing, lines,
+    dots, blur, warping.
+    """
 
     def __init__(self, charset: str, min_length: int, max_length: int, width: int, height: int,
-                 seed: int = 0, fonts: Sequence[str] = ()):
-        self.charset = charset
-        self.min_length = min_length
-        self.max_length = max_length
-        self.seed = seed
+                 seed: int = 0, fonts: Sequence[str] = (), style: str = "captcha"):
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {', '.join(STYLES)}. Received: style={style!r}")
+        self.args = (charset, min_length, max_length, width, height, seed, tuple(fonts), style)
+        self.charset, self.min_length, self.max_length = charset, min_length, max_length
+        self.width, self.height, self.seed, self.style = width, height, seed, style
+        self.fonts = tuple(fonts) or (styles.find_fonts(charset) if style == "varied" else ())
+        if style == "varied" and not self.fonts:
+            raise ValueError(f"No font on this machine draws every character of {charset!r}; give --fonts.")
         font_sizes = tuple(max(8, round(s * height / 60)) for s in _BASE_FONT_SIZES)
         self._captcha = captcha_image.ImageCaptcha(
-            width=width, height=height, fonts=list(fonts) or None, font_sizes=font_sizes)
+            width=width, height=height, fonts=list(self.fonts) or None, font_sizes=font_sizes)
 
     @classmethod
     def from_config(cls, config, seed: Optional[int] = None) -> "CaptchaRenderer":
         return cls(config.charset, config.min_length, config.max_length, config.width, config.height,
-                   config.seed if seed is None else seed, config.fonts)
+                   config.seed if seed is None else seed, config.fonts, config.style)
 
     def _draw_label(self, index: int) -> Tuple[SeededSecrets, str]:
         rng = SeededSecrets(f"kcaptcha/{self.seed}/{index}")
@@ -75,6 +87,8 @@ class CaptchaRenderer:
     def render(self, index: int) -> Tuple[str, Image.Image]:
         """Returns (label, RGB image) for sample `index`."""
         rng, label = self._draw_label(index)
+        if self.style == "varied" and rng.random() < 0.5:
+            return label, styles.draw(label, rng, self.width, self.height, self.fonts)
         with _seeded_captcha(rng):
             image = self._captcha.generate_image(label)
         return label, image
@@ -142,12 +156,10 @@ def _without_main_module():
 
 def worker_pool(renderer: CaptchaRenderer, workers: int):
     """Processes that each hold a copy of `renderer`, for `render_chunk` and file-writing tasks."""
-    args = (renderer.charset, renderer.min_length, renderer.max_length, renderer._captcha._width,
-            renderer._captcha._height, renderer.seed, renderer._captcha._fonts)
     # forkserver: never fork a process that has TensorFlow's threads running.
     context = multiprocessing.get_context("forkserver")
     with _without_main_module():
-        return context.Pool(workers, initializer=_init_worker, initargs=(args,))
+        return context.Pool(workers, initializer=_init_worker, initargs=(renderer.args,))
 
 
 def default_workers(workers: int = 0) -> int:

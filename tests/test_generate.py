@@ -86,3 +86,26 @@ def test_bad_flags_are_refused_with_a_message(tmp_path):
     bad = generate(f"--output_dir={tmp_path}", "--min_length=5", "--max_length=3")
     assert bad.returncode != 0 and "max_length must be >= min_length" in bad.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_varied_style_is_reproducible_and_mixes_looks():
+    from kcaptcha.generate import CaptchaRenderer
+    from kcaptcha.styles import find_fonts
+
+    fonts = find_fonts("abc123")
+    assert fonts and all(path.endswith(".ttf") for path in fonts)
+    renderer = CaptchaRenderer("abc123", 3, 5, 120, 40, seed=9, style="varied")
+    first = [renderer.render(index) for index in range(12)]
+    again = [CaptchaRenderer("abc123", 3, 5, 120, 40, seed=9, style="varied").render(index) for index in range(12)]
+    assert [(label, image.tobytes()) for label, image in first] == [(label, image.tobytes()) for label, image in again]
+    assert all(image.size == (120, 40) and 3 <= len(label) <= 5 for label, image in first)
+    backgrounds = {image.convert("RGB").getpixel((0, 0)) for _, image in first}
+    assert len(backgrounds) >= 6  # colours and backgrounds vary from image to image
+
+
+def test_fonts_that_cannot_draw_the_charset_are_left_out():
+    from kcaptcha.styles import find_fonts
+
+    latin = set(find_fonts("abc"))
+    assert latin and not find_fonts("abc\U0010fffd")  # a private-use character no font draws
+    assert set(find_fonts("ab")) >= latin
