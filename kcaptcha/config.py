@@ -37,22 +37,27 @@ class Config:
     height: int = _field("task", 60, "Model input height in pixels; images are resized to it.")
 
     # The network.
-    architecture: str = _field("model", "heads", "Architecture: " + "; ".join(
+    architecture: str = _field("model", "ctc", "Architecture: " + "; ".join(
         f"'{a.name}' ({a.description})" for a in models.ARCHITECTURES.values()) + ".")
-    conv_filters: Tuple[int, ...] = _field("model", (24, 48, 96, 128), "Filters of each conv block.")
+    conv_filters: Tuple[int, ...] = _field("model", (16, 32, 48, 64), "Filters of each conv block (stage).")
     dropout_rate: float = _field("model", 0.25, "Dropout before the output layer.")
-    head_units: int = _field("model", 0, "Units of a shared dense layer before the per-position heads (0: none).")
+    head_units: int = _field("model", 0, "heads: units of a shared dense layer before the per-position heads "
+                             "(0: none).")
+    context: str = _field("model", "conv", "ctc: how each frame sees its neighbours: 'conv' (a 1-D convolution), "
+                          "'gru' (a bidirectional GRU) or 'none'.")
 
     # How it learns, and from what.
-    batch_size: int = _field("training", 128, "Training batch size.")
+    batch_size: int = _field("training", 64, "Training batch size.")
     learning_rate: float = _field("training", 2e-3, "Peak learning rate (Adam).")
     max_steps: int = _field("training", 20000, "Upper bound on optimizer steps.")
     max_train_seconds: int = _field("training", 0, "Stop after this many seconds of training in this run "
                                     "(0: no limit).")
-    eval_every_steps: int = _field("training", 500, "Validate (and log) every this many steps.")
+    eval_every_steps: int = _field("training", 250, "Validate (and log) every this many steps.")
     target_accuracy: float = _field("training", 0.99, "Stop once validation whole-image accuracy reaches this.")
     patience: int = _field("training", 10, "Stop after this many validations without improvement.")
     augment: float = _field("training", 0.5, "Augmentation strength in [0, 1] (0: none).")
+    ema_momentum: float = _field("training", 0.99, "Momentum of the moving average of the weights that validation "
+                                 "and the saved model use (0: none, the raw weights).")
     train_dir: str = _field("training", "", "Folder of labelled training images ('' for on-the-fly synthetic "
                             "captchas).")
     val_dir: str = _field("training", "", "Folder of labelled validation images ('' for a fixed synthetic set, "
@@ -62,13 +67,16 @@ class Config:
     pool_size: int = _field("training", 10000, "Synthetic captchas held in memory for training, renewed in the "
                             "background (each is seen a few times, differently augmented).")
     fonts: Tuple[str, ...] = _field("training", (), "TrueType fonts for synthetic captchas (default: the "
-                                    "captcha library's).")
+                                    "captcha library's; with style=varied, every font on the machine that draws "
+                                    "the charset).")
+    style: str = _field("training", "captcha", "Look of synthetic captchas: 'captcha' (the captcha library's) or "
+                        "'varied' (that and others: fonts, backgrounds, colours, spacing, lines, dots, blur, warp).")
     seed: int = _field("training", 0, "Seed for synthetic data, shuffling and initialisation.")
 
     # This run only: where it is saved and how it uses the machine; never changes what is learnt.
     name: str = _field("run", "digits", "Model name: the run folder is runs/<name>, the model saved_models/<name>.")
     data_workers: int = _field("run", 0, "Processes drawing synthetic captchas (0: one per CPU core).")
-    checkpoint_every_steps: int = _field("run", 1000, "Back up the training state every this many steps "
+    checkpoint_every_steps: int = _field("run", 500, "Back up the training state every this many steps "
                                          "(resumed after an interruption).")
 
     @classmethod
@@ -140,6 +148,8 @@ class Config:
             yield f"dropout_rate must be in [0, 1). Received: dropout_rate={self.dropout_rate}"
         if self.head_units < 0:
             yield f"head_units must be >= 0. Received: head_units={self.head_units}"
+        if self.context not in ("conv", "gru", "none"):
+            yield f"context must be one of conv, gru, none. Received: context={self.context!r}"
 
     def _training_problems(self):
         for field_name in ("batch_size", "max_steps", "eval_every_steps", "patience", "val_size", "pool_size"):
@@ -154,6 +164,8 @@ class Config:
             yield f"target_accuracy must be in (0, 1]. Received: target_accuracy={self.target_accuracy}"
         if not 0.0 <= self.augment <= 1.0:
             yield f"augment must be in [0, 1]. Received: augment={self.augment}"
+        if not 0.0 <= self.ema_momentum < 1.0:
+            yield f"ema_momentum must be in [0, 1). Received: ema_momentum={self.ema_momentum}"
         for field_name in ("train_dir", "val_dir"):
             value = getattr(self, field_name)
             if value and not os.path.isdir(value):
@@ -164,6 +176,8 @@ class Config:
             LabelRule.parse(self.label_from)
         except ValueError as error:
             yield str(error)
+        if self.style not in ("captcha", "varied"):
+            yield f"style must be one of captcha, varied. Received: style={self.style!r}"
         for font in self.fonts:
             if not os.path.isfile(font):
                 yield f"font file not found: {font!r}"

@@ -39,13 +39,27 @@ def search_changes(base: Config, hp: keras_tuner.HyperParameters) -> dict:
     changes = {"architecture": architecture}
     for name in names:
         with hp.conditional_scope("architecture", [name]):
-            part = models.get(name).load().search_space(hp, base)
+            part = models.get(name).load().search_space(hp if name == architecture else _Defaults(hp), base)
         if name == architecture:
             changes.update(part)
     changes["learning_rate"] = float(hp.Float("learning_rate", 3e-4, 1e-2, sampling="log", default=2e-3))
-    changes["batch_size"] = hp.Choice("batch_size", [32, 64, 128, 256], default=128)
+    changes["batch_size"] = hp.Choice("batch_size", [32, 64, 128, 256], default=64)
     changes["augment"] = round(hp.Float("augment", 0.0, 1.0, step=0.25, default=0.5), 4)
     return changes
+
+
+class _Defaults:
+    """Registers an inactive architecture's hyperparameters (keras-tuner then returns None) and hands its
+    search space their defaults, so that every architecture's space is declared in every trial."""
+
+    def __init__(self, hp):
+        self.hp = hp
+
+    def __getattr__(self, kind):
+        def register(name, *args, **kwargs):
+            value = getattr(self.hp, kind)(name, *args, **kwargs)
+            return value if value is not None else kwargs.get("default")
+        return register
 
 
 def config_from_hyperparameters(base: Config, hp: keras_tuner.HyperParameters) -> Config:

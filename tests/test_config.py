@@ -26,7 +26,9 @@ def test_digits_and_alnum_flagfiles_match_the_issue(repo_root, monkeypatch):
     alnum = parse_flagfile("experiments/alnum.flags")
     assert (digits.charset, digits.min_length, digits.max_length, digits.width, digits.height) == (
         "0123456789", 4, 4, 100, 60)
-    assert alnum.charset == "0123456789abcdefghijklmnopqrstuvwxyz" and (alnum.width, alnum.height) == (100, 60)
+    assert (alnum.charset, alnum.min_length, alnum.max_length, alnum.width, alnum.height) == (
+        "0123456789abcdefghijklmnopqrstuvwxyz", 4, 6, 160, 60)
+    assert alnum.style == "varied" and digits.architecture == alnum.architecture == "ctc"
 
 
 def test_every_config_field_has_a_flag_of_the_same_name():

@@ -38,14 +38,15 @@ def test_save_load_gives_identical_predictions(recognizer, smoke_model_dir, samp
 
 
 def test_prediction_shape_and_confidences(recognizer, samples, smoke_config):
-    prediction = recognizer.predict(samples[0][1])
-    assert isinstance(prediction, kcaptcha.recognizer.Prediction)
-    assert len(prediction.text) == smoke_config.max_length
-    assert set(prediction.text) <= set(smoke_config.charset)
-    assert len(prediction.char_confidences) == len(prediction.text)
-    assert all(0.0 <= c <= 1.0 for c in prediction.char_confidences)
-    assert prediction.confidence == pytest.approx(float(np.prod(prediction.char_confidences)), rel=1e-5)
-    assert json.dumps(prediction.to_dict())
+    for _, image in samples:
+        prediction = recognizer.predict(image)
+        assert isinstance(prediction, kcaptcha.recognizer.Prediction)
+        assert set(prediction.text) <= set(smoke_config.charset)
+        assert len(prediction.char_confidences) == len(prediction.text)
+        assert all(0.0 <= c <= 1.0 for c in prediction.char_confidences) and 0.0 <= prediction.confidence <= 1.0
+        if not smoke_config.min_length <= len(prediction.text) <= smoke_config.max_length:
+            assert prediction.confidence == 0.0  # a reading of impossible length is never trusted
+        assert json.dumps(prediction.to_dict())
 
 
 def test_every_input_kind_gives_the_same_answer(recognizer, samples, tmp_path):
@@ -70,7 +71,7 @@ def test_other_sizes_and_modes_never_raise_shape_errors(recognizer, samples):
             variant = image.resize(size)
             variant = variant.convert(mode) if mode != "I;16" else variant.convert("L").convert("I;16")
             prediction = recognizer.predict(variant)
-            assert len(prediction.text) == 2
+            assert set(prediction.text) <= set("0123")
 
 
 def test_matches_the_tf_data_pipeline_on_native_size_files(recognizer, samples, tmp_path):

@@ -28,8 +28,8 @@ def backup_step(run_dir):
     return restore(models.new_model(config), run_dir)
 
 
-@pytest.mark.parametrize("architecture", sorted(models.ARCHITECTURES))
-def test_every_architecture_gives_logits_per_position(smoke_config, architecture):
+@pytest.mark.parametrize("architecture", ["heads", "legacy"])
+def test_positional_architectures_give_logits_per_position(smoke_config, architecture):
     config = smoke_config.replace(architecture=architecture)
     model = models.new_model(config)
     assert model.output_shape == (None, config.max_length, len(config.charset))
@@ -55,8 +55,8 @@ def test_train_saves_model_metadata_logs_and_curves(tmp_path, smoke_config):
     assert {"val_image_accuracy", "val_character_accuracy", "wall_seconds", "loss"} <= set(rows[0])
     assert any((run / "logs").rglob("*tfevents*"))
     metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
-    assert metadata["charset"] == smoke_config.charset and metadata["architecture"] == "heads"
-    assert metadata["output"] == "softmax" and metadata["training"]["steps"] == smoke_config.max_steps
+    assert metadata["charset"] == smoke_config.charset and metadata["architecture"] == "ctc"
+    assert metadata["output"] == "ctc" and metadata["training"]["steps"] == smoke_config.max_steps
     best = max(rows, key=lambda r: float(r["val_image_accuracy"]))
     assert metadata["metrics"]["val_image_accuracy"] == pytest.approx(float(best["val_image_accuracy"]), abs=1e-5)
 
@@ -76,8 +76,8 @@ def test_validation_scores_are_what_evaluate_computes(tmp_path, smoke_config):
 
 
 def test_target_accuracy_stops_early(tmp_path, smoke_config):
-    # A 2-character, 4-symbol task: after one validation some of the 64 images are read right.
-    config = smoke_config.replace(target_accuracy=0.001, max_steps=100)
+    # A 2-character, 4-symbol task: after one validation the heads model reads some of the 64 images right.
+    config = smoke_config.replace(architecture="heads", target_accuracy=0.001, max_steps=100)
     summary = train(config, str(tmp_path / "run"), verbose=0)
     assert summary["stop_reason"] == "target_accuracy"
     assert summary["steps"] == config.eval_every_steps

@@ -14,7 +14,7 @@ import keras
 import keras_tuner
 import pytest
 
-from kcaptcha import saving, train, tuning
+from kcaptcha import models, saving, train, tuning
 from kcaptcha import search as search_files
 from kcaptcha.config import Config
 from kcaptcha.flags import parse_flagfile
@@ -43,13 +43,17 @@ def test_search_space_is_pinned():
     hp = keras_tuner.HyperParameters()
     config = tuning.config_from_hyperparameters(Config(), hp)
     assert {h.name: describe(h) for h in hp.space} == {
-        "architecture": ("Choice", ("heads",), "heads"),
+        "architecture": ("Choice", ("ctc", "heads"), "ctc"),
+        "ctc_conv_blocks": ("Int", 3, 5, 1, "linear", 4),
+        "ctc_width_multiplier": ("Choice", (0.5, 1.0, 1.5, 2.0), 1.0),
+        "context": ("Choice", ("conv", "gru", "none"), "conv"),
+        "ctc_dropout_rate": ("Float", 0.0, 0.5, 0.05, "linear", 0.25),
         "conv_blocks": ("Int", 2, 5, 1, "linear", 4),
         "width_multiplier": ("Choice", (0.5, 0.75, 1.0, 1.5), 1.0),
         "dropout_rate": ("Float", 0.0, 0.5, 0.05, "linear", 0.25),
         "head_units": ("Choice", (0, 128, 256, 512), 0),
         "learning_rate": ("Float", 3e-4, 1e-2, None, "log", 2e-3),
-        "batch_size": ("Choice", (32, 64, 128, 256), 128),
+        "batch_size": ("Choice", (32, 64, 128, 256), 64),
         "augment": ("Float", 0.0, 1.0, 0.25, "linear", 0.5),
     }
     # The defaults are exactly Config's defaults: the first point of the space is the untuned model.
@@ -58,15 +62,16 @@ def test_search_space_is_pinned():
 
 def test_hyperparameters_map_onto_the_config(smoke_config):
     hp = keras_tuner.HyperParameters()
+    hp.Fixed("architecture", "heads")
     hp.Fixed("conv_blocks", 3)
     hp.Fixed("width_multiplier", 0.5)
     hp.Fixed("batch_size", 32)
     config = tuning.config_from_hyperparameters(smoke_config, hp)
-    assert config.conv_filters == (12, 24, 48)
+    assert config.architecture == "heads" and config.conv_filters == (12, 24, 48)
     assert config.batch_size == 32
     assert (config.charset, config.width, config.max_steps) == ("0123", 48, 20)  # untuned fields kept
     model = tuning.CaptchaHyperModel(smoke_config).build(keras_tuner.HyperParameters())
-    assert model.output_shape == (None, 2, 4) and model.optimizer is not None
+    assert model.output_shape == (None, 12, 5) and model.optimizer is not None  # ctc: 12 frames, 4 + blank
 
 
 def test_bad_arguments_are_refused(smoke_config, tmp_path, monkeypatch):
@@ -165,7 +170,7 @@ def test_two_trial_search_resumes_and_its_best_flagfile_trains(smoke_config, tmp
     assert Config.from_dict(metadata["config"]) == best_config
     assert metadata["metrics"]["val_image_accuracy"] == best["val_image_accuracy"]
     model = keras.models.load_model(os.path.join(result["saved_to"], saving.MODEL_FILE))
-    assert model.output_shape == (None, 2, 4)
+    assert model.output_shape == models.new_model(best_config).output_shape
 
     # The best flagfile trains as it is.
     summary = train.train(best_config, str(tmp_path / "run"), verbose=0)
