@@ -1,8 +1,10 @@
 """bin/serve --models=digits[,name=path/to/model] [--host=127.0.0.1] [--port=9999] [--save_uploads=uploads]
 
 Serves the models over HTTP (FastAPI + uvicorn): the upload page at `/`, the parent project's `POST /b`,
-`POST /v1/models/{name}/predict`, `GET /v1/models`, `GET /healthz`, and the API docs at `/docs`.
-Requests that arrive together are batched into one model call per model.
+`POST /v1/models/{name}/predict`, `GET /v1/models`, liveness at `/healthz`, readiness at `/readyz`,
+Prometheus metrics at `/metrics`, and the API docs at `/docs` and `/redoc` (served from local files).
+Requests that arrive together are batched into one model call per model. Every request is bounded (bytes,
+pixels, time); past the service's capacity it is answered 503 with Retry-After. See docs/DEPLOY.md.
 """
 
 from absl import flags
@@ -13,12 +15,28 @@ flags.DEFINE_list("models", ["digits"], "Models to serve: shipped names or folde
                   "name=path. The first is the default of POST /b.")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface).")
 flags.DEFINE_integer("port", 9999, "Port to listen on.", lower_bound=1, upper_bound=65535)
-flags.DEFINE_string("save_uploads", None, "Folder to save every upload to, as "
+flags.DEFINE_string("save_uploads", None, "Folder to save the uploads of answered requests to, as "
                     "<model>/<prediction>_<timestamp>.<ext>, for relabelling and training.")
+flags.DEFINE_float("save_uploads_max_mb", 1024.0, "Stop saving uploads once --save_uploads holds this many MiB.",
+                   lower_bound=0.0)
 flags.DEFINE_integer("max_batch_size", 64, "Most images in one model call.", lower_bound=1)
 flags.DEFINE_float("max_wait_ms", 2.0, "How long a model waits for more requests to batch with the first.",
                    lower_bound=0.0)
-flags.DEFINE_bool("access_log", True, "Log every request.")
+flags.DEFINE_float("request_timeout", 10.0, "Seconds from a request's arrival to its answer; past them it is "
+                   "answered 503 and its remaining work dropped.", lower_bound=0.001)
+flags.DEFINE_float("header_timeout", 10.0, "Seconds for a request's headers to arrive before the connection is "
+                   "closed.", lower_bound=0.001)
+flags.DEFINE_float("body_timeout", 20.0, "Seconds for a request's body to arrive (408 past them).",
+                   lower_bound=0.001)
+flags.DEFINE_integer("max_request_pixels", 4096 * 4096, "Most pixels in all the images of one request together "
+                     "(413 past it).", lower_bound=1)
+flags.DEFINE_integer("max_queue", 512, "Most images queued per model (503 with Retry-After past it).",
+                     lower_bound=1)
+flags.DEFINE_integer("max_concurrency", 256, "Most requests in progress (503 with Retry-After past it).",
+                     lower_bound=1)
+flags.DEFINE_integer("max_bytes_in_flight_mb", 128, "Most MiB of request bodies held in memory at once (503 past "
+                     "it; bodies over 1 MiB may use 7/8 of it).", lower_bound=1)
+flags.DEFINE_bool("access_log", True, "Log one JSON line per request.")
 flags.DEFINE_integer("workers", 1, "Server processes, each with its own copy of the models.", lower_bound=1)
 FLAGS = flags.FLAGS
 
@@ -26,9 +44,19 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from kcaptcha.serve import run_server
+    from kcaptcha.serve.limits import MiB, Limits
 
-    run_server(FLAGS.models, host=FLAGS.host, port=FLAGS.port, access_log=FLAGS.access_log, workers=FLAGS.workers,
-               save_uploads=FLAGS.save_uploads, max_batch_size=FLAGS.max_batch_size, max_wait_ms=FLAGS.max_wait_ms)
+    limits = dict(request_timeout=FLAGS.request_timeout, header_timeout=FLAGS.header_timeout,
+                  body_timeout=FLAGS.body_timeout, max_request_pixels=FLAGS.max_request_pixels,
+                  max_queue=FLAGS.max_queue, max_concurrency=FLAGS.max_concurrency,
+                  max_bytes_in_flight=FLAGS.max_bytes_in_flight_mb * MiB)
+    try:
+        Limits(**limits)
+    except ValueError as error:  # a check across flags
+        raise common.UsageError(str(error)) from None
+    run_server(FLAGS.models, host=FLAGS.host, port=FLAGS.port, workers=FLAGS.workers, access_log=FLAGS.access_log,
+               save_uploads=FLAGS.save_uploads, save_uploads_max_mb=FLAGS.save_uploads_max_mb,
+               max_batch_size=FLAGS.max_batch_size, max_wait_ms=FLAGS.max_wait_ms, **limits)
 
 
 def run():

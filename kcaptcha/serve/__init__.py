@@ -1,8 +1,11 @@
 """The HTTP service: `create_app(recognizers)` is a FastAPI app that batches concurrent requests per model.
 
-Modules, by job: `app` (the routes), `service` (the served models and saving uploads), `bodies` (request
-bodies -> uploads), `uploads` (limits, decoding, saving one image), `batching` (one model call for the
-uploads that arrive together), `server` (loading models, running uvicorn).
+Modules, by job: `app` (the app: middleware, errors, offline docs), `routes` (the endpoints, the deadline and
+the client watch of a request), `middleware` (the concurrency limit, metrics and access log around every
+request), `admission` (requests and body bytes in flight), `limits` (every bound), `bodies` (request
+bodies -> uploads), `uploads` (reading headers, decoding and saving one image), `decoders` (the decoding
+threads), `batching` (one model call for the images that arrive together), `metrics` (Prometheus),
+`service` (the served models and their queues), `server` (loading models, running uvicorn).
 """
 
 from kcaptcha.serve.app import create_app

@@ -1,56 +1,53 @@
-"""`create_app(recognizers)`: the FastAPI app, its routes and their OpenAPI descriptions.
+"""`create_app(recognizers)`: the FastAPI app: its middleware, error answers, offline docs and routes.
 
-The event loop only reads request bodies (with a byte limit) and splits multipart forms. Each upload is
-queued to its model's worker thread, which decodes it (checking the pixel count from the header before
-any pixel is decoded), gathers the uploads that arrive together and reads them in one model call.
+The API docs (`docs`) are served from local files. The event loop only receives request bodies (bounded in bytes, time and memory) and answers. Parsing runs
+in a thread, decoding in the `DecodePool`, model calls in each model's `Batcher`; see `routes` for what
+each request goes through.
 """
 
 import contextlib
+import logging
 import os
-import time
 from typing import Mapping, Optional
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
-from kcaptcha.serve.bodies import parent_upload, predict_uploads
+from kcaptcha.serve import routes
+from kcaptcha.serve.admission import Admission
+from kcaptcha.serve.docs import add_offline_docs
+from kcaptcha.serve.limits import MiB, Limits
+from kcaptcha.serve.metrics import Metrics
+from kcaptcha.serve.middleware import ServiceMiddleware
 from kcaptcha.serve.service import RecognitionService
-from kcaptcha.serve.uploads import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_REQUEST_BYTES, ApiError
+from kcaptcha.serve.uploads import ApiError, UploadSaver
 
+logger = logging.getLogger("kcaptcha.serve")
 PAGE_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static", "index.html")
 
-_MODEL_PARAMETER = {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
-                    "description": "Which model reads the image (default: the first one served)."}
-_PARENT_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["image_file"],
-    "properties": {"image_file": {"type": "string", "format": "binary"}}}}}}
-_PREDICT_BODY = {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                 "description": "One or more images (any field name works)."}}}},
-    "application/json": {"schema": {"type": "object", "properties": {
-        "images": {"type": "array", "items": {"type": "string", "format": "byte"}, "description": "Base64 images."},
-        "image": {"type": "string", "format": "byte", "description": "One base64 image (or a data URL)."}}}},
-    "image/*": {"schema": {"type": "string", "format": "binary"}, "description": "One raw image."},
-}}
 
-
-def create_app(recognizers: Mapping[str, object], save_uploads: Optional[str] = None, max_batch_size: int = 64,
-               max_wait_ms: float = 2.0, max_image_bytes: int = MAX_IMAGE_BYTES,
-               max_request_bytes: int = MAX_REQUEST_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> FastAPI:
+def create_app(recognizers: Mapping[str, object], save_uploads: Optional[str] = None,
+               save_uploads_max_mb: float = 1024.0, max_batch_size: int = 64, max_wait_ms: float = 2.0,
+               access_log: bool = True, **limits) -> FastAPI:
     """The service for `recognizers` ({name: Recognizer}; the first is the default).
 
     Args:
-        save_uploads: a folder; every upload read is saved as `<folder>/<model>/<prediction>_<time>.<ext>`.
-        max_batch_size, max_wait_ms: the most uploads in one model call, and how long a worker waits for
-            more after the first arrives.
-        max_image_bytes, max_request_bytes, max_pixels: limits past which a request is answered 413.
+        save_uploads: a folder; the uploads of answered requests are saved as
+            `<folder>/<model>/<prediction>_<time>.<ext>` until it holds `save_uploads_max_mb` megabytes.
+        max_batch_size, max_wait_ms: the most images in one model call, and how long a model's worker waits
+            for more after the first arrives.
+        access_log: log one JSON line per request (logger `kcaptcha.access`).
+        **limits: `Limits` fields (the request, queue, connection and memory bounds).
     """
     if not recognizers:
         raise ValueError("create_app needs at least one recognizer. Received: none")
     from kcaptcha import __version__
 
-    service = RecognitionService(recognizers, save_uploads, max_batch_size, max_wait_ms, max_image_bytes, max_pixels)
+    limits = Limits(**limits)
+    metrics = Metrics()
+    saver = UploadSaver(save_uploads, int(save_uploads_max_mb * MiB)) if save_uploads else None
+    service = RecognitionService(recognizers, limits, metrics, max_batch_size, max_wait_ms, saver)
+    admission = Admission(limits, metrics)
     with open(PAGE_FILE, encoding="utf-8") as f:
         page = f.read()
 
@@ -59,72 +56,22 @@ def create_app(recognizers: Mapping[str, object], save_uploads: Optional[str] = 
         yield
         service.close()
 
-    app = FastAPI(title="kcaptcha", version=__version__, lifespan=lifespan,
-                  description="Reads text CAPTCHAs. The upload page is at `/`; `POST /b` is the parent project's API.")
-    app.state.model_names = service.names
+    app = FastAPI(title="kcaptcha", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Reads text CAPTCHAs. The upload page is at `/`; `POST /b` is the parent project's "
+                              "API.")
+    add_offline_docs(app)
+    app.state.model_names, app.state.service, app.state.admission = service.names, service, admission
+    app.add_middleware(ServiceMiddleware, admission=admission, metrics=metrics, access_log=access_log)
     _add_error_handlers(app)
-    _add_info_routes(app, service, page)
-    _add_parent_route(app, service)
-    _add_predict_route(app, service, max_request_bytes)
+    routes.add_info_routes(app, service, admission, metrics, page)
+    routes.add_parent_route(app, service)
+    routes.add_predict_route(app, service)
     return app
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    """Client errors and deliberate 503s; `ServiceMiddleware` answers any other exception with a generic 500."""
+
     @app.exception_handler(ApiError)
     async def api_error(_request, error: ApiError):
-        return JSONResponse({"error": error.code, "detail": error.detail}, status_code=error.status)
-
-    @app.exception_handler(Exception)
-    async def server_error(_request, error: Exception):  # still logged with its traceback by uvicorn
-        return JSONResponse({"error": "internal", "detail": f"{type(error).__name__}: {error}"}, status_code=500)
-
-
-def _add_info_routes(app: FastAPI, service: RecognitionService, page: str) -> None:
-    """The upload page, liveness and the list of models."""
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def upload_page():
-        return HTMLResponse(page)
-
-    @app.get("/healthz", summary="Liveness, and each model's batching counters")
-    async def healthz():
-        return {"status": "ok", "models": {name: dict(batcher.stats) for name, batcher in service.batchers.items()}}
-
-    @app.get("/v1/models", summary="The served models and their metadata (the first is the default)")
-    async def list_models():
-        return {"models": [{"name": name, "default": name == service.names[0],
-                            "metadata": service.recognizers[name].metadata} for name in service.names]}
-
-
-def _add_parent_route(app: FastAPI, service: RecognitionService) -> None:
-    """`POST /b`, answered as the parent project answers it (its error included)."""
-
-    @app.post("/b", summary="The parent project's API: the multipart file `image_file` -> `value`",
-              openapi_extra={"parameters": [_MODEL_PARAMETER], "requestBody": _PARENT_BODY})
-    async def parent_predict(request: Request):
-        started = time.perf_counter()
-        name = service.model_name(request.query_params.get("model") or service.names[0])
-        upload = await parent_upload(request, service.max_image_bytes + 64 * 1024)
-        if upload is None:  # the parent's answer, status and header included
-            return JSONResponse({"error_code": "1001", "error": "missing_field",
-                                 "detail": "Send the image as the multipart file field 'image_file'"},
-                                headers={"Access-Control-Allow-Origin": "*"})
-        predictions, _, timestamp = await service.recognize(name, [upload])
-        return JSONResponse({"time": timestamp, "value": predictions[0].text, "confidence": predictions[0].confidence,
-                             "speed_time(ms)": int((time.perf_counter() - started) * 1000)})
-
-
-def _add_predict_route(app: FastAPI, service: RecognitionService, max_request_bytes: int) -> None:
-    """`POST /v1/models/{name}/predict`: one or more images, each with its confidences, and the timing."""
-
-    @app.post("/v1/models/{name}/predict", summary="Read images: multipart files, base64 JSON or one raw image",
-              openapi_extra={"requestBody": _PREDICT_BODY})
-    async def predict(name: str, request: Request):
-        started = time.perf_counter()
-        name = service.model_name(name)
-        uploads = await predict_uploads(request, max_request_bytes)
-        predictions, timing, _ = await service.recognize(name, uploads)
-        timing = {key: round(value, 3) for key, value in timing.items()}
-        timing["total"] = round((time.perf_counter() - started) * 1000, 3)
-        return JSONResponse({"model": name, "predictions": [p.to_dict() for p in predictions],
-                             "batch_size": timing.pop("batch_size"), "timing_ms": timing})
+        return JSONResponse({"error": error.code, "detail": error.detail}, error.status, error.headers)

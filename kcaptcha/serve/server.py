@@ -1,22 +1,63 @@
-"""Running the app: `load_recognizers(specs)`, and `run_server` with uvicorn, in one or several processes."""
+"""Running the app: `load_recognizers(specs)`, and `run_server` with uvicorn, in one or several processes.
 
+uvicorn closes idle keep-alive connections but has no deadline for a request's headers: `HeaderDeadlineProtocol`
+adds one, so a connection that trickles (or never sends) its headers is closed after `header_timeout` s.
+"""
+
+import copy
 import json
 import os
 from typing import Dict, Sequence
 
 from fastapi import FastAPI
+from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from kcaptcha.serve.app import create_app
+from kcaptcha.serve.limits import Limits
 
 _OPTIONS_VARIABLE = "KCAPTCHA_SERVE_OPTIONS"  # how `run_server` hands its options to worker processes
 
 
-def load_recognizers(specs: Sequence[str]) -> Dict[str, object]:
-    """`["digits", "fast=path/to/model"]` -> {name: Recognizer}, named by their metadata unless `name=`."""
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing a connection whose request headers take over `header_timeout` s."""
+
+    header_timeout = Limits.header_timeout  # set by `run_server` (and, in worker processes, from its options)
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def on_message_begin(self) -> None:  # the first byte of the next request on a kept-alive connection
+        super().on_message_begin()
+        if self._header_deadline is None:
+            self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_deadline()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc) -> None:
+        self._cancel_header_deadline()
+        super().connection_lost(exc)
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def model_dirs(specs: Sequence[str]) -> Dict[str, str]:
+    """`["digits", "fast=path/to/model"]` -> {name: model folder}, each folder checked; loads no model."""
     from kcaptcha import saving
 
     named = {}
-    for spec in specs:  # check every folder before the slow loading starts
+    for spec in specs:
         alias, _, path = spec.partition("=") if "=" in spec else ("", "", spec)
         model_dir = saving.resolve_model_dir(path)
         name = alias or saving.read_metadata(model_dir).get("name") or os.path.basename(os.path.abspath(model_dir))
@@ -25,6 +66,12 @@ def load_recognizers(specs: Sequence[str]) -> Dict[str, object]:
         if name in named:
             raise ValueError(f"Two models are named {name!r}: rename one as name=path. Received: {list(specs)}")
         named[name] = model_dir
+    return named
+
+
+def load_recognizers(specs: Sequence[str]) -> Dict[str, object]:
+    """`["digits", "fast=path/to/model"]` -> {name: Recognizer}, named by their metadata unless `name=`."""
+    named = model_dirs(specs)  # every folder checked before the slow loading starts
     from kcaptcha.recognizer import Recognizer
 
     return {name: Recognizer(model_dir) for name, model_dir in named.items()}
@@ -33,25 +80,40 @@ def load_recognizers(specs: Sequence[str]) -> Dict[str, object]:
 def app_from_environment() -> FastAPI:
     """The app for one of several uvicorn worker processes (`run_server(workers=N)`)."""
     options = json.loads(os.environ[_OPTIONS_VARIABLE])
+    HeaderDeadlineProtocol.header_timeout = options.get("header_timeout", Limits.header_timeout)
     return create_app(load_recognizers(options.pop("models")), **options)
 
 
-def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999, access_log: bool = True,
-               workers: int = 1, **app_options) -> None:
+def log_config() -> dict:
+    """uvicorn's logging, plus the service's: one JSON line per request, and its warnings and notes."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["line"] = {"format": "%(message)s"}
+    config["handlers"]["line"] = {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stdout"}
+    config["loggers"]["kcaptcha.access"] = {"handlers": ["line"], "level": "INFO", "propagate": False}
+    config["loggers"]["kcaptcha.serve"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999, workers: int = 1,
+               **app_options) -> None:
     """Loads `models` and serves them with uvicorn until interrupted.
 
-    With `workers` > 1, uvicorn runs that many processes, each with its own copy of the models and its own
-    batching: on several cores, request parsing then runs in parallel too.
+    With `workers` > 1, uvicorn runs that many processes, each with its own copy of the models, batching and
+    metrics: on several cores, request parsing then runs in parallel too. The parent process only checks
+    the model folders; it loads no model.
     """
     import uvicorn
 
+    Limits(**{k: v for k, v in app_options.items() if k in Limits.__dataclass_fields__})  # fail before loading
+    HeaderDeadlineProtocol.header_timeout = app_options.get("header_timeout", Limits.header_timeout)
+    server_options = dict(host=host, port=port, access_log=False, log_level="info", log_config=log_config(),
+                          http=HeaderDeadlineProtocol)
     if workers > 1:
-        load_recognizers(models)  # fail here, with a clear message, rather than in every worker
+        model_dirs(models)  # fail here, with a clear message, rather than in every worker
         os.environ[_OPTIONS_VARIABLE] = json.dumps({"models": list(models), **app_options})
         print(f"Serving {', '.join(models)} on http://{host}:{port}/ with {workers} worker processes", flush=True)
-        uvicorn.run(f"{__name__}:{app_from_environment.__name__}", factory=True, host=host, port=port,
-                    workers=workers, access_log=access_log, log_level="info")
+        uvicorn.run(f"{__name__}:{app_from_environment.__name__}", factory=True, workers=workers, **server_options)
         return
     app = create_app(load_recognizers(models), **app_options)
     print(f"Serving {', '.join(app.state.model_names)} on http://{host}:{port}/ (API docs at /docs)", flush=True)
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+    uvicorn.run(app, **server_options)

@@ -1,16 +1,14 @@
-"""`RecognitionService`: the served models, each with its `Batcher`, the per-image limit, and saving uploads."""
+"""`RecognitionService`: the served models, each with its bounded queue and `Batcher`, a shared `DecodePool`,
+and saving answered uploads."""
 
 import asyncio
-import concurrent.futures
-import logging
-import os
-import time
 from typing import Mapping, Optional, Sequence, Tuple
 
-from kcaptcha.serve.batching import Batcher
-from kcaptcha.serve.uploads import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ApiError, Upload, save_upload
-
-logger = logging.getLogger("kcaptcha.serve")
+from kcaptcha.serve.admission import BUSY_HEADERS
+from kcaptcha.serve.batching import Batcher, fail
+from kcaptcha.serve.decoders import DecodePool, Ticket
+from kcaptcha.serve.limits import Limits
+from kcaptcha.serve.uploads import ApiError, Upload, UploadSaver
 
 
 class RecognitionService:
@@ -18,27 +16,29 @@ class RecognitionService:
 
     Args:
         recognizers: {name: Recognizer}, in the order they are listed.
-        save_uploads: a folder; every upload read is saved as `<folder>/<model>/<prediction>_<time>.<ext>`.
-        max_batch_size, max_wait_ms, max_pixels: passed to each model's `Batcher`.
-        max_image_bytes: the most bytes in one image; a larger one is answered 413.
+        limits: the service's `Limits` (per-image bytes and pixels, the request pixel budget, the queue bound).
+        metrics: the app's `Metrics`.
+        max_batch_size, max_wait_ms: passed to each model's `Batcher`.
+        saver: where answered uploads are saved, or None.
     """
 
-    def __init__(self, recognizers: Mapping[str, object], save_uploads: Optional[str] = None,
-                 max_batch_size: int = 64, max_wait_ms: float = 2.0, max_image_bytes: int = MAX_IMAGE_BYTES,
-                 max_pixels: int = MAX_IMAGE_PIXELS):
-        self.recognizers, self.names = recognizers, list(recognizers)
-        self.save_uploads, self.max_image_bytes = save_uploads, max_image_bytes
-        self.batchers = {name: Batcher(recognizer, max_batch_size, max_wait_ms, max_pixels)
+    def __init__(self, recognizers: Mapping[str, object], limits: Limits, metrics, max_batch_size: int = 64,
+                 max_wait_ms: float = 2.0, saver: Optional[UploadSaver] = None):
+        self.recognizers, self.names, self.limits, self.metrics = recognizers, list(recognizers), limits, metrics
+        self.saver, self.closed = saver, False
+        self.batchers = {name: Batcher(recognizer, max_batch_size, max_wait_ms, metrics.batch_observer(name))
                          for name, recognizer in recognizers.items()}
-        self._savers = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kcaptcha-save")
-                        if save_uploads else None)
+        self.decoders = DecodePool()
+        self.queued = dict.fromkeys(self.names, 0)  # images admitted and not yet answered, per model
+        for name in self.names:  # read when scraped: no cost per request
+            metrics.queue_depth.labels(name).set_function(lambda name=name: self.queued[name])
 
     def close(self) -> None:
-        """Stops the batching threads, then waits for the uploads still being saved."""
+        """Stops taking work, then stops the decoding and batching threads."""
+        self.closed = True
+        self.decoders.close()
         for batcher in self.batchers.values():
             batcher.close()
-        if self._savers:
-            self._savers.shutdown(wait=True)
 
     def model_name(self, name: str) -> str:
         """`name` if it is served; `ApiError(404)` otherwise."""
@@ -46,29 +46,64 @@ class RecognitionService:
             raise ApiError(404, "unknown_model", f"No model named {name!r}. Served: {', '.join(self.names)}")
         return name
 
-    async def recognize(self, name: str, uploads: Sequence[Upload]) -> Tuple[list, dict, str]:
-        """The predictions for `uploads`, in order, their timing (ms, batch size) and a microsecond timestamp."""
-        for upload in uploads:
-            if len(upload.data) > self.max_image_bytes:
-                raise ApiError(413, "too_large", f"{upload.label} is {len(upload.data)} bytes; the limit is "
-                                                 f"{self.max_image_bytes} bytes per image")
-        submit = self.batchers[name].submit
-        if len(uploads) == 1:
-            results = [await submit(uploads[0])]
-        else:
-            results = await asyncio.gather(*(submit(upload) for upload in uploads))
-        predictions = [prediction for prediction, _ in results]
-        timing = {"decode": sum(t["decode_ms"] for _, t in results), "model": max(t["model_ms"] for _, t in results),
-                  "batch_size": max(t["batch_size"] for _, t in results)}
-        timestamp = str(time.time_ns() // 1000)
-        if self._savers:  # in the background: the answer does not wait for the disk
-            self._savers.submit(self._save, name, uploads, predictions, timestamp)
-        return predictions, timing, timestamp
+    def readiness(self) -> Tuple[bool, dict]:
+        """(ready, report): ready while every worker runs and every queue is below its bound."""
+        reasons = ["shutting down"] if self.closed else []
+        models = {}
+        for name, batcher in self.batchers.items():
+            if not batcher.alive:
+                reasons.append(f"{name}: its batching worker has stopped")
+            if self.queued[name] >= self.limits.max_queue:
+                reasons.append(f"{name}: its queue is full ({self.queued[name]} images)")
+            models[name] = {"worker_alive": batcher.alive, "queued": self.queued[name],
+                            "max_queue": self.limits.max_queue, **batcher.stats}
+        return not reasons, {"status": "not_ready" if reasons else "ready", "reasons": reasons, "models": models}
 
-    def _save(self, name: str, uploads: Sequence[Upload], predictions, timestamp: str) -> None:
-        folder = os.path.join(self.save_uploads, name)
-        for upload, prediction in zip(uploads, predictions):
-            try:
-                save_upload(folder, prediction.text, upload, timestamp)
-            except Exception:  # a full disk must not stop recognition: say so in the log
-                logger.exception("Could not save an upload to %s", folder)
+    async def recognize(self, name: str, uploads: Sequence[Upload], ticket: Ticket) -> Tuple[list, dict]:
+        """The predictions for `uploads`, in order, and their timing (ms, batch size).
+
+        Raises:
+            ApiError: 413 for an image over the byte or pixel limits, 503 while the model's queue is full,
+                the first bad image's error otherwise.
+            decoders.Abandoned: `ticket` was abandoned while the work waited.
+        """
+        for upload in uploads:
+            if len(upload.data) > self.limits.max_image_bytes:
+                raise ApiError(413, "too_large", f"{upload.label} is {len(upload.data)} bytes; the limit is "
+                                                 f"{self.limits.max_image_bytes} bytes per image")
+        if self.closed:
+            self.metrics.rejected.labels("shutting_down").inc()
+            raise ApiError(503, "shutting_down", "The server is shutting down; retry shortly", BUSY_HEADERS)
+        if self.queued[name] and self.queued[name] + len(uploads) > self.limits.max_queue:  # a large batch fits an empty queue
+            self.metrics.rejected.labels("queue_full").inc()
+            raise ApiError(503, "queue_full", f"{self.queued[name]} images wait for model {name!r}, the most it "
+                                              "queues; retry shortly", BUSY_HEADERS)
+        self._count(name, len(uploads))
+        loop, batcher, decoding = asyncio.get_running_loop(), self.batchers[name], {}
+        futures = [loop.create_future() for _ in uploads]
+
+        def deliver(arrays, error, seconds):  # in a decoding thread: the inputs go straight to the model
+            decoding["ms"] = seconds * 1000
+            if error is not None:
+                return fail(futures, error)
+            self.metrics.decode_seconds.labels(name).observe(seconds)
+            for array, future in zip(arrays, futures):
+                batcher.put(array, ticket, future, loop)
+
+        try:
+            self.decoders.submit(self.recognizers[name], uploads, ticket, self.limits.max_image_pixels,
+                                 self.limits.max_request_pixels, deliver)
+            results = await asyncio.gather(*futures)
+        finally:
+            self._count(name, -len(uploads))
+        timing = {"decode": decoding["ms"], "model": max(t["model_ms"] for _, t in results),
+                  "batch_size": max(t["batch_size"] for _, t in results)}
+        return [prediction for prediction, _ in results], timing
+
+    def save(self, name: str, uploads: Sequence[Upload], predictions, timestamp: str) -> None:
+        """Saves the uploads of an answered request (a no-op without `saver`); runs after the answer is sent."""
+        if self.saver:
+            self.saver.save(name, self.recognizers[name], uploads, predictions, timestamp)
+
+    def _count(self, name: str, change: int) -> None:
+        self.queued[name] += change

@@ -1,0 +1,141 @@
+"""The routes and their OpenAPI descriptions: the page, health, metrics, models, `POST /b` and predict.
+
+A recognition request: its body is read (bytes, time and memory bounded), parsed in a thread, and its
+images are recognised under a deadline (`request_timeout`, from its arrival) while the connection is
+watched: when the deadline passes or the client leaves, its remaining work is abandoned. Its uploads are
+saved only after its answer has been sent.
+"""
+
+import asyncio
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.background import BackgroundTask
+
+from kcaptcha.serve.admission import BUSY_HEADERS
+from kcaptcha.serve.bodies import ClientGone, parent_upload, predict_uploads
+from kcaptcha.serve.decoders import Ticket
+from kcaptcha.serve.uploads import ApiError
+
+_MODEL_PARAMETER = {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
+                    "description": "Which model reads the image (default: the first one served)."}
+_PARENT_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["image_file"],
+    "properties": {"image_file": {"type": "string", "format": "binary"}}}}}}
+_PREDICT_BODY = {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                 "description": "One or more images (any field name works)."}}}},
+    "application/json": {"schema": {"type": "object", "properties": {
+        "images": {"type": "array", "items": {"type": "string", "format": "byte"}, "description": "Base64 images."},
+        "image": {"type": "string", "format": "byte", "description": "One base64 image (or a data URL)."}}}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}, "description": "One raw image."},
+}}
+
+
+def add_info_routes(app: FastAPI, service, admission, metrics, page: str) -> None:
+    """The upload page, liveness, readiness, metrics and the list of models."""
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def upload_page():
+        return HTMLResponse(page)
+
+    @app.get("/healthz", summary="Liveness: the process is up and its event loop answers")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: models loaded, workers alive, queues and request slots not full "
+                                "(503 otherwise, with the reasons)")
+    async def readyz():
+        ready, report = service.readiness()
+        if admission.in_progress >= admission.limits.max_concurrency:
+            ready = False
+            report["reasons"].append(f"{admission.in_progress} requests in progress, the most it takes")
+            report["status"] = "not_ready"
+        report.update(requests_in_progress=admission.in_progress, body_bytes_in_flight=admission.body_bytes)
+        return JSONResponse(report, status_code=200 if ready else 503, headers=None if ready else BUSY_HEADERS)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics():
+        return Response(metrics.exposition(), media_type=metrics.content_type)
+
+    @app.get("/v1/models", summary="The served models and their metadata (the first is the default)")
+    async def list_models():
+        return {"models": [{"name": name, "default": name == service.names[0],
+                            "metadata": service.recognizers[name].metadata} for name in service.names]}
+
+
+async def _until_disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def recognize(request: Request, service, name: str, uploads):
+    """`service.recognize` under the request's deadline, abandoned if the client leaves first."""
+    request.state.model, request.state.images = name, len(uploads)  # for the access log
+    ticket = Ticket()
+    remaining = request.state.arrived + service.limits.request_timeout - time.monotonic()
+    work = asyncio.ensure_future(service.recognize(name, uploads, ticket))
+    gone = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({work, gone}, timeout=max(remaining, 0.0),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            return work.result()
+    finally:
+        gone.cancel()
+        if not work.done():  # the deadline passed, the client left, or the server is stopping
+            ticket.abandon()
+            work.cancel()
+    if gone in done:
+        raise ClientGone("while its images were being read")
+    service.metrics.rejected.labels("timeout").inc()
+    raise ApiError(503, "timeout", f"The request was not answered within {service.limits.request_timeout:g} s "
+                                   "(--request_timeout); the server is busy, retry shortly", BUSY_HEADERS)
+
+
+def _saving(service, name, uploads, predictions, timestamp):
+    """The task that saves a request's uploads once its answer has been sent, or None when none are saved."""
+    return BackgroundTask(service.save, name, uploads, predictions, timestamp) if service.saver else None
+
+
+def add_parent_route(app: FastAPI, service) -> None:
+    """`POST /b`, answered as the parent project answers it (its error included)."""
+    limits = service.limits
+
+    @app.post("/b", summary="The parent project's API: the multipart file `image_file` -> `value`",
+              openapi_extra={"parameters": [_MODEL_PARAMETER], "requestBody": _PARENT_BODY})
+    async def parent_predict(request: Request):
+        started = time.perf_counter()
+        name = service.model_name(request.query_params.get("model") or service.names[0])
+        upload = await parent_upload(request, limits.max_image_bytes + 64 * 1024, limits.body_timeout,
+                                     limits.max_parts)
+        if upload is None:  # the parent's answer, status and header included
+            return JSONResponse({"error_code": "1001", "error": "missing_field",
+                                 "detail": "Send the image as the multipart file field 'image_file'"},
+                                headers={"Access-Control-Allow-Origin": "*"})
+        predictions, _ = await recognize(request, service, name, [upload])
+        timestamp = str(time.time_ns() // 1000)
+        return JSONResponse({"time": timestamp, "value": predictions[0].text, "confidence": predictions[0].confidence,
+                             "speed_time(ms)": int((time.perf_counter() - started) * 1000)},
+                            background=_saving(service, name, [upload], predictions, timestamp))
+
+
+def add_predict_route(app: FastAPI, service) -> None:
+    """`POST /v1/models/{name}/predict`: one or more images, each with its confidences, and the timing."""
+    limits = service.limits
+
+    @app.post("/v1/models/{name}/predict", summary="Read images: multipart files, base64 JSON or one raw image",
+              openapi_extra={"requestBody": _PREDICT_BODY})
+    async def predict(name: str, request: Request):
+        started = time.perf_counter()
+        name = service.model_name(name)
+        uploads = await predict_uploads(request, limits.max_request_bytes, limits.body_timeout, limits.max_parts)
+        predictions, timing = await recognize(request, service, name, uploads)
+        timing = {key: round(value, 3) for key, value in timing.items()}
+        timing["total"] = round((time.perf_counter() - started) * 1000, 3)
+        timestamp = str(time.time_ns() // 1000)
+        return JSONResponse({"model": name, "predictions": [p.to_dict() for p in predictions],
+                             "batch_size": timing.pop("batch_size"), "timing_ms": timing},
+                            background=_saving(service, name, uploads, predictions, timestamp))

@@ -1,0 +1,112 @@
+"""The upload page and the API docs in headless Chromium, with every request off this server blocked:
+both must work with the network unplugged."""
+
+import base64
+import os
+
+import pytest
+
+from kcaptcha.serve import create_app
+from tests.test_serve import MODEL, digit_captchas
+from tests.test_serve_limits import running
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def captchas():
+    return digit_captchas()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The shipped model served as `digits` and `second` on loopback (in this process)."""
+    from kcaptcha.recognizer import load_model
+
+    recognizer = load_model(MODEL)
+    with running(create_app({MODEL: recognizer, "second": recognizer})) as (client, port):
+        yield {"client": client, "url": f"http://127.0.0.1:{port}"}
+
+
+def offline_page(browser, server):
+    """A new page whose requests to anywhere but `server` fail, as with the network unplugged; and the list
+    of those it tried."""
+    page, blocked = browser.new_page(), []
+    local = server["url"].split("/")[2]
+
+    def route(request_route):
+        if request_route.request.url.split("/")[2] == local or request_route.request.url.startswith("data:"):
+            request_route.continue_()
+        else:
+            blocked.append(request_route.request.url)
+            request_route.abort()
+
+    page.route("**/*", route)
+    return page, blocked
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+def test_upload_page_reads_a_picked_and_a_dropped_image(browser, server, captchas, tmp_path):
+    samples = [data for _, data in captchas]
+    expected = [label for label, _ in captchas[:2]]
+    picked = tmp_path / "captcha.png"
+    picked.write_bytes(samples[0])
+    page, blocked = offline_page(browser, server)
+    page.goto(server["url"] + "/")
+    page.wait_for_selector("#model option[value=second]", state="attached")
+    assert page.input_value("#model") == "digits"
+
+    page.set_input_files("#file", str(picked))
+    page.wait_for_function("document.getElementById('text').textContent !== ''")
+    assert page.text_content("#text") == expected[0]
+    assert "confidence" in page.text_content("#summary") and " ms" in page.text_content("#summary")
+
+    second_before = server["client"].get("/readyz").json()["models"]["second"]["images"]
+    page.select_option("#model", "second")  # the same image, read again by the other model
+    page.wait_for_function("document.getElementById('summary').textContent !== ''")
+    assert page.text_content("#text") == expected[0]
+    assert server["client"].get("/readyz").json()["models"]["second"]["images"] == second_before + 1
+
+    page.evaluate("""async (b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+    }""", base64.b64encode(samples[1]).decode())
+    page.wait_for_function("document.getElementById('summary').textContent !== ''")
+    assert page.text_content("#text") == expected[1]
+
+    not_image = tmp_path / "notes.png"
+    not_image.write_bytes(b"not an image")
+    page.set_input_files("#file", str(not_image))
+    page.wait_for_function("document.getElementById('error').textContent !== ''")
+    assert "not an image" in page.text_content("#error") and page.text_content("#text") == ""
+    assert blocked == []  # no external assets
+    page.close()
+
+
+def test_api_docs_work_offline(browser, server):
+    page, blocked = offline_page(browser, server)
+    page.goto(server["url"] + "/docs")
+    page.wait_for_selector(".opblock-summary-path[data-path='/v1/models/{name}/predict']", timeout=30000)
+    page.click("text=Liveness: the process is up and its event loop answers")
+    page.click("button:has-text('Try it out')")
+    page.click("button:has-text('Execute')")
+    page.wait_for_selector(".live-responses-table .response-col_status:has-text('200')", timeout=30000)
+    assert '"status": "ok"' in page.text_content(".live-responses-table")
+    page.goto(server["url"] + "/redoc")
+    page.wait_for_selector("text=The parent project's API", timeout=30000)
+    assert blocked == []
+    page.close()

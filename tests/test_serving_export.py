@@ -1,0 +1,146 @@
+"""bin/export --format=savedmodel|tflite: each export, loaded as a model server or a phone would load it, reads
+fresh captchas as `Recognizer` does (>= 99.8% the same text), for position heads and for CTC."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kcaptcha import images, saving, serving_export
+from kcaptcha.generate import CaptchaRenderer
+from kcaptcha.recognizer import load_model
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHECK_IMAGES = 500
+
+
+def fresh_captchas(metadata: dict, count: int = CHECK_IMAGES, seed: int = 97):
+    """Captchas none of the exports saw (they check themselves on seed 4242)."""
+    renderer = CaptchaRenderer(metadata["charset"], metadata["min_length"], metadata["max_length"],
+                               metadata["width"], metadata["height"], seed=seed)
+    return [renderer.render(index)[1] for index in range(count)]
+
+
+def png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def random_model_dir(root, config) -> str:
+    """An untrained model of `config` whose output layers are redrawn so that its readings vary a lot: every
+    class, repeats and blanks, texts of every length (CTC included), and logits far from ties."""
+    import keras
+
+    from kcaptcha import models
+
+    model = models.new_model(config)
+    metadata = saving.build_metadata(config, training={}, metrics={})
+    sample = np.stack([images.to_model_input(image, config.width, config.height)
+                       for image in fresh_captchas(metadata, 64, seed=5)])[..., None]
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense) and (layer.name == "logits" or layer.name.startswith("char_")):
+            features = keras.Model(model.input, layer.input).predict(sample, verbose=0)
+            features = features.reshape(-1, features.shape[-1])
+            kernel = rng.normal(0.0, 1.0, layer.kernel.shape) * 6.0 / (features.std(0, keepdims=True).T + 1e-6) \
+                / np.sqrt(features.shape[-1])
+            layer.set_weights([kernel, -features.mean(0) @ kernel])  # logits ~ N(0, 6^2) over images and frames
+    return saving.save_model_folder(model, metadata, str(root / config.architecture))
+
+
+MODELS = {
+    "digits": lambda root, config: saving.resolve_model_dir("digits"),  # the shipped, trained model
+    "ctc": lambda root, config: random_model_dir(root, config.replace(architecture="ctc", min_length=2,
+                                                                      max_length=4)),
+    "heads_variable_length": lambda root, config: random_model_dir(
+        root, config.replace(architecture="heads", min_length=1, max_length=3)),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def model_dir(request, tmp_path_factory, smoke_config):
+    return MODELS[request.param](tmp_path_factory.mktemp(request.param), smoke_config)
+
+
+def readings_to_check(model_dir):
+    metadata = saving.read_metadata(model_dir)
+    pil_images = fresh_captchas(metadata)
+    reference = load_model(model_dir, backend="keras").predict(pil_images)
+    texts = [p.text for p in reference]
+    if metadata["output"] == "ctc":  # the reading rules must be exercised, not only the trained case
+        assert len(set(texts)) > 50 and any(p.confidence == 0.0 for p in reference)
+        assert any(len(t) != metadata["max_length"] for t in texts) and any(a == b for t in texts for a, b in
+                                                                            zip(t, t[1:]))
+    if metadata["min_length"] != metadata["max_length"]:
+        assert len({len(t) for t in texts}) > 1
+    return metadata, pil_images, reference
+
+
+def assert_agrees(reference, texts, confidences):
+    agreement = np.mean([r.text == t for r, t in zip(reference, texts)])
+    assert agreement >= serving_export.MIN_AGREEMENT, [(r.text, t) for r, t in zip(reference, texts) if r.text != t]
+    same = [i for i, (r, t) in enumerate(zip(reference, texts)) if r.text == t]
+    np.testing.assert_allclose([reference[i].confidence for i in same], np.asarray(confidences)[same], atol=2e-3)
+
+
+def test_savedmodel_signature_reads_encoded_images_like_the_recognizer(model_dir, tmp_path):
+    import tensorflow as tf
+
+    report = serving_export.export_savedmodel(model_dir, str(tmp_path / "savedmodel" / "1"), check_size=20)
+    assert report["agreement"] >= serving_export.MIN_AGREEMENT and report["check_images"] == 20
+    metadata, pil_images, reference = readings_to_check(model_dir)
+    signature = tf.saved_model.load(str(tmp_path / "savedmodel" / "1")).signatures["serving_default"]
+    assert set(signature.structured_outputs) == {"text", "confidence"}
+    result = signature(image_bytes=tf.constant([png(image) for image in pil_images]))
+    assert_agrees(reference, [t.decode() for t in result["text"].numpy()], result["confidence"].numpy())
+
+
+def test_tflite_model_reads_pixels_like_the_recognizer(model_dir, tmp_path):
+    path = str(tmp_path / "model.tflite")
+    report = serving_export.export_tflite(model_dir, path, check_size=20)
+    assert report["agreement"] >= serving_export.MIN_AGREEMENT
+    metadata, pil_images, reference = readings_to_check(model_dir)
+    sidecar = json.loads(open(path + ".json").read())
+    assert sidecar["charset"] == metadata["charset"] and (sidecar["width"], sidecar["height"]) == (
+        metadata["width"], metadata["height"])
+    pixels = np.stack([images.to_model_input(image, sidecar["width"], sidecar["height"]) for image in pil_images])
+    texts, confidences = serving_export.run_tflite(path, pixels, sidecar["charset"])
+    assert_agrees(reference, texts, confidences)
+
+
+def test_reading_in_the_graph_follows_the_numpy_rules_on_hand_made_logits():
+    """Greedy CTC: repeats collapse, blanks split them; a length outside min..max reads with confidence 0."""
+    from kcaptcha import decoding
+    from kcaptcha.vocab import Vocab
+
+    metadata = {"charset": "ab", "output": "ctc", "min_length": 2, "max_length": 3}
+    frames = [[0, 0, 2, 0, 1], [2, 1, 1, 2, 2], [0, 2, 0, 2, 0]]  # "aab" (a, a split by a blank), "b", "aaa"
+    logits = np.full((3, 5, 3), -5.0, np.float32)
+    for row, ids in enumerate(frames):
+        logits[row, np.arange(5), ids] = 5.0
+    ids, confidence = serving_export.read_logits(logits, metadata)
+    texts = ["".join("ab"[i] for i in row if i >= 0) for row in ids.numpy()]
+    expected = decoding.decode(logits, "ctc", Vocab("ab", 2, 3))
+    assert texts == [p.text for p in expected] == ["aab", "b", "aaa"]
+    np.testing.assert_allclose(confidence.numpy(), [p.confidence for p in expected], rtol=1e-5)
+    assert confidence.numpy()[1] == 0.0
+
+
+def test_cli_exports_tflite_and_rejects_output_for_onnx(tmp_path, smoke_config):
+    model_dir = random_model_dir(tmp_path, smoke_config.replace(architecture="ctc"))
+    export = os.path.join(REPO_ROOT, "bin", "export")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, export, f"--model={model_dir}", "--format=tflite",
+                             f"--output={tmp_path / 'phone' / 'm.tflite'}", "--check_size=30"],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    assert report["format"] == "tflite" and report["check_images"] == 30 and (tmp_path / "phone" / "m.tflite").exists()
+    wrong = subprocess.run([sys.executable, export, f"--model={model_dir}", f"--output={tmp_path / 'x'}"],
+                           capture_output=True, text=True, timeout=600, env=env)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error: --output is for")
