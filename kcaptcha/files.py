@@ -1,16 +1,15 @@
-"""Everything about files: finding images, the label a file name carries, labels CSVs, safe writes.
+"""Everything about files: finding images, the label a file name carries, safe writes.
 
 No TensorFlow here, so that commands fail fast on a bad path and the runtime install stays light.
 """
 
 import contextlib
-import csv
 import hashlib
 import json
 import os
 import re
 import shutil
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 # The formats the training pipeline reads (`kcaptcha.images`), and the extension a file of each gets.
 FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", "BMP": ".bmp"}
@@ -101,21 +100,6 @@ def collect_inputs(inputs: Sequence[str]) -> List[str]:
     if not found:
         raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(repr, inputs))}")
     return found
-
-
-def read_labels_csv(path: str) -> Dict[str, str]:
-    """`filename,label` rows (header optional) -> {'/'-separated path relative to the CSV's folder: label}."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Labels CSV not found: {path!r}")
-    labels = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for line_number, row in enumerate(csv.reader(f), start=1):
-            if not row or (line_number == 1 and [c.strip().lower() for c in row[:2]] == ["filename", "label"]):
-                continue
-            if len(row) < 2:
-                raise ValueError(f"{path}, line {line_number}: expected 'filename,label'. Received: {row}")
-            labels[normalise_relative(row[0].strip())] = row[1].strip()
-    return labels
 
 
 def normalise_relative(path: str) -> str:

@@ -17,7 +17,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kcaptcha import files, inventory
+from kcaptcha import files, inventory, labels
 from kcaptcha.files import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, LabelRule
 
 SPLITS = inventory.SPLITS
@@ -231,7 +231,7 @@ def prepare(input_dir: str, output_dir: str, config, split: Sequence[float] = (0
     split = check_split(split)
     _check_folders(input_dir, output_dir)
     paths = find_files(input_dir, skip=[labels_csv] if labels_csv else [])
-    csv_labels = files.read_labels_csv(labels_csv) if labels_csv else None
+    csv_labels = labels.training_labels(labels_csv) if labels_csv else None
     if not paths:
         hint = " (a previous --move emptied it?)" if os.path.exists(os.path.join(output_dir, "manifest.json")) else ""
         raise ValueError(f"No files found in the input folder {input_dir!r}{hint}.")

@@ -86,7 +86,8 @@ def test_a_bad_flagfile_exits_2_with_the_reason_alone(tmp_path, repo_root, lines
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("command", ["train", "tune", "generate", "prepare", "predict", "evaluate", "export", "serve"])
+@pytest.mark.parametrize("command", ["train", "tune", "generate", "prepare", "predict", "evaluate", "export", "serve",
+                                     "collect"])
 def test_every_command_answers_help_with_0_and_an_unknown_flag_with_2(repo_root, command):
     run = [sys.executable, os.path.join(repo_root, "bin", command)]
     helped = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=120)

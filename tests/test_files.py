@@ -111,19 +111,6 @@ def test_walk_files_lists_every_regular_file(image_tree):
     assert found.index("b.png") < found.index(os.path.join("sub", "c.jpg"))  # a folder's files, then its folders
 
 
-def test_read_labels_csv(tmp_path):
-    path = tmp_path / "labels.csv"
-    path.write_text("\ufefffilename,label\n./a.png, 12 \nsub/../b.png,34\n\nsub/c d.png,56,extra\n", encoding="utf-8")
-    assert files.read_labels_csv(str(path)) == {"a.png": "12", "b.png": "34", "sub/c d.png": "56"}
-    path.write_text("a.png,12\n", encoding="utf-8")  # no header
-    assert files.read_labels_csv(str(path)) == {"a.png": "12"}
-    path.write_text("a.png,12\nonly_a_name\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="labels.csv, line 2: expected 'filename,label'"):
-        files.read_labels_csv(str(path))
-    with pytest.raises(FileNotFoundError, match="Labels CSV not found.*nothing.csv"):
-        files.read_labels_csv(str(tmp_path / "nothing.csv"))
-
-
 def test_sha256(tmp_path):
     (tmp_path / "x").write_bytes(b"kcaptcha" * 100_000)
     assert files.sha256(str(tmp_path / "x")) == hashlib.sha256(b"kcaptcha" * 100_000).hexdigest()

@@ -1,0 +1,58 @@
+"""bin/collect --url=https://example.com/captcha --count=500 --output_dir=collected/ [--model=alnum]
+
+Fetches captcha images from an HTTP endpoint until --output_dir holds --count of them: one request every
+--interval seconds, each with a --timeout, retried with backoff; responses that are not complete images
+are counted and skipped; an image already held (by content) is never saved twice; re-running continues.
+With --model, each image is pre-labelled in <output_dir>/labels.csv (reading, confidence, unreviewed),
+ready for the review page: bin/serve --review_dir=<output_dir>.
+"""
+
+import json
+import sys
+
+from absl import flags
+
+from kcaptcha.cli import common
+
+flags.DEFINE_string("url", None, "The endpoint that answers each GET with a new captcha image.")
+flags.DEFINE_integer("count", 100, "How many images the output folder should hold.", lower_bound=1)
+flags.DEFINE_string("output_dir", None, "Where the images (and labels.csv) go; created if missing.")
+flags.DEFINE_string("model", "", "A model name or folder that pre-labels each image ('' for none).")
+flags.DEFINE_enum("backend", "auto", ["auto", "keras", "onnx"], "Inference engine for --model.")
+flags.DEFINE_float("interval", 1.0, "Seconds between requests (be polite).", lower_bound=0.0)
+flags.DEFINE_float("timeout", 10.0, "Seconds before a request is given up.", lower_bound=0.1)
+flags.DEFINE_integer("retries", 5, "Failed requests in a row before giving up.", lower_bound=1)
+flags.mark_flags_as_required(["url", "output_dir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise common.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.url.startswith(("http://", "https://")):
+        raise common.UsageError(f"--url must be an http:// or https:// address. Received: {FLAGS.url!r}")
+    from kcaptcha.collect import collect
+
+    recognizer = None
+    if FLAGS.model:
+        from kcaptcha.recognizer import load_model
+
+        recognizer = load_model(FLAGS.model, backend=FLAGS.backend)
+
+    def progress(held, count):
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{held}/{count} images\033[K")
+
+    summary = collect(FLAGS.url, FLAGS.count, FLAGS.output_dir, recognizer, interval=FLAGS.interval,
+                      timeout=FLAGS.timeout, retries=FLAGS.retries, progress=progress)
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    print(json.dumps(summary, indent=2))
+
+
+def run():
+    common.run_main(main)
+
+
+if __name__ == "__main__":
+    run()
