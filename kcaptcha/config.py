@@ -63,6 +63,11 @@ class Config:
     val_dir: str = _field("training", "", "Folder of labelled validation images ('' for a fixed synthetic set, "
                           "or 10% of --train_dir).")
     label_from: str = _field("training", "prefix", LabelRule.HELP)
+    synthetic_mix: float = _field("training", -1.0, "With train_dir: the fraction of each batch that is synthetic "
+                                  "captchas of the same charset, lengths and size (-1: by the folder's size, 0.5 for "
+                                  "up to 1000 images, 0.25 up to 5000, else 0).")
+    init_from: str = _field("training", "", "Start from this saved model (a name or folder): its architecture, and "
+                            "its weights wherever they fit ('' to start from scratch).")
     val_size: int = _field("training", 2000, "Number of synthetic validation images when val_dir is empty.")
     pool_size: int = _field("training", 10000, "Synthetic captchas held in memory for training, renewed in the "
                             "background (each is seen a few times, differently augmented).")
@@ -170,6 +175,8 @@ class Config:
             value = getattr(self, field_name)
             if value and not os.path.isdir(value):
                 yield f"{field_name} is not a folder: {value!r}"
+        if not (self.synthetic_mix == -1.0 or 0.0 <= self.synthetic_mix < 1.0):
+            yield f"synthetic_mix must be -1 (auto) or in [0, 1). Received: synthetic_mix={self.synthetic_mix}"
         if self.val_dir and not self.train_dir:
             yield "val_dir is set but train_dir is not; give both or neither."
         try:

@@ -5,12 +5,14 @@ from file names by the configured `LabelRule` and are encoded by `Vocab`.
 """
 
 import dataclasses
+import os
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
 from kcaptcha import generate, inventory
+from kcaptcha import labels as labels_csv
 from kcaptcha.augment import Augmenter
 from kcaptcha.files import IMAGE_EXTENSIONS, list_images
 from kcaptcha.images import decode_image
@@ -29,19 +31,22 @@ class LabelledImages:
 
 
 def labelled_files(folder: str, config) -> Tuple[List[str], List[str]]:
-    """All images under `folder` with the labels their names carry, checked against the config's vocab."""
-    paths = list_images(folder)
+    """The images under `folder` and their labels, checked against the config's vocab: the reviewed rows of
+    its labels.csv when it has one (`kcaptcha.labels`), else every image with the label its name carries."""
+    listed = labels_csv.folder_labels(folder) if os.path.isdir(folder) else None
+    paths = listed[0] if listed else list_images(folder)
     if not paths:
-        raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder!r}")
+        raise ValueError(f"No {'reviewed ' if listed is not None else ''}images "
+                         f"({', '.join(IMAGE_EXTENSIONS)}) found in {folder!r}")
     vocab, rule = Vocab.from_config(config), inventory.label_rule_for(folder, config.label_from)
     labels = []
-    for path in paths:
-        label = rule.label(path)
+    for index, path in enumerate(paths):
+        label = listed[1][index] if listed else rule.label(path)
         problem = "its name carries no label" if label is None else vocab.check(label)
         if problem:
-            raise ValueError(f"Bad training label {label!r} in {path}: {problem} (labels from file names by "
-                             f"label_from={rule!r}). Run bin/prepare to validate and split the "
-                             "folder first.")
+            source = "its labels.csv" if listed else f"file names by label_from={rule!r}"
+            raise ValueError(f"Bad training label {label!r} in {path}: {problem} (labels from {source}). "
+                             "Run bin/prepare to validate and split the folder first.")
         labels.append(label)
     return paths, labels
 
@@ -54,8 +59,8 @@ def image_dataset(paths: Sequence[str], config, batch_size: int = 256, cache: bo
     return (dataset.cache() if cache else dataset).prefetch(AUTOTUNE)
 
 
-def file_dataset(paths: Sequence[str], labels: Sequence[str], config) -> tf.data.Dataset:
-    """Endless, shuffled, augmented (image, label ids) training batches decoded in parallel from files."""
+def file_batches(paths: Sequence[str], labels: Sequence[str], config, batch_size: int) -> tf.data.Dataset:
+    """Endless, shuffled (image, label ids) batches decoded in parallel from files, not yet augmented."""
     label_ids = Vocab.from_config(config).encode_many(labels)
     dataset = tf.data.Dataset.from_tensor_slices((list(paths), label_ids))
     dataset = dataset.shuffle(len(paths), seed=config.seed, reshuffle_each_iteration=True)
@@ -67,20 +72,31 @@ def file_dataset(paths: Sequence[str], labels: Sequence[str], config) -> tf.data
     if len(paths) * config.height * config.width * 4 <= CACHE_LIMIT_BYTES:
         # Shuffle again after the cache, so every epoch has a new order.
         dataset = dataset.cache().shuffle(min(len(paths), 10000), seed=config.seed)
+    return dataset.repeat().batch(batch_size, drop_remainder=True)
+
+
+def pool_batches(pool, config, batch_size: int, seed: Optional[int] = None) -> tf.data.Dataset:
+    """Endless float (image, label ids) batches drawn from a `kcaptcha.pool.CaptchaPool`, not yet augmented."""
+    dataset = pool.dataset(batch_size, seed=config.seed if seed is None else seed)
+    return dataset.map(lambda pixels, ids: (tf.cast(pixels, tf.float32) * (1.0 / 255.0), ids),
+                       num_parallel_calls=AUTOTUNE)
+
+
+def training_batches(config, files=None, pool=None, synthetic_fraction: float = 0.0) -> tf.data.Dataset:
+    """Augmented training batches: from `files` ((paths, labels)), the captcha `pool`, or both mixed.
+
+    Mixed, every batch holds round(batch_size * synthetic_fraction) synthetic captchas and the rest files.
+    """
+    synthetic = config.batch_size if files is None else round(config.batch_size * synthetic_fraction)
+    parts = []
+    if synthetic < config.batch_size:
+        parts.append(file_batches(*files, config, config.batch_size - synthetic))
+    if synthetic > 0:
+        parts.append(pool_batches(pool, config, synthetic))
+    dataset = parts[0] if len(parts) == 1 else tf.data.Dataset.zip(tuple(parts)).map(
+        lambda *batches: tuple(tf.concat(part, axis=0) for part in zip(*batches)), num_parallel_calls=AUTOTUNE)
     augmenter = Augmenter(config.augment, config.seed)
-    dataset = dataset.repeat().batch(config.batch_size, drop_remainder=False)
     return dataset.map(lambda x, y: (augmenter(x), y), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
-
-
-def pool_dataset(pool, config, seed: Optional[int] = None) -> tf.data.Dataset:
-    """Endless augmented (image, label ids) training batches drawn from a `kcaptcha.pool.CaptchaPool`."""
-    dataset = pool.dataset(config.batch_size, seed=config.seed if seed is None else seed)
-    augmenter = Augmenter(config.augment, config.seed)
-
-    def to_float(pixels, ids):
-        return augmenter(tf.cast(pixels, tf.float32) * (1.0 / 255.0)), ids
-
-    return dataset.map(to_float, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
 def synthetic_set(config, count: int, seed: int) -> LabelledImages:

@@ -80,6 +80,7 @@ def evaluate_paths(recognizer, paths: Sequence[str], errors_dir: Optional[str] =
         "unreadable": unreadable,
         **metrics.scores(truths, texts),
         "per_position_accuracy": metrics.per_position_accuracy(truths, texts, recognizer.vocab.max_length),
+        "by_length": metrics.accuracy_by_length(truths, texts),
         "confusions": metrics.confusions(((e["true"], e["predicted"]) for e in misread), top_confusions),
         "images_per_second": len(labelled) / seconds if seconds else 0.0,
         "ms_per_image": 1000.0 * seconds / len(labelled),
@@ -94,6 +95,8 @@ def format_report(report: Dict, max_errors: int = 20) -> str:
         f"whole-image accuracy: {report['image_accuracy']:.4f}",
         f"character accuracy:   {report['character_accuracy']:.4f} (1 - character error rate)",
         "per-position accuracy: " + " ".join(f"{v:.4f}" for v in report["per_position_accuracy"]),
+        "by label length:       " + "  ".join(f"{length}: {entry['image_accuracy']:.4f} ({entry['images']})"
+                                              for length, entry in report["by_length"].items()),
         f"speed: {report['images_per_second']:.1f} images/s, {report['ms_per_image']:.2f} ms/image "
         "(decode + preprocess + model)",
     ]

@@ -1,10 +1,11 @@
 """ONNX export of a saved model folder: `model.onnx` (float32) and `model.int8.onnx` (quantized).
 
 Both output the model's logits; `kcaptcha.decoding` applies the activation in float32, so confidences
-mean the same on every backend. The int8 model is calibrated on captchas of the model's own charset
-and size, and checked against the Keras model on other captchas: its agreement (same text) and the
-largest confidence gap are recorded in metadata.json, and a Recognizer only uses it when the agreement
-is at least `MIN_AGREEMENT`.
+mean the same on every backend. The int8 model is calibrated on the model's own training images (or,
+for a model trained on synthetic captchas, on captchas of its task and look) and checked against the
+Keras model on its validation images (or other captchas): the agreement (same text) and the confidence
+gaps are recorded in metadata.json, and a Recognizer only uses it when the agreement is at least
+`MIN_AGREEMENT`.
 """
 
 import logging
@@ -39,12 +40,39 @@ def load_keras_model(model_dir: str):
 
 
 def _captchas(metadata: dict, count: int, seed: int) -> np.ndarray:
+    """`count` synthetic captchas of the model's task, in the look it was trained on."""
     from kcaptcha.generate import CaptchaRenderer, render_arrays
 
+    config = metadata.get("config") or {}
+    fonts = [font for font in config.get("fonts", []) if os.path.isfile(font)]
     renderer = CaptchaRenderer(metadata["charset"], metadata["min_length"], metadata["max_length"],
-                               metadata["width"], metadata["height"], seed=seed)
+                               metadata["width"], metadata["height"], seed=seed, fonts=fonts,
+                               style=config.get("style", "captcha"))
     pixels, _ = render_arrays(renderer, count)
     return pixels[..., None].astype(np.float32) / 255.0
+
+
+def _own_images(metadata: dict, calibration_size: int, check_size: int, seed: int):
+    """(calibration images, check images, where they came from): the model's own training and validation
+    folders when it was trained on files that are still there, else synthetic captchas of its task."""
+    from kcaptcha import images
+    from kcaptcha.files import list_images
+
+    config = metadata.get("config") or {}
+    train_dir, val_dir = config.get("train_dir", ""), config.get("val_dir", "")
+    if not train_dir or not os.path.isdir(train_dir):
+        return (_captchas(metadata, calibration_size, seed), _captchas(metadata, check_size, seed + 1),
+                "synthetic captchas of the model's task")
+    train_paths = list(np.random.default_rng(seed).permutation(list_images(train_dir)))
+    check_paths = list_images(val_dir) if val_dir and os.path.isdir(val_dir) else train_paths[calibration_size:]
+    if not check_paths:  # a tiny folder: check on what there is
+        check_paths = train_paths
+
+    def load(paths):
+        return np.stack([images.to_model_input(p, metadata["width"], metadata["height"]) for p in paths])[..., None]
+
+    where = f"the model's own images: {train_dir}" + (f" and {val_dir}" if val_dir else "")
+    return load(train_paths[:calibration_size]), load(check_paths[:check_size]), where
 
 
 def _to_onnx(model, metadata: dict, path: str) -> None:
@@ -113,16 +141,15 @@ def export_onnx(model_dir: str, quantize: bool = True, calibration_size: int = 5
         return decoding.decode(logits, metadata["output"], vocab)
 
     _to_onnx(model, metadata, os.path.join(model_dir, ONNX_FILE))
-    check = _captchas(metadata, check_size, seed + 1)
+    calibration, check, where = _own_images(metadata, calibration_size, check_size, seed)
     reference = read(model.predict(check, batch_size=256, verbose=0))
     exported = read(onnx_session(os.path.join(model_dir, ONNX_FILE)).run(None, {INPUT_NAME: check})[0])
     entry = {"onnx": ONNX_FILE, **{f"onnx_{k}": v for k, v in compare(reference, exported).items()}}
     if quantize:
-        _quantize(os.path.join(model_dir, ONNX_FILE), os.path.join(model_dir, INT8_FILE),
-                  _captchas(metadata, calibration_size, seed))
+        _quantize(os.path.join(model_dir, ONNX_FILE), os.path.join(model_dir, INT8_FILE), calibration)
         quantized = read(onnx_session(os.path.join(model_dir, INT8_FILE)).run(None, {INPUT_NAME: check})[0])
         entry.update({"int8": INT8_FILE, **{f"int8_{k}": v for k, v in compare(reference, quantized).items()}})
-    entry["check_images"] = check_size
+    entry.update(check_images=len(check), calibration_images=len(calibration), images_from=where)
     metadata["export"] = entry
     files.atomic_write_json(os.path.join(model_dir, saving.METADATA_FILE), metadata)
     return entry

@@ -9,6 +9,7 @@ import os
 from typing import Optional
 
 from kcaptcha import files
+from kcaptcha import labels as labels_csv
 
 SPLITS = ("train", "val", "test")
 REASONS = ("unreadable", "empty_file", "not_an_image", "truncated", "unsupported_format", "no_label",
@@ -132,3 +133,61 @@ def format_report(report: dict, max_lines: int = 5) -> str:
                  f"{report['output_dir']}; manifest.json lists every file, report.json the first "
                  f"{MAX_OFFENDERS} of each kind")
     return "\n".join(lines)
+
+
+MAX_MODEL_HEIGHT = 64  # taller images are scaled down to this height, keeping their aspect ratio
+
+
+def describe_folder(folder: str, label_from: str = "prefix") -> dict:
+    """The task a folder of labelled images implies: charset, label lengths, the most common image size and
+    how many images it holds; from bin/prepare's report when it wrote the folder, else from the files."""
+    from PIL import Image
+
+    report = read_report(folder)
+    paths = files.list_images(folder)
+    if report:
+        size = max(report["image_sizes"].items(), key=lambda item: item[1])[0]
+        width, height = (int(v) for v in size.split("x"))
+        return {"charset": report["charset"], "min_length": report["min_length"],
+                "max_length": report["max_length"], "width": width, "height": height, "images": len(paths),
+                "source": os.path.join(os.path.dirname(os.path.abspath(folder)), REPORT_FILE)}
+    listed = labels_csv.folder_labels(folder)
+    if listed:
+        paths, labels = listed
+    else:
+        rule = label_rule_for(folder, label_from)
+        labels = [label for label in map(rule.label, paths) if label]
+    if not labels:
+        raise ValueError(f"No image in {folder!r} carries a label in its name (label_from={label_from!r})")
+    sizes = collections.Counter()
+    for path in paths[:500]:
+        with Image.open(path) as image:
+            sizes[image.size] += 1
+    (width, height), _ = sizes.most_common(1)[0]
+    return {"charset": "".join(sorted({c for label in labels for c in label})),
+            "min_length": min(map(len, labels)), "max_length": max(map(len, labels)), "width": width,
+            "height": height, "images": len(paths), "source": f"the names and sizes of the images in {folder}"}
+
+
+def fill_from_folder(config, given) -> tuple:
+    """`config` with the task and small-data training settings a training folder implies, where not `given`.
+
+    Returns (config, notes for people).
+    """
+    if not config.train_dir:
+        return config, []
+    found = describe_folder(config.train_dir, config.label_from)
+    width, height = found["width"], found["height"]
+    if height > MAX_MODEL_HEIGHT:
+        width, height = max(16, round(width * MAX_MODEL_HEIGHT / height / 4) * 4), MAX_MODEL_HEIGHT
+    task = {"charset": found["charset"], "min_length": found["min_length"], "max_length": found["max_length"],
+            "width": width, "height": height}
+    small = found["images"] <= 5000
+    training = {"style": "varied", "eval_every_steps": 100 if small else 250, "patience": 20 if small else 10,
+                "max_steps": 3000 if config.init_from else 6000, "target_accuracy": 1.0}
+    changes = {k: v for k, v in {**task, **training}.items() if k not in given}
+    notes = [f"{found['images']} images in {config.train_dir}; from {found['source']}, chose "
+             + ", ".join(f"{k}={v!r}" for k, v in changes.items() if k in task)] if changes else []
+    if any(k in training for k in changes):
+        notes.append("For a small folder, chose " + ", ".join(f"{k}={v}" for k, v in changes.items() if k in training))
+    return config.replace(**changes), notes

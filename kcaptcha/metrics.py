@@ -46,6 +46,16 @@ def per_position_accuracy(truths: Sequence[str], readings: Sequence[str], positi
     return [count / len(truths) if truths else 0.0 for count in right]
 
 
+def accuracy_by_length(truths: Sequence[str], readings: Sequence[str]) -> Dict[int, Dict]:
+    """{true label length: {"images": n, "image_accuracy": fraction read exactly right}}."""
+    _check(truths, readings)
+    groups = collections.defaultdict(list)
+    for truth, reading in zip(truths, readings):
+        groups[len(truth)].append(truth == reading)
+    return {length: {"images": len(right), "image_accuracy": sum(right) / len(right)}
+            for length, right in sorted(groups.items())}
+
+
 def confusions(pairs: Iterable[Tuple[str, str]], top: int = 10) -> List[Dict]:
     """The most frequent (true, read) character pairs among same-position disagreements."""
     counts = collections.Counter()

@@ -27,13 +27,12 @@ RENEW_BUSY_FRACTION = 0.25
 
 
 class CaptchaPool:
-    """`size` captchas of `config`'s task in a variable, renewed by `renew_workers` background processes.
+    """`size` captchas of `config`'s task in a variable, renewed by a background process.
 
     Use as a context manager (or call `close()`): the background thread and processes stop at exit.
     """
 
-    def __init__(self, config, size: int, start_index: int = 0, seed: Optional[int] = None,
-                 renew_workers: int = 1):
+    def __init__(self, config, size: int, start_index: int = 0, seed: Optional[int] = None):
         self.config, self.size = config, size
         self.vocab = Vocab.from_config(config)
         if self.vocab.num_classes > 256:
@@ -45,7 +44,6 @@ class CaptchaPool:
         self.renewed = 0
         self._stop = threading.Event()
         self._thread = None
-        self._renew_workers = renew_workers
         # One row per captcha: its pixels, then its label ids, so that one gather reads a consistent pair
         # while the background thread replaces rows.
         initial = self._rows(*generate.render_arrays(self.renderer, size, first=start_index,
@@ -64,7 +62,7 @@ class CaptchaPool:
         return self
 
     def _renew(self) -> None:
-        pool = generate.worker_pool(self.renderer, self._renew_workers)
+        pool = generate.worker_pool(self.renderer, 1)
         slot = 0
         try:
             while not self._stop.is_set():

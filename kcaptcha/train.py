@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from kcaptcha import callbacks as kc_callbacks
-from kcaptcha import data, files, models, plots, saving
+from kcaptcha import data, files, models, plots, saving, transfer
 from kcaptcha.config import Config
 from kcaptcha.pool import CaptchaPool
 from kcaptcha.vocab import Vocab
@@ -65,17 +65,29 @@ def evaluation_sets(config) -> Dict[str, data.LabelledImages]:
     return sets, (paths, labels)
 
 
+def synthetic_fraction(config, train_files) -> float:
+    """The share of synthetic captchas in each batch: all without files, else `synthetic_mix` (or by size)."""
+    if train_files is None:
+        return 1.0
+    if config.synthetic_mix >= 0:
+        return config.synthetic_mix
+    count = len(train_files[0])
+    return 0.5 if count <= 1000 else 0.25 if count <= 5000 else 0.0
+
+
 @contextlib.contextmanager
 def training_data(config, train_files, start_index: int = 0):
-    """Yields (training batches, the captcha pool or None): files when given, else synthetic captchas.
+    """Yields (training batches, the captcha pool or None): files, synthetic captchas, or both mixed.
 
     The pool's background renewal stops when the block ends.
     """
-    if train_files is not None:
-        yield data.file_dataset(*train_files, config), None
+    fraction = synthetic_fraction(config, train_files)
+    if fraction == 0.0:
+        yield data.training_batches(config, files=train_files), None
         return
-    with CaptchaPool(config, config.pool_size, start_index=start_index) as captchas:
-        yield data.pool_dataset(captchas, config), captchas
+    size = config.pool_size if train_files is None else min(config.pool_size, 5000)
+    with CaptchaPool(config, size, start_index=start_index) as captchas:
+        yield data.training_batches(config, train_files, captchas, fraction), captchas
 
 
 def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks: Sequence = (),
@@ -205,6 +217,9 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
     run = open_run(config, model_dir, fresh)
     model = models.new_model(config)
     start_step = restore(model, model_dir)
+    if config.init_from and start_step == 0:
+        run["initialized_from"] = transfer.copy_weights(model, config.init_from, config.charset)
+        files.atomic_write_json(os.path.join(model_dir, "run.json"), run)
     history = os.path.join(model_dir, "history.csv")
     result = run.get("finished") or {"steps": start_step, "stop_reason": "max_steps"}
     result = {**result, "steps_this_run": 0, "fit_seconds": 0.0}
@@ -223,6 +238,7 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
                "wall_seconds": round(last_row(history).get("wall_seconds", 0.0), 1),
                "best_step": int(best["step"]) if "step" in best else None, "run_dir": model_dir,
                "run_id": run["run_id"], "data": config.train_dir or "synthetic (on the fly)",
+               "initialized_from": run.get("initialized_from"),
                "metrics": {k: round(v, 5) for k, v in best.items() if k.startswith("val_")}}
     if save_dir:
         best_path = os.path.join(model_dir, "best.keras")

@@ -80,7 +80,7 @@ def test_validation_images_are_decoded_in_order(captcha_folder, smoke_config):
 
 def test_training_pipeline_repeats_shuffles_and_augments(captcha_folder, smoke_config):
     paths, labels = data.labelled_files(str(captcha_folder), smoke_config)
-    dataset = data.file_dataset(paths, labels, smoke_config.replace(augment=1.0))
+    dataset = data.training_batches(smoke_config.replace(augment=1.0), files=(paths, labels))
     vocab = Vocab.from_config(smoke_config)
     seen = []
     for batch, ids in dataset.take(3):
@@ -127,7 +127,7 @@ def test_the_captcha_pool_serves_batches_and_renews_itself(smoke_config):
         assert vocab.decode(rows[0, pool.pixels:]) == renderer.label(100)  # draws in order from start_index
         expected = np.asarray(renderer.render(100)[1].convert("L"))
         assert np.array_equal(rows[0, :pool.pixels].reshape(expected.shape), expected)
-        batch, ids = next(iter(data.pool_dataset(pool, config)))
+        batch, ids = next(iter(data.training_batches(config, pool=pool)))
         assert batch.shape == (config.batch_size, config.height, config.width, 1) and batch.dtype == tf.float32
         labels = {renderer.label(i) for i in range(100, 100 + 32)}
         assert set(vocab.decode_many(ids.numpy())) <= labels
@@ -137,3 +137,21 @@ def test_the_captcha_pool_serves_batches_and_renews_itself(smoke_config):
         assert pool.renewed >= 64 and pool.rendered > 132
         assert not np.array_equal(pool.variable.numpy(), rows)  # older captchas were replaced
     assert pool._thread is None  # the background renewal stopped with the block
+
+
+def test_folder_batches_mix_in_synthetic_captchas_by_the_given_fraction(tmp_path, smoke_config):
+    from kcaptcha.pool import CaptchaPool
+
+    config = smoke_config.replace(augment=0.0, batch_size=16, charset="01", min_length=4, max_length=4)
+    folder = tmp_path / "real"
+    folder.mkdir()
+    for index in range(10):
+        Image.new("L", (48, 24), 255).save(folder / f"0000_{index}.png")  # every real label is 0000
+    paths, labels = data.labelled_files(str(folder), config)
+    vocab = Vocab.from_config(config)
+    with CaptchaPool(config, size=64) as pool:
+        batch, ids = next(iter(data.training_batches(config, (paths, labels), pool, synthetic_fraction=0.25)))
+    texts = vocab.decode_many(ids.numpy())
+    assert batch.shape[0] == 16 and texts[:12] == ["0000"] * 12  # 12 real images, then 4 synthetic ones
+    synthetic = batch.numpy()[12:]
+    assert (synthetic < 0.9).mean() > 0.05  # drawn captchas, not the blank real images

@@ -53,3 +53,16 @@ def test_damaged_onnx_file_names_the_folder(exported_dir, tmp_path):
         (damaged / name).write_bytes(b"not onnx")
     with pytest.raises(ValueError, match="Damaged model folder"):
         kcaptcha.load_model(str(damaged), backend="onnx")
+
+
+def test_a_model_trained_on_files_is_quantized_and_checked_on_its_own_images(tmp_path, smoke_config):
+    from kcaptcha.train import train
+    from tests.conftest import write_captchas
+
+    write_captchas(str(tmp_path / "train"), smoke_config, 30)
+    write_captchas(str(tmp_path / "val"), smoke_config, 12, seed=8)
+    config = smoke_config.replace(train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"), max_steps=10)
+    summary = train(config, str(tmp_path / "run"), save_dir=str(tmp_path / "model"), verbose=0)
+    entry = export.export_onnx(summary["saved_to"], calibration_size=16, check_size=100)
+    assert entry["images_from"] == f"the model's own images: {tmp_path / 'train'} and {tmp_path / 'val'}"
+    assert (entry["calibration_images"], entry["check_images"]) == (16, 12)

@@ -73,6 +73,13 @@ def config_or_exit():
         raise UsageError(str(error)) from None
 
 
+def given_fields() -> set:
+    """The Config fields set on the command line or in a flagfile (the rest may be chosen for the user)."""
+    from kcaptcha.config import Config
+
+    return {name for name in Config.field_names() if name in FLAGS and FLAGS[name].present}
+
+
 def fail(message: str, code: int = EXIT_RUNTIME) -> None:
     """Prints `error: message` on a line of its own and exits with `code`."""
     clear = "\r\033[K" if sys.stderr.isatty() else ""  # a progress line may be half drawn

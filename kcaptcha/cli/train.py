@@ -26,7 +26,18 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     config = common.config_or_exit()
+    from kcaptcha import inventory, transfer
     from kcaptcha.train import train
+
+    given = common.given_fields()
+    config, from_source = transfer.fill_from_source(config, given)
+    config, from_folder = inventory.fill_from_folder(config, given)
+    for note in from_source + from_folder:
+        print(note, flush=True)
+    try:
+        config.validate()
+    except ValueError as error:
+        raise common.UsageError(str(error)) from None
 
     summary = train(config, FLAGS.model_dir or os.path.join("runs", config.name), fresh=FLAGS.fresh,
                     save_dir=FLAGS.save_dir or os.path.join("saved_models", config.name), overwrite=FLAGS.overwrite)
