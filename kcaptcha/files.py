@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from typing import Iterator, List, Optional, Sequence
 
 # The formats the training pipeline reads (`kcaptcha.images`), and the extension a file of each gets.
@@ -130,6 +131,21 @@ def atomic_path(path: str):
     finally:
         if os.path.lexists(tmp):
             os.remove(tmp)
+
+
+def staging_dir(destination: str) -> str:
+    """A new empty folder beside `destination`, to be filled and then renamed into its place.
+
+    `tempfile.mkdtemp` makes it readable by its owner alone; it gets the permissions of any new folder
+    (0o777 less the umask), so a saved model stays readable by the other users of the machine.
+    """
+    parent = os.path.dirname(os.path.abspath(destination))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(destination)}.", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
+    return staging
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

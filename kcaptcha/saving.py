@@ -7,7 +7,6 @@ there). A name is looked up in `./saved_models/` first (where `bin/train` saves)
 import datetime
 import os
 import shutil
-import tempfile
 from typing import Optional
 
 from kcaptcha import files, models
@@ -68,9 +67,7 @@ def save_model_folder(model, metadata: dict, destination: str, run_id: Optional[
     check_can_save(destination, run_id, overwrite)
     if run_id:  # what lets the same run replace this folder later
         metadata = {**metadata, "training": {**metadata.get("training", {}), "run_id": run_id}}
-    parent = os.path.dirname(destination)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(destination)}.", dir=parent)
+    staging = files.staging_dir(destination)
     try:
         model.save(os.path.join(staging, MODEL_FILE))
         files.atomic_write_json(os.path.join(staging, METADATA_FILE), metadata)

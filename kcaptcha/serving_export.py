@@ -169,8 +169,7 @@ def _png(image) -> bytes:
 def _replace(folder: str, write) -> None:
     """Runs `write(tmp)` into a fresh folder beside `folder`, then puts it in `folder`'s place."""
     folder = os.path.abspath(folder)
-    os.makedirs(os.path.dirname(folder), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.", dir=os.path.dirname(folder))
+    staging = files.staging_dir(folder)
     try:
         write(staging)
         if os.path.exists(folder):

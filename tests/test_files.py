@@ -154,3 +154,15 @@ def test_create_new_refuses_to_overwrite(tmp_path):
     with pytest.raises(FileExistsError):
         files.create_new(str(target), b"second")
     assert target.read_bytes() == b"first" and os.listdir(tmp_path) == ["new.bin"]
+
+
+def test_a_staging_folder_gets_the_permissions_of_any_new_folder(tmp_path):
+    """A saved model is staged in a temporary folder and renamed into place: mkdtemp's 0o700 would leave
+    it (a shipped model included) unreadable to every other user of the machine."""
+    previous = os.umask(0o022)
+    try:
+        staging = files.staging_dir(str(tmp_path / "models" / "mine"))
+    finally:
+        os.umask(previous)
+    assert os.path.dirname(staging) == str(tmp_path / "models") and not os.listdir(staging)
+    assert os.stat(staging).st_mode & 0o777 == 0o755
