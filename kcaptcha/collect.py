@@ -5,8 +5,8 @@ image is saved whole as `<first 16 hex digits of its SHA-256>.<ext>`, so the sam
 and an interrupted run continues where it stopped. Requests are spaced by `interval` seconds, time out,
 and are retried with exponential backoff; a response that is not a complete image (an error status, HTML,
 an empty body, a truncated file, one over `max_bytes`) is counted and skipped. With a `recognizer`, each
-image gets a row in `labels.csv`: the model's reading and confidence, status `unreviewed`, ready for the
-review page (`bin/serve --review_dir`).
+image gets a row in `labels.csv`: the model's reading and confidence, status `unreviewed`, ready for a
+person to accept or correct (`kcaptcha.labels`).
 """
 
 import collections

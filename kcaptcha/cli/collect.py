@@ -4,7 +4,8 @@ Fetches captcha images from an HTTP endpoint until --output_dir holds --count of
 --interval seconds, each with a --timeout, retried with backoff; responses that are not complete images
 are counted and skipped; an image already held (by content) is never saved twice; re-running continues.
 With --model, each image is pre-labelled in <output_dir>/labels.csv (reading, confidence, unreviewed),
-ready for the review page: bin/serve --review_dir=<output_dir>.
+ready for review: set a row's status to accepted (or type the label and set corrected); training reads only
+reviewed rows.
 """
 
 import json
