@@ -55,16 +55,17 @@ def step_of(model) -> int:
 
 
 class TargetAccuracyStop(keras.callbacks.Callback):
-    """Stops training once a validation metric reaches `target` (whole-image accuracy by default)."""
+    """Stops training once a validation metric reaches `target` (whole-image accuracy by default), from
+    optimizer step `min_step` on."""
 
-    def __init__(self, target: float, monitor: str = "val_image_accuracy"):
+    def __init__(self, target: float, monitor: str = "val_image_accuracy", min_step: int = 0):
         super().__init__()
-        self.target, self.monitor = target, monitor
+        self.target, self.monitor, self.min_step = target, monitor, min_step
         self.reached = None
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is not None and value >= self.target:
+        if value is not None and value >= self.target and step_of(self.model) >= self.min_step:
             self.reached = float(value)
             self.model.stop_training = True
 

@@ -55,6 +55,9 @@ class Config:
     eval_every_steps: int = _field("training", 250, "Validate (and log) every this many steps.")
     target_accuracy: float = _field("training", 0.99, "Stop once validation whole-image accuracy reaches this.")
     patience: int = _field("training", 10, "Stop after this many validations without improvement.")
+    min_steps: int = _field("training", 0, "Train at least this many steps before target_accuracy or patience "
+                            "may stop the run (a small validation set can read perfectly long before the model "
+                            "is done).")
     augment: float = _field("training", 0.5, "Augmentation strength in [0, 1] (0: none).")
     ema_momentum: float = _field("training", 0.99, "Momentum of the moving average of the weights that validation "
                                  "and the saved model use (0: none, the raw weights).")
@@ -165,6 +168,8 @@ class Config:
             yield f"max_train_seconds must be >= 0. Received: max_train_seconds={self.max_train_seconds}"
         if not 0.0 < self.learning_rate < 1.0:
             yield f"learning_rate must be in (0, 1). Received: learning_rate={self.learning_rate}"
+        if self.min_steps < 0:
+            yield f"min_steps must be >= 0. Received: min_steps={self.min_steps}"
         if not 0.0 < self.target_accuracy <= 1.0:
             yield f"target_accuracy must be in (0, 1]. Received: target_accuracy={self.target_accuracy}"
         if not 0.0 <= self.augment <= 1.0:

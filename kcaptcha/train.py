@@ -103,11 +103,12 @@ def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks:
     output = models.get(config.architecture).output
     extra = (lambda: {"captchas_drawn": pool.rendered}) if pool is not None else None
     validation = kc_callbacks.Validation(sets, output, Vocab.from_config(config), clock_offset, extra)
-    limits = {"target_accuracy": kc_callbacks.TargetAccuracyStop(config.target_accuracy),
+    limits = {"target_accuracy": kc_callbacks.TargetAccuracyStop(config.target_accuracy, min_step=config.min_steps),
               "max_steps": kc_callbacks.StepLimit(config.max_steps)}
     if config.max_train_seconds:
         limits["max_train_seconds"] = kc_callbacks.TimeLimit(config.max_train_seconds)
-    early = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience)
+    early = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience,
+                                          start_from_epoch=config.min_steps // config.eval_every_steps)
     every = [validation, *limits.values(), early]
     if getattr(model.optimizer, "use_ema", False):  # validate and save the averaged weights
         every.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))

@@ -199,3 +199,21 @@ def test_progress_counts_steps_not_epochs(tmp_path, smoke_config, capsys):
     err = captured.err
     assert "step 10/20" in err and "step 20/20" in err and "Epoch" not in captured.out + err
     assert np.all([line.startswith("step ") for line in err.strip().splitlines()])
+
+
+def test_the_target_does_not_stop_training_before_min_steps():
+    """Real folders of a few hundred images validate on a few dozen: read perfectly at step 200 of 1200
+    (amazon_6letter, 250 labels) stopped a fine-tuning run at 96% on the test split. min_steps holds it."""
+    from kcaptcha.callbacks import TargetAccuracyStop
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    stop = TargetAccuracyStop(0.99, min_step=1200)
+    stop.set_model(model)
+    model.optimizer.iterations.assign(200)
+    stop.on_epoch_end(1, {"val_image_accuracy": 1.0})
+    assert not model.stop_training and stop.reached is None
+    model.optimizer.iterations.assign(1200)
+    stop.on_epoch_end(11, {"val_image_accuracy": 1.0})
+    assert model.stop_training and stop.reached == 1.0

@@ -75,6 +75,7 @@ def test_a_folder_decides_the_task_when_not_given(tmp_path, smoke_config):
     assert set(config.charset) <= set("abc") and (config.min_length, config.max_length) == (3, 5)
     assert (config.width, config.height) == (smoke_config.width, smoke_config.height)
     assert config.style == "varied" and config.eval_every_steps == 100 and "13 images" in notes[0]
+    assert config.min_steps == config.max_steps  # a dozen validation images must not end the run early
     given, _ = inventory.fill_from_folder(Config(train_dir=str(folder), charset="abcdef"),
                                           given={"train_dir", "charset"})
     assert given.charset == "abcdef"
