@@ -40,6 +40,8 @@ flags.DEFINE_float("max_minutes", 10.0, "Most minutes of training per run.")
 flags.DEFINE_string("results", "benchmarks/results/real_data.jsonl", "Runs done so far (one JSON per line).")
 flags.DEFINE_list("splits", [], "Only these splits (e.g. fold0 for one v2 fold, when time is short); all by default.")
 flags.DEFINE_list("train_flags", [], "More bin/train flags for every run, e.g. --train_flags=--max_steps=2000.")
+flags.DEFINE_string("errors_png", None, "Draw the misread test images of each set's best run into this PNG "
+                    "(one file per set: <name>.<set>.png).")
 flags.DEFINE_bool("ddddocr", True, "Also read the test images with ddddocr, if installed.")
 flags.DEFINE_integer("seed", 0, "Seed of the folds, the test split and the training subsets.")
 FLAGS = flags.FLAGS
@@ -128,6 +130,42 @@ def table(results, labels_of) -> str:
     return "\n".join(lines)
 
 
+def draw_errors(results, labels_of, paths_of, output: str) -> None:
+    """Each set's misread images from its most accurate trained group, captioned `true -> read`."""
+    from PIL import Image, ImageDraw
+
+    for name in {r["set"] for r in results}:
+        groups = collections.defaultdict(list)
+        for r in results:
+            if r["set"] == name and r["mode"] != "ddddocr":
+                groups[(r["size"], r["mode"])].append(r)
+        if not groups:
+            continue
+
+        def correct(runs):
+            return sum(labels_of[name][t] == p for r in runs for t, p in zip(r["test"], r["readings"]))
+
+        (size, mode), runs = max(groups.items(), key=lambda kv: correct(kv[1]) / sum(len(r["test"]) for r in kv[1]))
+        wrong = [(t, p) for r in runs for t, p in zip(r["test"], r["readings"]) if labels_of[name][t] != p]
+        if not wrong:
+            continue
+        cell_w, cell_h, columns = 220, 90, 4
+        rows = (len(wrong) + columns - 1) // columns
+        sheet = Image.new("RGB", (cell_w * columns, cell_h * rows + 20), "white")
+        draw = ImageDraw.Draw(sheet)
+        draw.text((4, 4), f"{name}: misread by the best run ({size} labelled, {mode})", fill="black")
+        for k, (test, read) in enumerate(wrong):
+            with Image.open(paths_of[name][test]) as image:
+                image = image.convert("RGB")
+                image.thumbnail((cell_w - 10, cell_h - 25))
+            x, y = (k % columns) * cell_w, (k // columns) * cell_h + 20
+            sheet.paste(image, (x + 5, y + 2))
+            draw.text((x + 5, y + cell_h - 20), f"{labels_of[name][test]} -> {read or '(nothing)'}", fill="red")
+        root, ext = os.path.splitext(output)
+        sheet.save(f"{root}.{name}{ext or '.png'}")
+        print(f"wrote {root}.{name}{ext or '.png'}: {len(wrong)} misread")
+
+
 def _order(size):
     return 10**9 if size == "all" else int(size)
 
@@ -141,10 +179,11 @@ def main(argv):
         with open(FLAGS.results) as f:
             done = [json.loads(line) for line in f if line.strip()]
     keys = {(r["set"], r["split"], r["size"], r["mode"]) for r in done}
-    labels_of = {}
+    labels_of, paths_of = {}, {}
     for name in FLAGS.sets:
         paths, labels = labelled(os.path.join(FLAGS.data_dir, SETS[name]))
         labels_of[name] = {os.path.basename(p): label for p, label in zip(paths, labels)}
+        paths_of[name] = {os.path.basename(p): p for p in paths}
         for split, test, pool in splits(name, paths):
             if FLAGS.splits and split not in FLAGS.splits:
                 continue
@@ -169,6 +208,8 @@ def main(argv):
                 print(f"{name} {split} {size} {mode}: {np.mean([a == b for a, b in zip(result['readings'], [labels_of[name][n] for n in result['test']])]):.4f}"
                       f" ({result.get('train_seconds')} s)", flush=True)
     print(table([r for r in done if r["set"] in FLAGS.sets], labels_of))
+    if FLAGS.errors_png:
+        draw_errors([r for r in done if r["set"] in FLAGS.sets], labels_of, paths_of, FLAGS.errors_png)
 
 
 if __name__ == "__main__":
