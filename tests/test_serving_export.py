@@ -72,7 +72,8 @@ def readings_to_check(model_dir):
     pil_images = fresh_captchas(metadata)
     reference = load_model(model_dir, backend="keras").predict(pil_images)
     texts = [p.text for p in reference]
-    if metadata["output"] == "ctc":  # the reading rules must be exercised, not only the trained case
+    if metadata["output"] == "ctc" and not metadata.get("training"):  # the redrawn model: the reading rules
+        # must be exercised (impossible lengths, repeats), not only what a trained model reads
         assert len(set(texts)) > 50 and any(p.confidence == 0.0 for p in reference)
         assert any(len(t) != metadata["max_length"] for t in texts) and any(a == b for t in texts for a, b in
                                                                             zip(t, t[1:]))
