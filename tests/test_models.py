@@ -24,7 +24,7 @@ def test_ctc_decoding_collapses_repeats_and_drops_blanks():
                        frame_logits("abc", "ab-c-a-b-c")])
     first, too_short, too_long = decoding.decode(logits, "ctc", vocab)
     assert first.text == "aabc" and len(first.char_confidences) == 4
-    assert first.confidence == pytest.approx(0.9 ** 10, rel=1e-3)
+    assert first.confidence == pytest.approx(0.9 ** 4, rel=1e-3)  # its 4 characters', not its 10 frames'
     assert all(c == pytest.approx(0.9, rel=1e-3) for c in first.char_confidences)
     assert too_short.text == "a" and too_short.confidence == 0.0  # outside min_length..max_length
     assert too_long.text == "abcabc" and too_long.confidence == 0.0
@@ -71,3 +71,4 @@ def test_each_image_of_a_batch_gets_its_own_augmentation():
     dark = [np.argwhere(image[..., 0] < 0.3).mean(axis=0) for image in augmented]
     assert np.std([centre[1] for centre in dark]) > 0.5  # the block moved by a different amount in each
     assert np.array_equal(Augmenter(0.0)(tf.constant(white)).numpy(), white)
+
