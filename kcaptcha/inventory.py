@@ -183,7 +183,7 @@ def fill_from_folder(config, given) -> tuple:
     task = {"charset": found["charset"], "min_length": found["min_length"], "max_length": found["max_length"],
             "width": width, "height": height}
     small = found["images"] <= 5000
-    # 1200 steps: about 9 minutes on 2 CPU cores, and 98.6% on captcha_images_v2 from 200 labels
+    # 1200 steps: 8 to 18 minutes on 2 shared CPU cores, and 98.6% on captcha_images_v2 from 200 labels
     # (docs/REAL_DATA.md); larger folders get more steps.
     training = {"style": "varied", "eval_every_steps": 100 if small else 250, "patience": 20 if small else 10,
                 "max_steps": 1200 if found["images"] <= 1000 else 3000 if small else 6000, "target_accuracy": 1.0}

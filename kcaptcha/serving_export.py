@@ -10,7 +10,8 @@
 
 Both read greedily as `kcaptcha.decoding` does: per position (softmax or sigmoid: the best class, blanks
 dropped) or per CTC frame (the best class, repeats collapsed, blanks dropped); the confidence is the product
-of the best probabilities, and 0 for a CTC text whose length the model never reads. Each export is checked
+of the best probabilities (per position; for CTC per character, each its best frame's), and 0 for a CTC
+text whose length the model never reads. Each export is checked
 against the Keras `Recognizer` on fresh captchas, and its agreement returned.
 """
 
@@ -38,12 +39,26 @@ def read_logits(logits, metadata: dict):
     confidence = tf.reduce_prod(tf.reduce_max(probabilities, axis=-1), axis=-1)
     keep = ids < num_chars  # drops the blank (the padding class, or CTC's last class)
     if output == "ctc":
+        spelled = keep  # frames that spell a character
         previous = tf.concat([tf.fill(tf.shape(ids[:, :1]), num_chars), ids[:, :-1]], axis=1)
         keep = tf.logical_and(keep, tf.not_equal(ids, previous))  # a repeat is the same character
+        confidence = _character_product(tf.reduce_max(probabilities, axis=-1), spelled, keep)
         length = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
         possible = tf.logical_and(length >= metadata["min_length"], length <= metadata["max_length"])
         confidence = tf.where(possible, confidence, tf.zeros_like(confidence))
     return _compact(ids, keep), confidence
+
+
+def _character_product(best, spelled, starts):
+    """The product over a CTC text's characters of each one's best frame probability (as `decoding`)."""
+    import tensorflow as tf
+
+    starts = tf.cast(starts, tf.int32)
+    slot = tf.where(spelled, tf.cumsum(starts, axis=1) - 1, -tf.ones_like(starts))  # the character of a frame
+    frames = tf.one_hot(slot, depth=tf.shape(best)[1], dtype=best.dtype)  # [n, frames, characters]
+    char_best = tf.reduce_max(frames * best[:, :, None], axis=1)
+    used = tf.reduce_max(frames, axis=1) > 0
+    return tf.reduce_prod(tf.where(used, char_best, tf.ones_like(char_best)), axis=1)
 
 
 def _compact(ids, keep):

@@ -121,9 +121,10 @@ def test_reading_in_the_graph_follows_the_numpy_rules_on_hand_made_logits():
 
     metadata = {"charset": "ab", "output": "ctc", "min_length": 2, "max_length": 3}
     frames = [[0, 0, 2, 0, 1], [2, 1, 1, 2, 2], [0, 2, 0, 2, 0]]  # "aab" (a, a split by a blank), "b", "aaa"
-    logits = np.full((3, 5, 3), -5.0, np.float32)
+    logits = np.full((3, 5, 3), -1.0, np.float32)
+    strengths = np.random.default_rng(3).uniform(0.5, 4.0, (3, 5))  # each frame its own certainty
     for row, ids in enumerate(frames):
-        logits[row, np.arange(5), ids] = 5.0
+        logits[row, np.arange(5), ids] = strengths[row]
     ids, confidence = serving_export.read_logits(logits, metadata)
     texts = ["".join("ab"[i] for i in row if i >= 0) for row in ids.numpy()]
     expected = decoding.decode(logits, "ctc", Vocab("ab", 2, 3))
