@@ -22,7 +22,8 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
-SETS = {"v2": "captcha_images_v2", "amazon": "amazon_6letter"}
+from real_sets import SETS, labelled, read_results  # noqa: E402
+
 flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(REPO), "shared", "data"), "Where the sets are.")
 flags.DEFINE_list("sets", ["amazon", "v2"], f"Which sets: {', '.join(SETS)}.")
 flags.DEFINE_list("strategies", ["uncertain", "random"], "Which images a round reviews.")
@@ -35,14 +36,6 @@ flags.DEFINE_float("max_minutes", 5.0, "Most minutes of training per round.")
 flags.DEFINE_string("results", "benchmarks/results/flywheel.jsonl", "Rounds done so far (one JSON per line).")
 flags.DEFINE_integer("seed", 0, "Seed of the test split, the start set and random reviews.")
 FLAGS = flags.FLAGS
-
-
-def labelled(folder):
-    from kcaptcha.files import LabelRule, list_images
-
-    rule = LabelRule.parse("stem")
-    paths = list_images(folder)
-    return paths, [rule.label(p) for p in paths]
 
 
 def train_round(paths, labels, chosen, init_from, folder) -> str:
@@ -102,11 +95,7 @@ def simulate(name, strategy, paths, labels, keep):
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.results)), exist_ok=True)
-    done = []
-    if os.path.exists(FLAGS.results):
-        with open(FLAGS.results) as f:
-            done = [json.loads(line) for line in f if line.strip()]
+    done = read_results(FLAGS.results)
     finished = {(r["set"], r["strategy"]) for r in done if r["round"] == FLAGS.rounds}
     with tempfile.TemporaryDirectory() as keep:
         for name in FLAGS.sets:

@@ -28,7 +28,8 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
-SETS = {"v2": "captcha_images_v2", "amazon": "amazon_6letter"}
+from real_sets import SETS, labelled, read_results  # noqa: E402
+
 flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(REPO), "shared", "data"), "Where the sets are.")
 flags.DEFINE_list("sets", ["v2", "amazon"], f"Which sets: {', '.join(SETS)}.")
 flags.DEFINE_list("sizes", ["100", "250", "500", "1000", "all"], "Labelled training images per run.")
@@ -45,14 +46,6 @@ flags.DEFINE_string("errors_png", None, "Draw the misread test images of each se
 flags.DEFINE_bool("ddddocr", True, "Also read the test images with ddddocr, if installed.")
 flags.DEFINE_integer("seed", 0, "Seed of the folds, the test split and the training subsets.")
 FLAGS = flags.FLAGS
-
-
-def labelled(folder: str):
-    from kcaptcha.files import LabelRule, list_images
-
-    rule = LabelRule.parse("stem")
-    paths = list_images(folder)
-    return paths, [rule.label(path) for path in paths]
 
 
 def splits(name: str, paths):
@@ -173,11 +166,7 @@ def _order(size):
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.results)), exist_ok=True)
-    done = []
-    if os.path.exists(FLAGS.results):
-        with open(FLAGS.results) as f:
-            done = [json.loads(line) for line in f if line.strip()]
+    done = read_results(FLAGS.results)
     keys = {(r["set"], r["split"], r["size"], r["mode"]) for r in done}
     labels_of, paths_of = {}, {}
     for name in FLAGS.sets:
