@@ -110,3 +110,49 @@ def test_api_docs_work_offline(browser, server):
     page.wait_for_selector("text=The parent project's API", timeout=30000)
     assert blocked == []
     page.close()
+
+
+def test_review_page_corrects_three_images_by_keyboard(browser, tmp_path):
+    """Four images of a `bin/collect` folder, two misread: the page shows the least sure first, the keyboard
+    corrects, accepts and skips, and labels.csv holds each decision while the images stay as they were."""
+    import time
+
+    from kcaptcha import files, labels
+    from kcaptcha.recognizer import load_model
+    from tests.test_review import collected_folder
+
+    folder, rows = collected_folder(tmp_path, [0.6, 0.3, 0.9, 0.1])
+    misread = {rows[1].filename: "0000", rows[3].filename: "1111"}
+    labels.update(folder, {name: {"label": label} for name, label in misread.items()})
+    truth = {row.filename: row.label for row in rows}
+    before = {path: files.sha256(path) for path in files.list_images(folder)}
+    with running(create_app({MODEL: load_model(MODEL)}, review_dir=folder, access_log=False)) as (_, port):
+        page, blocked = offline_page(browser, {"url": f"http://127.0.0.1:{port}"})
+        started = time.perf_counter()
+        page.goto(f"http://127.0.0.1:{port}/review")
+        shown = []
+        for step, (name, keys) in enumerate([(rows[3].filename, truth[rows[3].filename]),  # least sure: misread
+                                             (rows[1].filename, truth[rows[1].filename]),  # misread
+                                             (rows[0].filename, None)]):  # read right: Enter accepts
+            page.wait_for_function(f"document.getElementById('filename')?.textContent === {name!r}")
+            page.wait_for_function("document.getElementById('image').complete")
+            shown.append(page.input_value("#label"))
+            if keys:
+                page.keyboard.type(keys)  # the reading is selected: typing replaces it
+            page.keyboard.press("Enter")
+        page.wait_for_function(f"document.getElementById('filename').textContent === {rows[2].filename!r}")
+        per_image = (time.perf_counter() - started) / 3
+        page.keyboard.press("Escape")  # skip the last one
+        page.wait_for_selector("#done", state="visible")
+        progress = page.text_content("#progress")
+        page.close()
+    assert shown == ["1111", "0000", truth[rows[0].filename]]  # the model's readings, pre-filled
+    written = {row.filename: (row.label, row.status) for row in labels.read(os.path.join(folder, labels.FILE))}
+    assert written == {rows[3].filename: (truth[rows[3].filename], "corrected"),
+                       rows[1].filename: (truth[rows[1].filename], "corrected"),
+                       rows[0].filename: (truth[rows[0].filename], "accepted"),
+                       rows[2].filename: (truth[rows[2].filename], "skipped")}
+    assert progress.startswith("4 of 4 reviewed, 0 left")
+    assert {path: files.sha256(path) for path in files.list_images(folder)} == before
+    assert blocked == []
+    assert per_image <= 1.0, f"{per_image:.2f} s of page time per image"

@@ -1,8 +1,9 @@
 """bin/serve --models=digits[,name=path/to/model] [--host=127.0.0.1] [--port=9999] [--save_uploads=uploads]
+             [--review_dir=collected]
 
 Serves the models over HTTP (FastAPI + uvicorn): the upload page at `/`, the parent project's `POST /b`,
 `POST /v1/models/{name}/predict`, `GET /v1/models`, liveness at `/healthz`, readiness at `/readyz`,
-Prometheus metrics at `/metrics`, and the API docs at `/docs` and `/redoc` (served from local files).
+Prometheus metrics at `/metrics`, the review page at `/review` (with `--review_dir`), and the API docs at `/docs` and `/redoc` (served from local files).
 Requests that arrive together are batched into one model call per model. Every request is bounded (bytes,
 pixels, time); past the service's capacity it is answered 503 with Retry-After. See docs/DEPLOY.md.
 """
@@ -19,6 +20,8 @@ flags.DEFINE_string("save_uploads", None, "Folder to save the uploads of answere
                     "<model>/<prediction>_<timestamp>.<ext>, for relabelling and training.")
 flags.DEFINE_float("save_uploads_max_mb", 1024.0, "Stop saving uploads once --save_uploads holds this many MiB.",
                    lower_bound=0.0)
+flags.DEFINE_string("review_dir", None, "A folder of images to review in the browser at /review (a bin/collect or "
+                    "--save_uploads folder): least sure first, each decision written to its labels.csv.")
 flags.DEFINE_integer("max_batch_size", 64, "Most images in one model call.", lower_bound=1)
 flags.DEFINE_float("max_wait_ms", 2.0, "How long a model waits for more requests to batch with the first.",
                    lower_bound=0.0)
@@ -56,6 +59,7 @@ def main(argv):
         raise common.UsageError(str(error)) from None
     run_server(FLAGS.models, host=FLAGS.host, port=FLAGS.port, workers=FLAGS.workers, access_log=FLAGS.access_log,
                save_uploads=FLAGS.save_uploads, save_uploads_max_mb=FLAGS.save_uploads_max_mb,
+               review_dir=FLAGS.review_dir,
                max_batch_size=FLAGS.max_batch_size, max_wait_ms=FLAGS.max_wait_ms, **limits)
 
 

@@ -19,16 +19,17 @@ from kcaptcha.serve.docs import add_offline_docs
 from kcaptcha.serve.limits import MiB, Limits
 from kcaptcha.serve.metrics import Metrics
 from kcaptcha.serve.middleware import ServiceMiddleware
+from kcaptcha.serve.review import ReviewQueue
 from kcaptcha.serve.service import RecognitionService
 from kcaptcha.serve.uploads import ApiError, UploadSaver
 
 logger = logging.getLogger("kcaptcha.serve")
-PAGE_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static", "index.html")
+STATIC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 
 
 def create_app(recognizers: Mapping[str, object], save_uploads: Optional[str] = None,
                save_uploads_max_mb: float = 1024.0, max_batch_size: int = 64, max_wait_ms: float = 2.0,
-               access_log: bool = True, **limits) -> FastAPI:
+               access_log: bool = True, review_dir: Optional[str] = None, **limits) -> FastAPI:
     """The service for `recognizers` ({name: Recognizer}; the first is the default).
 
     Args:
@@ -37,6 +38,8 @@ def create_app(recognizers: Mapping[str, object], save_uploads: Optional[str] = 
         max_batch_size, max_wait_ms: the most images in one model call, and how long a model's worker waits
             for more after the first arrives.
         access_log: log one JSON line per request (logger `kcaptcha.access`).
+        review_dir: a folder of images to review at `/review` (see `review`); the first model reads the
+            images that have no reading yet.
         **limits: `Limits` fields (the request, queue, connection and memory bounds).
     """
     if not recognizers:
@@ -48,8 +51,7 @@ def create_app(recognizers: Mapping[str, object], save_uploads: Optional[str] = 
     saver = UploadSaver(save_uploads, int(save_uploads_max_mb * MiB)) if save_uploads else None
     service = RecognitionService(recognizers, limits, metrics, max_batch_size, max_wait_ms, saver)
     admission = Admission(limits, metrics)
-    with open(PAGE_FILE, encoding="utf-8") as f:
-        page = f.read()
+    queue = ReviewQueue(review_dir, recognizers[service.names[0]]) if review_dir else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -63,10 +65,17 @@ def create_app(recognizers: Mapping[str, object], save_uploads: Optional[str] = 
     app.state.model_names, app.state.service, app.state.admission = service.names, service, admission
     app.add_middleware(ServiceMiddleware, admission=admission, metrics=metrics, access_log=access_log)
     _add_error_handlers(app)
-    routes.add_info_routes(app, service, admission, metrics, page)
+    routes.add_info_routes(app, service, admission, metrics, _page("index.html"))
     routes.add_parent_route(app, service)
     routes.add_predict_route(app, service)
+    if queue is not None:
+        routes.add_review_routes(app, queue, _page("review.html"), limits.body_timeout)
     return app
+
+
+def _page(name: str) -> str:
+    with open(os.path.join(STATIC, name), encoding="utf-8") as f:
+        return f.read()
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -192,13 +192,18 @@ def multipart_files(options: dict, body: bytes, max_parts: int) -> List[Tuple[st
     return collector.files
 
 
-def json_images(body: bytes, max_parts: int) -> List[Upload]:
-    """`{"images": [base64, ...]}` or `{"image": base64}` (data URLs too) -> uploads."""
+def parse_json(body: bytes):
+    """The JSON value of `body`; `ApiError(400)` for anything that is not JSON, deep nesting included."""
     try:
-        payload = json.loads(body)
+        return json.loads(body)
     except (ValueError, RecursionError) as error:  # ValueError: bad syntax, bad UTF-8, huge integers
         reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error)
         raise ApiError(400, "bad_json", f"The body is not valid JSON ({reason})") from None
+
+
+def json_images(body: bytes, max_parts: int) -> List[Upload]:
+    """`{"images": [base64, ...]}` or `{"image": base64}` (data URLs too) -> uploads."""
+    payload = parse_json(body)
     images = payload.get("images", [payload["image"]] if "image" in payload else None) \
         if isinstance(payload, dict) else None
     if not isinstance(images, list) or not images or not all(isinstance(item, str) for item in images):

@@ -1,4 +1,4 @@
-"""The routes and their OpenAPI descriptions: the page, health, metrics, models, `POST /b` and predict.
+"""The routes and their OpenAPI descriptions: the page, health, metrics, models, `POST /b`, predict and review.
 
 A recognition request: its body is read (bytes, time and memory bounded), parsed in a thread, and its
 images are recognised under a deadline (`request_timeout`, from its arrival) while the connection is
@@ -10,11 +10,11 @@ import asyncio
 import time
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.background import BackgroundTask
 
 from kcaptcha.serve.admission import BUSY_HEADERS
-from kcaptcha.serve.bodies import ClientGone, parent_upload, predict_uploads
+from kcaptcha.serve.bodies import ClientGone, parent_upload, parse_json, predict_uploads, read_body
 from kcaptcha.serve.decoders import Ticket
 from kcaptcha.serve.uploads import ApiError
 
@@ -32,6 +32,12 @@ _PREDICT_BODY = {"required": True, "content": {
         "image": {"type": "string", "format": "byte", "description": "One base64 image (or a data URL)."}}}},
     "image/*": {"schema": {"type": "string", "format": "binary"}, "description": "One raw image."},
 }}
+_DECISION_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["filename", "action"], "properties": {
+        "filename": {"type": "string", "description": "The image, as /review/next named it."},
+        "action": {"type": "string", "enum": ["accept", "skip", "unreadable"]},
+        "label": {"type": "string", "description": "The label accepted (changed from the reading: corrected)."},
+        "reviewer": {"type": "string", "description": "Who decides: each reviewer is handed different images."}}}}}}
 
 
 def add_info_routes(app: FastAPI, service, admission, metrics, page: str) -> None:
@@ -139,3 +145,40 @@ def add_predict_route(app: FastAPI, service) -> None:
         return JSONResponse({"model": name, "predictions": [p.to_dict() for p in predictions],
                              "batch_size": timing.pop("batch_size"), "timing_ms": timing},
                             background=_saving(service, name, uploads, predictions, timestamp))
+
+
+def add_review_routes(app: FastAPI, queue, page: str, body_timeout: float) -> None:
+    """The review page (`/review`) and its API: the next image for a reviewer, the image, and a decision."""
+
+    @app.get("/review", response_class=HTMLResponse, include_in_schema=False)
+    async def review_page():
+        return HTMLResponse(page)
+
+    @app.get("/review/next", summary="Review: the next image for `reviewer` (least sure first) and the progress")
+    async def review_next(reviewer: str = "anyone"):
+        return await asyncio.to_thread(queue.next_item, reviewer)
+
+    @app.get("/review/image", summary="Review: one image of the review folder, by its `name` in labels.csv")
+    async def review_image(name: str):
+        try:
+            return FileResponse(queue.path(name), headers={"Cache-Control": "no-store"})
+        except KeyError:
+            raise ApiError(404, "unknown_image", f"{name!r} is not an image of the review folder") from None
+
+    @app.post("/review/decision", summary="Review: accept (or correct) a label, skip, or mark unreadable; "
+                                          "the next image", openapi_extra={"requestBody": _DECISION_BODY})
+    async def review_decision(request: Request):
+        decision = parse_json(await read_body(request, 16 * 1024, body_timeout))
+        if not isinstance(decision, dict) or not all(isinstance(decision.get(key, ""), str)
+                                                     for key in ("reviewer", "filename", "action", "label")):
+            raise ApiError(422, "bad_decision", 'A decision is {"filename", "action", "label", "reviewer"}, '
+                                                "all strings")
+        try:
+            return await asyncio.to_thread(queue.decide, decision.get("reviewer") or "anyone",
+                                           decision.get("filename", ""), decision.get("action", ""),
+                                           decision.get("label", ""))
+        except KeyError:
+            raise ApiError(404, "unknown_image", f"{decision.get('filename')!r} is not an image of the review "
+                                                 "folder") from None
+        except ValueError as error:
+            raise ApiError(422, "bad_decision", str(error)) from None
