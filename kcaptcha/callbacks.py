@@ -9,6 +9,7 @@ import time
 from typing import Callable, Dict, Optional
 
 import keras
+import numpy as np
 
 from kcaptcha import decoding, metrics
 
@@ -19,19 +20,25 @@ class Validation(keras.callbacks.Callback):
     Keras' compiled metrics compare label ids position by position, which cannot score a CTC reading and
     would differ from `bin/evaluate`; this decodes the logits exactly as a `Recognizer` does instead.
 
+    Under a multi-worker strategy each worker reads its share of every set (image i on worker i mod n) and
+    the workers add up their tallies, so every worker logs the same scores and the early stop, the target
+    stop and the best model agree everywhere.
+
     Args:
         sets: {log prefix: `LabelledImages`}, e.g. {"val_": validation set, "": a sample of training images}.
         output: the architecture's output kind (see `kcaptcha.decoding`).
         vocab: the model's `Vocab`.
         clock_offset: training seconds before this run (a resumed run continues its clock).
         extra: returns more {name: number} to log (e.g. how many captchas the pool has drawn).
+        workers: the run's `kcaptcha.distribute.Workers` (None: one worker).
     """
 
     def __init__(self, sets: Dict[str, object], output: str, vocab, clock_offset: float = 0.0,
-                 extra: Optional[Callable[[], dict]] = None):
+                 extra: Optional[Callable[[], dict]] = None, workers=None):
         super().__init__()
         self.sets, self.output, self.vocab, self.clock_offset = sets, output, vocab, clock_offset
-        self.extra = extra
+        self.extra, self.workers = extra, workers
+        self.latest = {}
 
     def on_train_begin(self, logs=None):
         self.started = time.monotonic()
@@ -39,15 +46,31 @@ class Validation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
+        count, index = (self.workers.count, self.workers.index) if self.workers else (1, 0)
         for prefix, labelled in self.sets.items():
-            logits = self.model.predict(labelled.images, batch_size=256, verbose=0)
+            if count == 1:
+                logits = self.model.predict(labelled.images, batch_size=256, verbose=0)
+                truths = labelled.labels
+            else:  # this worker's share, read without the strategy (Keras' predict would spread it again)
+                logits, truths = self._local_logits(labelled.images, count, index), labelled.labels[index::count]
             readings = [p.text for p in decoding.decode(logits, self.output, self.vocab)]
-            for key, value in metrics.scores(labelled.labels, readings).items():
+            tallies = metrics.tallies(truths, readings)
+            if count > 1:
+                tallies = self.workers.sum(tallies)
+            for key, value in metrics.scores_from_tallies(tallies).items():
                 logs[prefix + key] = value
         logs["step"] = step_of(self.model)
         logs["wall_seconds"] = round(self.clock_offset + time.monotonic() - self.started, 2)
         logs.update(self.extra() if self.extra else {})
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.latest = {key: value for key, value in logs.items() if key.startswith("val_")}
+
+    def _local_logits(self, images, count: int, index: int, batch_size: int = 256) -> np.ndarray:
+        if not isinstance(images, np.ndarray):  # a batched dataset of decoded files
+            images = np.concatenate([batch for batch in images.as_numpy_iterator()])
+        images = images[index::count]
+        return np.concatenate([keras.ops.convert_to_numpy(self.model(images[i:i + batch_size], training=False))
+                               for i in range(0, len(images), batch_size)] or [np.zeros((0,))])
 
 
 def step_of(model) -> int:
@@ -89,18 +112,25 @@ class StepLimit(keras.callbacks.Callback):
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """Stops training after `seconds` of wall time in this run (checked after every batch)."""
+    """Stops training after `seconds` of wall time in this run (checked after every batch).
 
-    def __init__(self, seconds: float):
+    Under several workers, whose clocks differ, the slowest clock decides (`agree`, an all-gather), checked
+    every `every` batches so that the workers stop at the same step at the cost of one small collective.
+    """
+
+    def __init__(self, seconds: float, agree: Optional[Callable[[float], float]] = None, every: int = 1):
         super().__init__()
-        self.seconds = seconds
+        self.seconds, self.agree, self.every = seconds, agree, every
         self.reached = False
 
     def on_train_begin(self, logs=None):
         self.started = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() - self.started >= self.seconds:
+        if batch % self.every:
+            return
+        elapsed = time.monotonic() - self.started
+        if (self.agree(elapsed) if self.agree else elapsed) >= self.seconds:
             self.reached = True
             self.model.stop_training = True
 

@@ -10,7 +10,7 @@ import json
 import os
 from typing import Tuple
 
-from kcaptcha import models
+from kcaptcha import distribute, models
 from kcaptcha.files import LabelRule
 
 GROUPS = ("task", "model", "training", "run")
@@ -80,10 +80,18 @@ class Config:
     style: str = _field("training", "captcha", "Look of synthetic captchas: 'captcha' (the captcha library's) or "
                         "'varied' (that and others: fonts, backgrounds, colours, spacing, lines, dots, blur, warp).")
     seed: int = _field("training", 0, "Seed for synthetic data, shuffling and initialisation.")
+    strategy: str = _field("training", "auto", "tf.distribute strategy: 'auto' (mirrored when more than one GPU is "
+                           "visible, else one device), 'one_device', 'mirrored' (every GPU here) or 'multi_worker' "
+                           "(the machines of TF_CONFIG). batch_size is the global batch, split across the replicas; "
+                           "the learning rate stays as given (docs/SCALING.md).")
+    mixed_precision: str = _field("training", "float32", "Compute precision: 'float32', 'auto' (mixed_float16 on a "
+                                  "GPU, mixed_bfloat16 on a CPU), 'mixed_float16' or 'mixed_bfloat16'. Weights, "
+                                  "logits and the loss stay float32.")
 
     # This run only: where it is saved and how it uses the machine; never changes what is learnt.
     name: str = _field("run", "digits", "Model name: the run folder is runs/<name>, the model saved_models/<name>.")
     data_workers: int = _field("run", 0, "Processes drawing synthetic captchas (0: one per CPU core).")
+    jit_compile: bool = _field("run", False, "Compile the training step with XLA (model.compile(jit_compile=True)).")
     checkpoint_every_steps: int = _field("run", 500, "Back up the training state every this many steps "
                                          "(resumed after an interruption).")
 
@@ -188,6 +196,12 @@ class Config:
             LabelRule.parse(self.label_from)
         except ValueError as error:
             yield str(error)
+        if self.strategy not in distribute.STRATEGIES:
+            yield (f"strategy must be one of {', '.join(distribute.STRATEGIES)}. "
+                   f"Received: strategy={self.strategy!r}")
+        if self.mixed_precision not in distribute.PRECISIONS:
+            yield (f"mixed_precision must be one of {', '.join(distribute.PRECISIONS)}. "
+                   f"Received: mixed_precision={self.mixed_precision!r}")
         if self.style not in ("captcha", "varied"):
             yield f"style must be one of captcha, varied. Received: style={self.style!r}"
         for font in self.fonts:

@@ -59,10 +59,20 @@ def image_dataset(paths: Sequence[str], config, batch_size: int = 256, cache: bo
     return (dataset.cache() if cache else dataset).prefetch(AUTOTUNE)
 
 
-def file_batches(paths: Sequence[str], labels: Sequence[str], config, batch_size: int) -> tf.data.Dataset:
-    """Endless, shuffled (image, label ids) batches decoded in parallel from files, not yet augmented."""
+def file_batches(paths: Sequence[str], labels: Sequence[str], config, batch_size: int,
+                 shard: Tuple[int, int] = (1, 0)) -> tf.data.Dataset:
+    """Endless, shuffled (image, label ids) batches decoded in parallel from files, not yet augmented.
+
+    `shard` (workers, this worker's index): each worker reads its own share of the files, taken by file
+    before the shuffle, so no two workers read the same image and none decodes images it then drops.
+    """
+    count, index = shard
+    if len(paths) < count:
+        raise ValueError(f"{count} workers need at least {count} training images, one each. Received: "
+                         f"{len(paths)} images")
+    paths, labels = list(paths)[index::count], list(labels)[index::count]
     label_ids = Vocab.from_config(config).encode_many(labels)
-    dataset = tf.data.Dataset.from_tensor_slices((list(paths), label_ids))
+    dataset = tf.data.Dataset.from_tensor_slices((paths, label_ids))
     dataset = dataset.shuffle(len(paths), seed=config.seed, reshuffle_each_iteration=True)
 
     def load(path, ids):
@@ -82,15 +92,20 @@ def pool_batches(pool, config, batch_size: int, seed: Optional[int] = None) -> t
                        num_parallel_calls=AUTOTUNE)
 
 
-def training_batches(config, files=None, pool=None, synthetic_fraction: float = 0.0) -> tf.data.Dataset:
+def training_batches(config, files=None, pool=None, synthetic_fraction: float = 0.0,
+                     batch_size: Optional[int] = None, shard: Tuple[int, int] = (1, 0)) -> tf.data.Dataset:
     """Augmented training batches: from `files` ((paths, labels)), the captcha `pool`, or both mixed.
 
     Mixed, every batch holds round(batch_size * synthetic_fraction) synthetic captchas and the rest files.
+    `batch_size` (default `config.batch_size`) is this replica's share of the global batch under a
+    strategy, and `shard` this worker's share of the files (see `file_batches`); each worker's synthetic
+    captchas are its own already (its `pool` draws from its own seed, `kcaptcha.distribute.data_seed`).
     """
-    synthetic = config.batch_size if files is None else round(config.batch_size * synthetic_fraction)
+    batch_size = batch_size or config.batch_size
+    synthetic = batch_size if files is None else round(batch_size * synthetic_fraction)
     parts = []
-    if synthetic < config.batch_size:
-        parts.append(file_batches(*files, config, config.batch_size - synthetic))
+    if synthetic < batch_size:
+        parts.append(file_batches(*files, config, batch_size - synthetic, shard))
     if synthetic > 0:
         parts.append(pool_batches(pool, config, synthetic))
     dataset = parts[0] if len(parts) == 1 else tf.data.Dataset.zip(tuple(parts)).map(

@@ -70,8 +70,21 @@ def confusions(pairs: Iterable[Tuple[str, str]], top: int = 10) -> List[Dict]:
 
 def scores(truths: Sequence[str], readings: Sequence[str]) -> Dict[str, float]:
     """{'image_accuracy', 'character_accuracy'}: what training logs, metadata records and evaluate prints."""
-    return {"image_accuracy": image_accuracy(truths, readings),
-            "character_accuracy": character_accuracy(truths, readings)}
+    return scores_from_tallies(tallies(truths, readings))
+
+
+def tallies(truths: Sequence[str], readings: Sequence[str]) -> List[int]:
+    """[images, images read right, true characters, edits]: counts that add up across shards of a set."""
+    _check(truths, readings)
+    return [len(truths), sum(t == r for t, r in zip(truths, readings)), sum(len(t) for t in truths),
+            sum(edit_distance(t, r) for t, r in zip(truths, readings))]
+
+
+def scores_from_tallies(counts: Sequence[float]) -> Dict[str, float]:
+    """`scores` from (summed) `tallies`: the same numbers as `scores` of the whole set."""
+    images, right, characters, edits = (float(c) for c in counts)
+    return {"image_accuracy": right / images if images else 0.0,
+            "character_accuracy": max(0.0, 1.0 - edits / characters) if characters else 0.0}
 
 
 def _check(truths, readings) -> None:

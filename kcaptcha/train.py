@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from kcaptcha import callbacks as kc_callbacks
-from kcaptcha import data, files, models, plots, saving, transfer
+from kcaptcha import data, distribute, files, models, plots, saving, transfer
 from kcaptcha.config import Config
 from kcaptcha.pool import CaptchaPool
 from kcaptcha.vocab import Vocab
@@ -76,44 +76,57 @@ def synthetic_fraction(config, train_files) -> float:
 
 
 @contextlib.contextmanager
-def training_data(config, train_files, start_index: int = 0):
+def training_data(config, train_files, start_index: int = 0, workers: Optional[distribute.Workers] = None):
     """Yields (training batches, the captcha pool or None): files, synthetic captchas, or both mixed.
 
+    With `workers` (a strategy), the batches are this worker's, for `fit` to split across its replicas:
+    its shard of the files, and synthetic captchas from its own seed (pass `config` with that seed).
     The pool's background renewal stops when the block ends.
     """
+    workers = workers or distribute.Workers()
     fraction = synthetic_fraction(config, train_files)
+
+    def batches(pool):
+        return workers.distribute(lambda batch_size, index, count: data.training_batches(
+            config, train_files, pool, fraction, batch_size, (count, index)), config.batch_size)
+
     if fraction == 0.0:
-        yield data.training_batches(config, files=train_files), None
+        yield batches(None), None
         return
     size = config.pool_size if train_files is None else min(config.pool_size, 5000)
     with CaptchaPool(config, size, start_index=start_index) as captchas:
-        yield data.training_batches(config, train_files, captchas, fraction), captchas
+        yield batches(captchas), captchas
 
 
 def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks: Sequence = (),
         epochs: Optional[int] = None, initial_epoch: int = 0, clock_offset: float = 0.0, pool=None,
-        verbose: int = 1) -> dict:
+        verbose: int = 1, workers: Optional[distribute.Workers] = None) -> dict:
     """Fits `model` as every kcaptcha training does; returns steps, seconds and why it stopped.
 
     One Keras epoch is `eval_every_steps` steps and ends with a validation (`callbacks.Validation`). With
     `run_dir`, the run is backed up every `checkpoint_every_steps` steps and resumed from there, the best
     model is kept, and the history is logged. `epochs` (Hyperband's budget) defaults to the whole run.
-    With a captcha `pool`, each history row records how many captchas it has drawn (`captchas_drawn`).
+    With a captcha `pool`, each history row records how many captchas it has drawn (`captchas_drawn`; with
+    several `workers`, the most any worker drew, where each continues its own stream on resume). With
+    several workers, every stop is decided alike on every worker, and only the chief writes `run_dir`.
     """
+    workers = workers or distribute.Workers()
     output = models.get(config.architecture).output
-    extra = (lambda: {"captchas_drawn": pool.rendered}) if pool is not None else None
-    validation = kc_callbacks.Validation(sets, output, Vocab.from_config(config), clock_offset, extra)
+    extra = (lambda: {"captchas_drawn": int(workers.gather(pool.rendered).max())}) if pool is not None else None
+    validation = kc_callbacks.Validation(sets, output, Vocab.from_config(config), clock_offset, extra, workers)
     limits = {"target_accuracy": kc_callbacks.TargetAccuracyStop(config.target_accuracy, min_step=config.min_steps),
               "max_steps": kc_callbacks.StepLimit(config.max_steps)}
     if config.max_train_seconds:
-        limits["max_train_seconds"] = kc_callbacks.TimeLimit(config.max_train_seconds)
+        limits["max_train_seconds"] = kc_callbacks.TimeLimit(
+            config.max_train_seconds, *((lambda s: workers.gather(s).max(), 10) if workers.count > 1 else ()))
     early = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience,
                                           start_from_epoch=config.min_steps // config.eval_every_steps)
     every = [validation, *limits.values(), early]
-    if getattr(model.optimizer, "use_ema", False):  # validate and save the averaged weights
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under mixed_float16's loss scaling
+    if getattr(optimizer, "use_ema", False):  # validate and save the averaged weights
         every.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if run_dir:
-        every += run_callbacks(run_dir, config)
+        every += run_callbacks(run_dir, config, workers.is_chief)
     if verbose:
         every.append(kc_callbacks.Progress(config.max_steps))
     last_epoch = epochs if epochs is not None else -(-config.max_steps // config.eval_every_steps) + 1
@@ -125,16 +138,22 @@ def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks:
     if reason is None:
         reason = "patience" if early.stopped_epoch > 0 else "budget"
     return {"steps": steps, "steps_this_run": steps - start_step, "stop_reason": reason,
-            "fit_seconds": round(time.monotonic() - started, 1)}
+            "fit_seconds": round(time.monotonic() - started, 1), "last_validation": validation.latest}
 
 
-def run_callbacks(run_dir: str, config) -> list:
-    """Back up and resume, keep the best model, log history and TensorBoard: Keras' own callbacks."""
+def run_callbacks(run_dir: str, config, chief: bool = True) -> list:
+    """Back up and resume, keep the best model, log history and TensorBoard: Keras' own callbacks.
+
+    A worker other than the chief only backs up (into its own folder), so that it resumes as the chief does.
+    """
     history = os.path.join(run_dir, "history.csv")
     best_so_far = best_row(history).get(MONITOR)
+    backup = keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), save_freq=config.checkpoint_every_steps,
+                                              double_checkpoint=True, delete_checkpoint=False)
+    if not chief:
+        return [backup]
     return [
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), save_freq=config.checkpoint_every_steps,
-                                         double_checkpoint=True, delete_checkpoint=False),
+        backup,
         AtomicModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=MONITOR, mode="max",
                               save_best_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.CSVLogger(history, append=True),
@@ -206,33 +225,59 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
           verbose: int = 1) -> dict:
     """Trains `config` in `model_dir` (resuming unless `fresh`) and saves the best model to `save_dir`.
 
-    Re-running a finished run with the same configuration trains no further; it only saves again.
+    Re-running a finished run with the same configuration trains no further; it only saves again. Under
+    `--strategy=multi_worker` every worker runs this with the same arguments (`model_dir` a folder they all
+    see); only the chief writes it and `save_dir` (see `kcaptcha.distribute`).
 
     Returns:
         A summary: steps, wall time, stop reason, best validation metrics, and the saved folder.
     """
     config.validate()
+    workers = distribute.make(config.strategy)  # before any other TensorFlow op, as multi-worker needs
+    workers.per_replica_batch(config.batch_size)
     model_dir = os.path.abspath(model_dir)
-    if save_dir:
-        saving.check_can_save(save_dir, _previous_run_id(model_dir, fresh), overwrite)
-    run = open_run(config, model_dir, fresh)
-    model = models.new_model(config)
-    start_step = restore(model, model_dir)
-    if config.init_from and start_step == 0:
-        run["initialized_from"] = transfer.copy_weights(model, config.init_from, config.charset)
-        files.atomic_write_json(os.path.join(model_dir, "run.json"), run)
+    work_dir = distribute.worker_dir(model_dir, workers.index)
+    run = {"run_id": None}
+    if workers.is_chief:
+        if save_dir:
+            saving.check_can_save(save_dir, _previous_run_id(model_dir, fresh), overwrite)
+        run = open_run(config, model_dir, fresh)
     history = os.path.join(model_dir, "history.csv")
+    # The chief's run folder is ready (or cleared by `fresh`): every worker now starts from its state.
+    previous = last_row(history) if workers.is_chief else {}
+    finished, drawn, clock = workers.broadcast([
+        "finished" in run, previous.get("captchas_drawn", 0), previous.get("wall_seconds", 0.0)])
+    distribute.start_worker_dir(model_dir, workers.index)
+    with distribute.precision(config.mixed_precision), workers.scope():
+        model = models.new_model(config)
+        start_step = restore(model, work_dir)
+        if config.init_from and start_step == 0:
+            initialized_from = transfer.copy_weights(model, config.init_from, config.charset)
+            if workers.is_chief:
+                run["initialized_from"] = initialized_from
+                files.atomic_write_json(os.path.join(model_dir, "run.json"), run)
     result = run.get("finished") or {"steps": start_step, "stop_reason": "max_steps"}
     result = {**result, "steps_this_run": 0, "fit_seconds": 0.0}
-    if start_step < config.max_steps and "finished" not in run:
+    if start_step < config.max_steps and not finished:
         sets, train_files = evaluation_sets(config)
-        previous = last_row(history)
-        with training_data(config, train_files, int(previous.get("captchas_drawn", 0))) as (batches, pool):
-            result = fit(model, config, batches, sets, run_dir=model_dir, pool=pool, verbose=verbose,
-                         clock_offset=previous.get("wall_seconds", 0.0))
-        if result["stop_reason"] != "max_train_seconds":
+        own = config.replace(seed=distribute.data_seed(config.seed, workers.index))  # this worker's stream
+        with training_data(own, train_files, int(drawn), workers) as (batches, pool):
+            distribute.prepare_fit(model, workers)
+            result = fit(model, config, batches, sets, run_dir=work_dir, pool=pool, verbose=verbose,
+                         clock_offset=float(clock), workers=workers)
+        if result["stop_reason"] != "max_train_seconds" and workers.is_chief:
             files.atomic_write_json(os.path.join(model_dir, "run.json"), {**run, "finished": {
                 "steps": result["steps"], "stop_reason": result["stop_reason"]}})
+    if not workers.is_chief:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return {**result, "run_dir": model_dir, "worker": workers.index}
+    return _summarise(config, model, model_dir, run, result, save_dir, overwrite)
+
+
+def _summarise(config, model, model_dir: str, run: dict, result: dict, save_dir: Optional[str],
+               overwrite: bool) -> dict:
+    """The chief's end of a run: learning curves, the summary, and the saved model (float32)."""
+    history = os.path.join(model_dir, "history.csv")
     plots.learning_curves(history, os.path.join(model_dir, "learning_curves.png"))
     best = best_row(history)
     summary = {**result, "images_seen": result["steps"] * config.batch_size,
@@ -245,7 +290,8 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
         best_path = os.path.join(model_dir, "best.keras")
         final = keras.models.load_model(best_path) if os.path.exists(best_path) else model
         summary["saved_to"] = saving.save_model_folder(
-            final, saving.build_metadata(config, summary, summary["metrics"]), save_dir, run["run_id"], overwrite)
+            distribute.float32_copy(final, config), saving.build_metadata(config, summary, summary["metrics"]),
+            save_dir, run["run_id"], overwrite)
     return summary
 
 

@@ -3,6 +3,9 @@
 Trains a recogniser (on-the-fly synthetic captchas unless --train_dir is given), resuming from the
 backup in --model_dir, and saves the best model to --save_dir (default saved_models/<name>), which it
 never does over a model another run saved (a shipped one included) unless given --overwrite.
+
+On several machines: the same command on each, with --strategy=multi_worker and TF_CONFIG naming the
+cluster and this worker (docs/SCALING.md); only the chief saves and exports.
 """
 
 import json
@@ -39,9 +42,18 @@ def main(argv):
     except ValueError as error:
         raise common.UsageError(str(error)) from None
 
-    summary = train(config, FLAGS.model_dir or os.path.join("runs", config.name), fresh=FLAGS.fresh,
-                    save_dir=FLAGS.save_dir or os.path.join("saved_models", config.name), overwrite=FLAGS.overwrite)
-    if FLAGS.export:
+    import tensorflow as tf
+
+    try:
+        summary = train(config, FLAGS.model_dir or os.path.join("runs", config.name), fresh=FLAGS.fresh,
+                        save_dir=FLAGS.save_dir or os.path.join("saved_models", config.name),
+                        overwrite=FLAGS.overwrite)
+    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError) as error:
+        if config.strategy != "multi_worker":
+            raise
+        raise RuntimeError(f"lost contact with another worker ({error.message.splitlines()[0]}). Restart every "
+                           "worker with the same command: training resumes from the last backup.") from None
+    if FLAGS.export and "saved_to" in summary:  # only the chief saves
         from kcaptcha.export import export_onnx
 
         try:

@@ -53,11 +53,15 @@ def get(name: str) -> Architecture:
 
 
 def new_model(config):
-    """A freshly initialised (seeded), compiled model of `config.architecture`."""
+    """A freshly initialised (seeded), compiled model of `config.architecture` (XLA with `jit_compile`).
+
+    Under a `tf.distribute` strategy, call it inside `strategy.scope()`; under a mixed-precision policy the
+    layers compute in float16/bfloat16 but every architecture keeps its logits (and so the loss) in float32.
+    """
     import keras
 
     module = get(config.architecture).load()
     keras.utils.set_random_seed(config.seed)
     model = module.build(config)
-    model.compile(optimizer=module.optimizer(config), loss=module.loss(config))
+    model.compile(optimizer=module.optimizer(config), loss=module.loss(config), jit_compile=config.jit_compile)
     return model

@@ -56,7 +56,8 @@ def build(config) -> keras.Model:
     elif config.context == "gru":
         x = layers.Bidirectional(layers.GRU(units // 2, return_sequences=True), name="context_gru")(x)
     x = layers.Dropout(config.dropout_rate, name="dropout")(x)
-    logits = layers.Dense(len(config.charset) + 1, name="logits")(x)  # the last class is the CTC blank
+    # The last class is the CTC blank. float32 under --mixed_precision too: the loss needs the range.
+    logits = layers.Dense(len(config.charset) + 1, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name="kcaptcha_ctc")
 
 

@@ -28,9 +28,9 @@ def build(config) -> keras.Model:
         x = layers.Dense(config.head_units, activation="relu", name="shared_dense")(x)
         x = layers.Dropout(config.dropout_rate, name="shared_dropout")(x)
     classes = Vocab.from_config(config).num_classes
-    heads = [layers.Reshape((1, classes), name=f"char_{position}_row")(
-        layers.Dense(classes, name=f"char_{position}")(x)) for position in range(config.max_length)]
-    logits = heads[0] if len(heads) == 1 else layers.Concatenate(axis=1, name="logits")(heads)
+    heads = [layers.Reshape((1, classes), dtype="float32", name=f"char_{position}_row")(
+        layers.Dense(classes, dtype="float32", name=f"char_{position}")(x)) for position in range(config.max_length)]
+    logits = heads[0] if len(heads) == 1 else layers.Concatenate(axis=1, dtype="float32", name="logits")(heads)
     return keras.Model(inputs, logits, name="kcaptcha_heads")
 
 

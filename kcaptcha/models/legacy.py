@@ -23,8 +23,8 @@ def build(config) -> keras.Model:
     x = layers.Dense(1024, activation="relu", name="dense")(x)
     x = layers.Dropout(1 - KEEP_PROB, name="dense_dropout")(x)
     classes = Vocab.from_config(config).num_classes
-    x = layers.Dense(config.max_length * classes, name="dense_logits")(x)
-    logits = layers.Reshape((config.max_length, classes), name="logits")(x)
+    x = layers.Dense(config.max_length * classes, dtype="float32", name="dense_logits")(x)
+    logits = layers.Reshape((config.max_length, classes), dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name="kcaptcha_legacy")
 
 
