@@ -166,10 +166,15 @@ def _check_chief_model_reads(smoke_config, run_dir, summary):
     validation = data.synthetic_set(smoke_config, smoke_config.val_size, data.validation_seed(smoke_config))
     readings = [p.text for p in kcaptcha.load_model(summary["saved_to"]).predict(list(validation.images))]
     assert len(readings) == smoke_config.val_size
-    assert all(set(text) <= set(smoke_config.charset) and len(text) <= smoke_config.max_length for text in readings)
+    # After 20 steps a reading may have any length (one outside min..max_length gets confidence 0).
+    assert all(set(text) <= set(smoke_config.charset) for text in readings)
     expected = metrics.scores(validation.labels, readings)
-    assert summary["metrics"]["val_image_accuracy"] == pytest.approx(expected["image_accuracy"], abs=1e-4)
-    assert summary["metrics"]["val_character_accuracy"] == pytest.approx(expected["character_accuracy"], abs=1e-4)
+    # Within one image: after 20 steps many readings are near-ties, and the workers' validation (its share of
+    # the images per worker, in batches of another size) can flip one of them against the saved model's.
+    one_image = 1 / smoke_config.val_size + 1e-4
+    assert summary["metrics"]["val_image_accuracy"] == pytest.approx(expected["image_accuracy"], abs=one_image)
+    assert summary["metrics"]["val_character_accuracy"] == pytest.approx(expected["character_accuracy"],
+                                                                          abs=one_image)
 
 
 def _progress_lines(output):  # "step 10/20  1.2 steps/s  ETA 0m09s  val_image_accuracy 0.0000 (step 10)  loss 17.07"
