@@ -19,7 +19,6 @@ training never draws from. Prints a Markdown table and writes the rows as JSON (
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
+
+from kcaptcha import distribute  # noqa: E402
 
 flags.DEFINE_integer("steps", 300, "Optimizer steps per configuration.")
 flags.DEFINE_integer("eval_every", 50, "Validate (and time) every this many steps.")
@@ -47,16 +48,6 @@ CONFIGURATIONS = {
 }
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def command(folder, extra):
     return [sys.executable, os.path.join(REPO, "bin", "train"), "--flagfile=experiments/digits.flags",
             f"--max_steps={FLAGS.steps}", f"--eval_every_steps={FLAGS.eval_every}", "--val_size=200",
@@ -66,7 +57,7 @@ def command(folder, extra):
 
 def train(folder, workers, extra):
     """Runs the configuration (one process per worker); returns the chief's summary and the wall seconds."""
-    ports = free_ports(workers)
+    ports = distribute.free_local_ports(workers)
     processes, started = [], time.monotonic()
     for index in range(workers):
         env = dict(os.environ)

@@ -143,6 +143,19 @@ def worker_place(cluster: dict, task_type: Optional[str], task_index: int):
     return chiefs + workers, chiefs + task_index
 
 
+def free_local_ports(count: int) -> list:
+    """`count` free TCP ports on 127.0.0.1, for a cluster of workers on one machine (tests, benchmarks)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 def data_seed(seed: int, worker_index: int) -> int:
     """The seed of worker `worker_index`'s synthetic captchas and augmentation: distinct per worker.
 

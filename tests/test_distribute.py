@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -110,16 +109,6 @@ def test_shard_tallies_add_up_to_the_scores_of_the_whole_set():
     assert metrics.scores_from_tallies(np.sum(shards, axis=0)) == metrics.scores(truths, readings)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _start_workers(repo_root, tmp_path, ports, extra, tag):
     """Starts one `bin/train --strategy=multi_worker` per port; returns [(process, log path)]."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
@@ -183,7 +172,7 @@ def _progress_lines(output):  # "step 10/20  1.2 steps/s  ETA 0m09s  val_image_a
 
 @pytest.mark.slow
 def test_two_workers_train_the_smoke_config_and_only_the_chief_saves(tmp_path, repo_root, smoke_config):
-    results = _finish(_start_workers(repo_root, tmp_path, _free_ports(2), [], "run"))
+    results = _finish(_start_workers(repo_root, tmp_path, distribute.free_local_ports(2), [], "run"))
     for code, output in results:
         assert code == 0, output[-3000:]
     chief, worker = (_summary(output) for _, output in results)
@@ -207,7 +196,7 @@ def test_a_killed_worker_restarted_with_the_cluster_continues_the_run(tmp_path, 
     resumes from the chief's last backup, not from the start."""
     from tests.test_train import backup_step
 
-    ports = _free_ports(2)
+    ports = distribute.free_local_ports(2)
     extra = ["--max_steps=40", "--checkpoint_every_steps=10", "--eval_every_steps=20"]
     started = _start_workers(repo_root, tmp_path, ports, extra, "first")
     metadata = tmp_path / "run" / "backup" / "training_metadata.json"
