@@ -48,26 +48,27 @@ def open_image(item, index: int = 0) -> Image.Image:
         raise ValueError(f"{describe(item, index)} is corrupt or truncated ({error})") from None
 
 
-def pil_to_gray(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> float 'F' grayscale in 0..255, transparency composited on white."""
+def gray_pixels(image: Image.Image) -> np.ndarray:
+    """Any PIL mode -> float32 grayscale [h, w] in 0..255, transparency composited on white.
+
+    Each mode takes one conversion: the common ones (RGB, L) go through PIL's C converter to float.
+    """
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
     if image.mode in _SIXTEEN_BIT_MODES:  # as TensorFlow reads a 16-bit PNG: 65535 is white
-        pixels = np.asarray(image, dtype=np.float32) * (255.0 / 65535.0)
-        return Image.fromarray(np.clip(pixels, 0.0, 255.0), "F")
+        return np.clip(np.asarray(image, dtype=np.float32) * (255.0 / 65535.0), 0.0, 255.0)
     if image.mode == "F":
-        return Image.fromarray(np.clip(np.asarray(image, np.float32), 0.0, 255.0), "F")
+        return np.clip(np.asarray(image, np.float32), 0.0, 255.0)
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        image = image.convert("RGBA")
-        rgba = np.asarray(image, dtype=np.float32)
-        alpha = rgba[..., 3:4] / 255.0
-        rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
-        return Image.fromarray(_gray(rgb), "F")
-    if image.mode in ("RGB", "CMYK", "YCbCr", "LAB", "HSV"):
-        return Image.fromarray(_gray(np.asarray(image.convert("RGB"), dtype=np.float32)), "F")
-    return image.convert("L").convert("F")
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:4] * (1.0 / 255.0)
+        return _gray(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha))
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB" if image.mode in ("CMYK", "YCbCr", "LAB", "HSV") else "L")
+    # PIL's RGB -> F weights (0.299, 0.587, 0.114) are within 0.03 of 255 of TensorFlow's (ITU-R 601).
+    return np.asarray(image.convert("F"), dtype=np.float32)
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
@@ -75,8 +76,8 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
     return (rgb @ np.asarray([0.2989, 0.5870, 0.1140], np.float32)).astype(np.float32)
 
 
-def array_to_gray(array: np.ndarray, label: str) -> Image.Image:
-    """A [h, w], [h, w, 1|3|4] array (uint8, or float in [0, 1]) -> a float 'F' grayscale image."""
+def array_to_gray(array: np.ndarray, label: str) -> np.ndarray:
+    """A [h, w], [h, w, 1|3|4] array (uint8, or float in [0, 1]) -> float32 grayscale [h, w] in 0..255."""
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -89,23 +90,23 @@ def array_to_gray(array: np.ndarray, label: str) -> Image.Image:
             array = array * 255.0
         array = np.clip(array + 0.5, 0, 255).astype(np.uint8)
     mode = {2: "L", 3: "RGB", 4: "RGBA"}[array.shape[-1] if array.ndim == 3 else 2]
-    return pil_to_gray(Image.fromarray(array, mode))
+    return gray_pixels(Image.fromarray(array, mode))
 
 
 def to_model_input(item: ImageLike, width: int, height: int, index: int = 0) -> np.ndarray:
     """One image (path, bytes, PIL image or array) -> float32 [height, width] in [0, 1]."""
     if isinstance(item, Image.Image):
-        image = pil_to_gray(item)
+        pixels = gray_pixels(item)
     elif isinstance(item, np.ndarray):
-        image = array_to_gray(item, describe(item, index))
+        pixels = array_to_gray(item, describe(item, index))
     elif isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)):
-        image = pil_to_gray(open_image(item, index))
+        pixels = gray_pixels(open_image(item, index))
     else:
         raise TypeError(f"image #{index}: expected a path, bytes, a PIL image or a numpy array. "
                         f"Received: {type(item).__name__}")
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.BILINEAR)  # antialiased when shrinking, as TF's
-    return np.clip(np.asarray(image, dtype=np.float32) * (1.0 / 255.0), 0.0, 1.0)
+    if pixels.shape != (height, width):  # antialiased when shrinking, as TF's
+        pixels = np.asarray(Image.fromarray(pixels, "F").resize((width, height), Image.BILINEAR), np.float32)
+    return np.clip(pixels * np.float32(1.0 / 255.0), 0.0, 1.0)
 
 
 def decode_image(data, height: int, width: int):
