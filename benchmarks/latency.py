@@ -16,14 +16,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 flags.DEFINE_string("model", "digits", "Model name or folder.")
-flags.DEFINE_list("backends", ["keras", "auto"], "Recognizer backends to measure side by side.")
+flags.DEFINE_list("backends", ["keras", "auto", "auto/served"], "Recognizer backends to measure side by side; "
+                  "/served: with the session bin/serve uses (threads sleep between calls instead of spinning).")
 flags.DEFINE_integer("single_calls", 500, "Single-image calls to time.")
 flags.DEFINE_integer("batch_size", 512, "Images per batched call.")
 flags.DEFINE_integer("batches", 10, "Batched calls to time.")
 FLAGS = flags.FLAGS
 
 
-def measure(recognizer):
+def measure(recognizer, label):
     import numpy as np
 
     from kcaptcha.generate import CaptchaRenderer
@@ -40,7 +41,7 @@ def measure(recognizer):
         recognizer.predict(images[i % len(images)])
         timings.append(time.perf_counter() - started)
     timings = np.array(timings) * 1000
-    print(f"[{recognizer.backend}] single image: median {np.median(timings):.2f} ms, p90 {np.percentile(timings, 90):.2f} ms, "
+    print(f"[{label}] single image: median {np.median(timings):.2f} ms, p90 {np.percentile(timings, 90):.2f} ms, "
           f"mean {timings.mean():.2f} ms over {FLAGS.single_calls} calls")
 
     arrays = np.stack([np.asarray(images[i % len(images)].convert("L")) for i in range(FLAGS.batch_size)])
@@ -55,7 +56,7 @@ def measure(recognizer):
     for _ in range(max(1, FLAGS.batches // 2)):
         recognizer.predict(pil_batch)
     full_rate = max(1, FLAGS.batches // 2) * FLAGS.batch_size / (time.perf_counter() - started)
-    print(f"[{recognizer.backend}] batched ({FLAGS.batch_size}): {model_rate:.0f} images/s preprocessed arrays (predict_batch), "
+    print(f"[{label}] batched ({FLAGS.batch_size}): {model_rate:.0f} images/s preprocessed arrays (predict_batch), "
           f"{full_rate:.0f} images/s from PIL images (predict)")
 
 
@@ -64,8 +65,10 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import kcaptcha
 
-    for backend in FLAGS.backends:
-        measure(kcaptcha.load_model(FLAGS.model, backend=backend))
+    for entry in FLAGS.backends:
+        backend, _, served = entry.partition("/")
+        recognizer = kcaptcha.load_model(FLAGS.model, backend=backend, spin=not served)
+        measure(recognizer, recognizer.backend + (", as served" if served else ""))
     print(f"cpu cores: {os.cpu_count()}")
 
 

@@ -109,13 +109,18 @@ def _quantize(source: str, destination: str, calibration: np.ndarray) -> None:
                             reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
-def onnx_session(path: str):
+def onnx_session(path: str, spin: bool = False):
+    """An onnxruntime session for `path` on the CPU.
+
+    spin: let the session's threads spin briefly between calls, as onnxruntime does by default: a single
+        image then takes about two thirds of the time. Off by default for servers, whose event loop and
+        decoders need those cores.
+    """
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle threads must sleep, not spin: a server's event loop and decoders need those cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 

@@ -21,7 +21,7 @@ __all__ = ["BACKENDS", "Prediction", "Recognizer", "load_model"]
 class Recognizer:
     """A loaded recogniser. Create with `kcaptcha.load_model(name_or_path)`."""
 
-    def __init__(self, model_dir: str, backend: str = "auto"):
+    def __init__(self, model_dir: str, backend: str = "auto", spin: bool = True):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
         self.model_dir = os.path.abspath(model_dir)
@@ -30,24 +30,24 @@ class Recognizer:
         self.width, self.height = int(self.metadata["width"]), int(self.metadata["height"])
         self.output = self.metadata["output"]
         self.vocab = Vocab(self.metadata["charset"], int(self.metadata["min_length"]), int(self.metadata["max_length"]))
-        self._model = None
+        self._model = self.session = None  # session: the onnxruntime session, when it runs on ONNX
         onnx_file = None if backend == "keras" else export.preferred_onnx_file(self.metadata)
         if onnx_file and backend == "auto" and not _has_module("onnxruntime"):
             onnx_file = None
         if backend == "onnx" and onnx_file is None:
             raise ValueError(f"{self.model_dir} has no exported ONNX model; run bin/export --model={self.model_dir}")
         if onnx_file:
-            self.backend, self._infer = f"onnx ({onnx_file})", self._onnx_infer(onnx_file)
+            self.backend, self._infer = f"onnx ({onnx_file})", self._onnx_infer(onnx_file, spin)
         else:
             self.backend, self._infer = "keras", self._keras_infer()
         self._infer(np.zeros((1, self.height, self.width, 1), np.float32))  # warm up (and trace) once
 
-    def _onnx_infer(self, onnx_file: str):
+    def _onnx_infer(self, onnx_file: str, spin: bool):
         try:
-            session = export.onnx_session(os.path.join(self.model_dir, onnx_file))
+            self.session = export.onnx_session(os.path.join(self.model_dir, onnx_file), spin=spin)
         except Exception as error:  # onnxruntime raises its own types for a damaged file
             raise ValueError(f"Damaged model folder {self.model_dir!r}: cannot load {onnx_file} ({error})") from None
-        return lambda batch: session.run(None, {export.INPUT_NAME: batch})[0]
+        return lambda batch: self.session.run(None, {export.INPUT_NAME: batch})[0]
 
     def _keras_infer(self):
         if not _has_module("keras"):
@@ -112,12 +112,14 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def load_model(name_or_path: str = "digits", backend: str = "auto") -> Recognizer:
+def load_model(name_or_path: str = "digits", backend: str = "auto", spin: bool = True) -> Recognizer:
     """Loads a saved model folder, or a model by name (`./saved_models/<name>`, else a shipped one).
 
     Args:
         name_or_path: a model name (e.g. "digits") or a saved model folder.
         backend: "auto" runs the exported ONNX model (int8 when it agrees with the Keras model) when the
             folder has one and onnxruntime is installed, else Keras; "keras" or "onnx" to choose.
+        spin: onnxruntime's threads spin briefly between calls (its default), for the lowest latency per
+            call; pass False where other work needs the cores between calls (bin/serve does).
     """
-    return Recognizer(saving.resolve_model_dir(name_or_path), backend)
+    return Recognizer(saving.resolve_model_dir(name_or_path), backend, spin)

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import kcaptcha
 from kcaptcha import serve
 from kcaptcha.serve import uploads
 
@@ -379,3 +380,16 @@ def test_cli_names_a_missing_model():
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert result.returncode == 1 and "Model folder not found: '/nonexistent/model'" in result.stderr
+
+
+def test_served_sessions_leave_idle_cores_to_the_loop_while_the_library_spins():
+    # bin/serve's event loop and decoders need the cores between batches; a library caller wants latency.
+    served = serve.load_recognizers(["digits"])["digits"]
+    library = kcaptcha.load_model("digits")
+    assert served.backend == library.backend == "onnx (model.int8.onnx)"
+
+    def spinning(recognizer):
+        return recognizer.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+    assert spinning(served) == "0" and spinning(library) == "1"
+    assert served.predict(np.zeros((60, 100), np.float32)).text == library.predict(np.zeros((60, 100), np.float32)).text

@@ -74,7 +74,7 @@ def load_recognizers(specs: Sequence[str]) -> Dict[str, object]:
     named = model_dirs(specs)  # every folder checked before the slow loading starts
     from kcaptcha.recognizer import Recognizer
 
-    return {name: Recognizer(model_dir) for name, model_dir in named.items()}
+    return {name: Recognizer(model_dir, spin=False) for name, model_dir in named.items()}  # the loop needs the cores
 
 
 def app_from_environment() -> FastAPI:
