@@ -2,13 +2,15 @@
 
     python benchmarks/time_to_accuracy.py                        # digits: ctc and heads to 99%
     python benchmarks/time_to_accuracy.py --task=alnum --target=1.0 --minutes=20   # equal wall time
+    python benchmarks/time_to_accuracy.py --task=digits_3to6 --architectures=ctc --target=1.0 --minutes=15
 
 Each architecture is trained by the real command, one after the other in this process's run:
 `bin/train --flagfile=experiments/<task>.flags --architecture=<a> ...`, with `heads` given the settings it
 shipped with (the baseline). The clock starts when the command starts (imports, filling the captcha
 pool and the first validation included) and stops at the first validation whose whole-image accuracy
 reaches `--target`, on 2000 captchas of a seed training never draws from. Every run then reads another
-2000 held-out captchas (`--heldout_seed`). Prints a table and draws the curves (`--plot`).
+2000 held-out captchas (`--heldout_seed`), with accuracy per label length when lengths vary. Prints a
+table and draws the curves (`--plot`).
 """
 
 import csv
@@ -24,12 +26,14 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
-flags.DEFINE_string("task", "digits", "experiments/<task>.flags: digits or alnum.")
+flags.DEFINE_string("task", "digits", "experiments/<task>.flags: digits, alnum or digits_3to6.")
 flags.DEFINE_list("architectures", ["ctc", "heads"], "Architectures to train, in order.")
 flags.DEFINE_float("target", 0.99, "Validation whole-image accuracy that stops the clock (1.0: never).")
 flags.DEFINE_float("minutes", 45.0, "Most minutes of training per architecture.")
 flags.DEFINE_integer("heldout_size", 2000, "Held-out captchas read by each trained model.")
 flags.DEFINE_integer("heldout_seed", 20261201, "Seed of the held-out captchas (never used in training).")
+flags.DEFINE_multi_string("architecture_flags", [], "'ARCHITECTURE --flag=value ...': more bin/train flags "
+                          "for one architecture, after the baseline's (repeatable).")
 flags.DEFINE_string("plot", None, "Draw validation accuracy against wall time into this PNG.")
 flags.DEFINE_string("output_json", None, "Also write the results here.")
 FLAGS = flags.FLAGS
@@ -45,7 +49,7 @@ def train(architecture: str, folder: str) -> dict:
                f"--architecture={architecture}", f"--name=tta_{architecture}", f"--model_dir={run_dir}",
                f"--save_dir={model_dir}", f"--target_accuracy={FLAGS.target}",
                f"--max_train_seconds={int(FLAGS.minutes * 60)}", "--patience=1000", "--noexport",
-               *BASELINE.get(architecture, [])]
+               *BASELINE.get(architecture, []), *_more_flags(architecture)]
     started = time.time()
     with open(os.path.join(folder, f"{architecture}.log"), "w") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
@@ -60,6 +64,11 @@ def train(architecture: str, folder: str) -> dict:
         raise RuntimeError(f"{architecture} failed; see {log.name}")
     return {"architecture": architecture, "seconds_to_target": reached, "command_seconds": time.time() - started,
             "history": _history(run_dir), "model": model_dir}
+
+
+def _more_flags(architecture: str) -> list:
+    return [flag for entry in FLAGS.architecture_flags if entry.split()[0] == architecture
+            for flag in entry.split()[1:]]
 
 
 def _history(run_dir: str) -> list:
@@ -82,6 +91,8 @@ def heldout(result: dict, images, labels) -> None:
     result["parameters"] = recognizer.model.count_params()
     texts = [p.text for p in recognizer.predict_batch(images)]
     result.update({f"heldout_{k}": v for k, v in metrics.scores(labels, texts).items()})
+    if len({len(label) for label in labels}) > 1:
+        result["heldout_by_length"] = metrics.accuracy_by_length(labels, texts)
 
 
 def plot(results: list, path: str) -> None:
@@ -133,6 +144,8 @@ def main(argv):
         steps = int(r["history"][-1]["step"]) if r["history"] else 0
         print(f"{r['architecture']:12} {r['parameters']:>10,} {steps:>6} {to_target:>10} {best:>9.4f} "
               f"{r['heldout_image_accuracy']:>9.4f} {r['heldout_character_accuracy']:>7.4f}")
+        for length, entry in sorted(r.get("heldout_by_length", {}).items()):
+            print(f"    length {length}: {entry}")
     if FLAGS.plot:
         plot(results, FLAGS.plot)
     if FLAGS.output_json:
