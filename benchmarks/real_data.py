@@ -41,8 +41,8 @@ flags.DEFINE_float("max_minutes", 10.0, "Most minutes of training per run.")
 flags.DEFINE_string("results", "benchmarks/results/real_data.jsonl", "Runs done so far (one JSON per line).")
 flags.DEFINE_list("splits", [], "Only these splits (e.g. fold0 for one v2 fold, when time is short); all by default.")
 flags.DEFINE_list("train_flags", [], "More bin/train flags for every run, e.g. --train_flags=--max_steps=2000.")
-flags.DEFINE_string("errors_png", None, "Draw the misread test images of each set's best run into this PNG "
-                    "(one file per set: <name>.<set>.png).")
+flags.DEFINE_string("errors_png", None, "Draw the misread test images of each set's best run (of --sizes and "
+                    "--modes) into this PNG (one file per set: <name>.<set>.png).")
 flags.DEFINE_bool("ddddocr", True, "Also read the test images with ddddocr, if installed.")
 flags.DEFINE_integer("seed", 0, "Seed of the folds, the test split and the training subsets.")
 FLAGS = flags.FLAGS
@@ -198,7 +198,8 @@ def main(argv):
                       f" ({result.get('train_seconds')} s)", flush=True)
     print(table([r for r in done if r["set"] in FLAGS.sets], labels_of))
     if FLAGS.errors_png:
-        draw_errors([r for r in done if r["set"] in FLAGS.sets], labels_of, paths_of, FLAGS.errors_png)
+        asked = [r for r in done if r["set"] in FLAGS.sets and r["mode"] in FLAGS.modes and r["size"] in FLAGS.sizes]
+        draw_errors(asked, labels_of, paths_of, FLAGS.errors_png)
 
 
 if __name__ == "__main__":
