@@ -61,14 +61,15 @@ def _decode_ctc(probabilities: np.ndarray, vocab) -> Prediction:
     the model's min_length..max_length gets confidence 0: it cannot be right.
     """
     blank = len(vocab.charset)
-    best_ids, best = probabilities.argmax(axis=-1), probabilities.max(axis=-1)
+    best_ids = probabilities.argmax(axis=-1)
+    best = np.take_along_axis(probabilities, best_ids[:, None], axis=-1)[:, 0]
     text, char_confidences, previous = [], [], blank
-    for frame, class_id in enumerate(best_ids):
+    for class_id, probability in zip(best_ids.tolist(), best.tolist()):  # Python numbers: 2x faster loop
         if class_id != blank and class_id != previous:
             text.append(vocab.charset[class_id])
-            char_confidences.append(float(best[frame]))
+            char_confidences.append(probability)
         elif class_id != blank:
-            char_confidences[-1] = max(char_confidences[-1], float(best[frame]))
+            char_confidences[-1] = max(char_confidences[-1], probability)
         previous = class_id
     confidence = float(np.prod(np.asarray(char_confidences, np.float64)))
     if not vocab.min_length <= len(text) <= vocab.max_length:
