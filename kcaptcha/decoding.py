@@ -61,8 +61,7 @@ def _decode_ctc(probabilities: np.ndarray, vocab) -> Prediction:
     the model's min_length..max_length gets confidence 0: it cannot be right.
     """
     blank = len(vocab.charset)
-    best_ids = probabilities.argmax(axis=-1)
-    best = np.take_along_axis(probabilities, best_ids[:, None], axis=-1)[:, 0]
+    best_ids, best = probabilities.argmax(axis=-1), probabilities.max(axis=-1)
     text, char_confidences, previous = [], [], blank
     for class_id, probability in zip(best_ids.tolist(), best.tolist()):  # Python numbers: 2x faster loop
         if class_id != blank and class_id != previous:
