@@ -59,9 +59,7 @@ def gray_pixels(image: Image.Image) -> np.ndarray:
         return np.clip(np.asarray(image, dtype=np.float32) * (255.0 / 65535.0), 0.0, 255.0)
     if image.mode == "F":
         return np.clip(np.asarray(image, np.float32), 0.0, 255.0)
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+    if image.mode in ("P", "RGBA", "LA", "PA", "La", "RGBa"):  # palettes may hold transparency
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
         alpha = rgba[..., 3:4] * (1.0 / 255.0)
         return _gray(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha))
