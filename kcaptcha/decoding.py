@@ -5,6 +5,7 @@ and int8 ONNX give the same confidences (an int8 softmax would cap them at (254/
 """
 
 import dataclasses
+import math
 from typing import List, Tuple
 
 import numpy as np
@@ -45,12 +46,12 @@ def decode(logits: np.ndarray, output: str, vocab) -> List[Prediction]:
     if output == "sigmoid":
         return _decode_positions(sigmoid(logits), vocab)
     if output == "ctc":
-        return [_decode_ctc(row, vocab) for row in softmax(logits)]
+        return _decode_ctc(logits, vocab)
     raise ValueError(f"output must be 'softmax', 'sigmoid' or 'ctc'. Received: output={output!r}")
 
 
-def _decode_ctc(probabilities: np.ndarray, vocab) -> Prediction:
-    """Greedy CTC decoding of one image's per-frame probabilities [frames, len(charset) + 1].
+def _decode_ctc(logits: np.ndarray, vocab) -> List[Prediction]:
+    """Greedy CTC decoding of a batch of per-frame logits [batch, frames, len(charset) + 1].
 
     The best class of each frame, repeats collapsed, blanks (the last class) dropped. A character's
     confidence is the highest probability among the frames that spelled it; the text's is the product of
@@ -59,21 +60,27 @@ def _decode_ctc(probabilities: np.ndarray, vocab) -> Prediction:
     rounding compounded over every frame moved it by 0.034 on average (this: 0.0001). On alnum's held-out
     captchas this ranks a misread below a right reading 92% of the time. A text whose length is outside
     the model's min_length..max_length gets confidence 0: it cannot be right.
+
+    Only each frame's best probability is needed, 1 / sum(exp(logits - max)), so the full softmax is not
+    computed: the same figures as `softmax(logits).max(-1)`, in half the time for one image.
     """
-    blank = len(vocab.charset)
-    best_ids, best = probabilities.argmax(axis=-1), probabilities.max(axis=-1)
-    text, char_confidences, previous = [], [], blank
-    for class_id, probability in zip(best_ids.tolist(), best.tolist()):  # Python numbers: 2x faster loop
-        if class_id != blank and class_id != previous:
-            text.append(vocab.charset[class_id])
-            char_confidences.append(probability)
-        elif class_id != blank:
-            char_confidences[-1] = max(char_confidences[-1], probability)
-        previous = class_id
-    confidence = float(np.prod(np.asarray(char_confidences, np.float64)))
-    if not vocab.min_length <= len(text) <= vocab.max_length:
-        confidence = 0.0
-    return Prediction("".join(text), confidence, tuple(char_confidences))
+    logits = np.asarray(logits, np.float32)
+    best_logits = logits.max(axis=-1, keepdims=True)
+    best = 1.0 / np.exp(logits - best_logits).sum(axis=-1)
+    blank, charset = len(vocab.charset), vocab.charset
+    results = []
+    for row_ids, row_best in zip(logits.argmax(axis=-1).tolist(), best.tolist()):  # Python numbers: faster
+        text, char_confidences, previous = [], [], blank
+        for class_id, probability in zip(row_ids, row_best):
+            if class_id != blank and class_id != previous:
+                text.append(charset[class_id])
+                char_confidences.append(probability)
+            elif class_id != blank:
+                char_confidences[-1] = max(char_confidences[-1], probability)
+            previous = class_id
+        confidence = math.prod(char_confidences) if vocab.min_length <= len(text) <= vocab.max_length else 0.0
+        results.append(Prediction("".join(text), confidence, tuple(char_confidences)))
+    return results
 
 
 def _decode_positions(probabilities: np.ndarray, vocab) -> List[Prediction]:
