@@ -45,6 +45,8 @@ flags.DEFINE_string("errors_png", None, "Draw the misread test images of each se
                     "--modes) into this PNG (one file per set: <name>.<set>.png).")
 flags.DEFINE_bool("ddddocr", True, "Also read the test images with ddddocr, if installed.")
 flags.DEFINE_integer("seed", 0, "Seed of the folds, the test split and the training subsets.")
+flags.DEFINE_string("runs_dir", None, "Keep each run's folder (history.csv, checkpoints, model) under this folder, "
+                    "as <set>_<split>_<size>_<mode>; an interrupted run resumes there. By default they are temporary.")
 FLAGS = flags.FLAGS
 
 
@@ -62,9 +64,11 @@ def run(name, split, size, mode, paths, test, pool, folder) -> dict:
     count = len(pool) if size == "all" else min(int(size), len(pool))
     chosen = np.random.default_rng(FLAGS.seed + 1).permutation(pool)[:count]
     train_dir = os.path.join(folder, "train")
-    os.makedirs(train_dir)
+    os.makedirs(train_dir, exist_ok=True)
     for index in chosen:
-        os.symlink(os.path.abspath(paths[index]), os.path.join(train_dir, os.path.basename(paths[index])))
+        link = os.path.join(train_dir, os.path.basename(paths[index]))
+        if not os.path.lexists(link):
+            os.symlink(os.path.abspath(paths[index]), link)
     command = [sys.executable, os.path.join(REPO, "bin", "train"), f"--train_dir={train_dir}", "--label_from=stem",
                f"--model_dir={folder}/run", f"--save_dir={folder}/model", "--noexport", f"--name=real_{name}",
                f"--max_train_seconds={int(FLAGS.max_minutes * 60)}"]
@@ -188,6 +192,9 @@ def main(argv):
                         continue
                     result = {"set": name, "split": split, "size": size, "labelled": 0, "mode": mode,
                               "test": [os.path.basename(paths[i]) for i in test], "readings": readings}
+                elif FLAGS.runs_dir:
+                    folder = os.path.join(FLAGS.runs_dir, f"{name}_{split}_{size}_{mode}")
+                    result = run(name, split, size, mode, paths, test, pool, folder)
                 else:
                     with tempfile.TemporaryDirectory() as folder:
                         result = run(name, split, size, mode, paths, test, pool, folder)
