@@ -82,6 +82,7 @@ def test_target_accuracy_stops_early(tmp_path, smoke_config):
     assert summary["stop_reason"] == "target_accuracy"
     assert summary["steps"] == config.eval_every_steps
     assert summary["metrics"]["val_image_accuracy"] >= 0.001
+    assert "warning" not in summary  # it reads: nothing to warn about
 
 
 def test_legacy_model_trains(tmp_path, smoke_config):
@@ -217,3 +218,15 @@ def test_the_target_does_not_stop_training_before_min_steps():
     model.optimizer.iterations.assign(1200)
     stop.on_epoch_end(11, {"val_image_accuracy": 1.0})
     assert model.stop_training and stop.reached == 1.0
+
+
+def test_a_model_that_reads_nothing_is_reported_not_passed_off(tmp_path, smoke_config, capsys):
+    # Two steps at a tiny rate on 4 digits: the CTC model reads nothing, and the summary and stderr say so.
+    config = smoke_config.replace(charset="0123456789", min_length=4, max_length=4, max_steps=2,
+                                  eval_every_steps=2, learning_rate=1e-6)
+    summary = train(config, str(tmp_path / "run"), save_dir=str(tmp_path / "model"), verbose=0)
+    assert summary["metrics"]["val_image_accuracy"] == 0.0
+    assert "read none of its validation images" in summary["warning"]
+    assert "warning: the best model read none" in capsys.readouterr().err
+    metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    assert "read none" in metadata["training"]["warning"]  # the saved model carries it too
