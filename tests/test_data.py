@@ -155,3 +155,41 @@ def test_folder_batches_mix_in_synthetic_captchas_by_the_given_fraction(tmp_path
     assert batch.shape[0] == 16 and texts[:12] == ["0000"] * 12  # 12 real images, then 4 synthetic ones
     synthetic = batch.numpy()[12:]
     assert (synthetic < 0.9).mean() > 0.05  # drawn captchas, not the blank real images
+
+
+def test_synthetic_captchas_join_a_folders_batches_only_once_switched_on(tmp_path, smoke_config):
+    from kcaptcha import models
+    from kcaptcha.pool import CaptchaPool
+    from kcaptcha.train import training_data
+
+    config = smoke_config.replace(augment=0.0, batch_size=16, charset="01", min_length=4, max_length=4,
+                                  synthetic_mix=0.25, synthetic_join=0.5)
+    folder = tmp_path / "real"
+    folder.mkdir()
+    for index in range(10):
+        Image.new("L", (48, 24), 255).save(folder / f"0000_{index}.png")  # every real label is 0000
+    files = data.labelled_files(str(folder), config)
+    vocab = Vocab.from_config(config)
+    with training_data(config, files) as (batches, pool, join):
+        assert isinstance(pool, CaptchaPool) and not join.joined
+        _, ids = next(iter(batches))
+        assert vocab.decode_many(ids.numpy()) == ["0000"] * 16  # the folder's images only
+        join.set_model(models.new_model(config))
+        logs = {"character_accuracy": 0.4}
+        join.on_epoch_end(0, logs)
+        assert not join.joined and logs["synthetic_share"] == 0.0  # not yet reading: still the folder's only
+        logs = {"character_accuracy": 0.6}
+        join.on_epoch_end(1, logs)
+        assert join.joined and logs["synthetic_share"] == 0.25
+        batch, ids = next(iter(batches))
+        texts = vocab.decode_many(ids.numpy())
+        assert texts[:12] == ["0000"] * 12 and (batch.numpy()[12:] < 0.9).mean() > 0.05  # 4 drawn captchas
+        logs = {"character_accuracy": 0.1}
+        join.on_epoch_end(2, logs)
+        assert join.joined and logs["synthetic_share"] == 0.25  # once joined, they stay
+    with training_data(config, files, joined=True) as (batches, _, join):  # a resumed run that had joined
+        assert join.joined
+        batch, ids = next(iter(batches))
+        assert vocab.decode_many(ids.numpy())[:12] == ["0000"] * 12 and (batch.numpy()[12:] < 0.9).mean() > 0.05
+    with training_data(config.replace(synthetic_join=0.0), files) as (_, _, join):
+        assert join is None  # mixed from the first step, as before

@@ -183,8 +183,9 @@ def test_kill_9_then_restart_continues(tmp_path, repo_root):
     assert f"Resuming {run} from step {killed_at}" in result.stdout
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["steps"] == killed_at + 30 and summary["steps_this_run"] == 30
-    lines = result.stderr.splitlines()  # not a terminal: whole lines, one per validation, no log noise
-    assert lines and all(line.startswith("step ") for line in lines), result.stderr[-2000:]
+    # Not a terminal: whole lines, one per validation, no log noise (70 smoke steps read nothing yet: a warning)
+    lines = result.stderr.splitlines()
+    assert lines and all(line.startswith(("step ", "warning: ")) for line in lines), result.stderr[-2000:]
     assert all(len(line) < 200 for line in lines)
 
 
@@ -199,7 +200,8 @@ def test_progress_counts_steps_not_epochs(tmp_path, smoke_config, capsys):
     captured = capsys.readouterr()
     err = captured.err
     assert "step 10/20" in err and "step 20/20" in err and "Epoch" not in captured.out + err
-    assert np.all([line.startswith("step ") for line in err.strip().splitlines()])
+    # 20 smoke steps read nothing yet: the run ends with a warning line
+    assert np.all([line.startswith(("step ", "warning: ")) for line in err.strip().splitlines()])
 
 
 def test_the_target_does_not_stop_training_before_min_steps():
