@@ -93,41 +93,6 @@ class TargetAccuracyStop(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class SyntheticJoin(keras.callbacks.Callback):
-    """Lets the synthetic captchas into a folder's batches once the model reads its own images.
-
-    `variable` is a boolean `tf.Variable` that the input pipeline reads (`kcaptcha.data.training_batches`).
-    At each validation, once the training sample's character accuracy (`Validation`'s unprefixed
-    `character_accuracy`) reaches `threshold`, it is set, and stays set. Every history row records
-    `synthetic_share`, the share of synthetic captchas in the batches from then on, so a resumed run starts
-    where it was.
-
-    Why: from 200 captcha_images_v2 images, half of every batch synthetic from the first step, two of five
-    runs never left CTC's blank plateau in 1200 steps (they read nothing); the folder's images alone left it
-    by step 450-500 in both (docs/REAL_DATA.md).
-    """
-
-    def __init__(self, variable, threshold: float, share: float, stream=None):
-        super().__init__()
-        self.variable, self.threshold, self.share = variable, threshold, share
-        self.stream = stream or sys.stderr
-
-    @property
-    def joined(self) -> bool:
-        return bool(keras.ops.convert_to_numpy(self.variable))
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        read = logs.get("character_accuracy")
-        if not self.joined and read is not None and read >= self.threshold:
-            self.variable.assign(True)
-            self.stream.write(f"step {step_of(self.model)}: the model reads {read:.0%} of its training images' "
-                              f"characters; synthetic captchas now make up {self.share:.0%} of each batch\n")
-            self.stream.flush()
-        logs["synthetic_share"] = self.share if self.joined else 0.0
-
-
 class StepLimit(keras.callbacks.Callback):
     """Stops after optimizer step `max_steps`, wherever that falls in an epoch.
 

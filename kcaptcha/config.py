@@ -69,10 +69,6 @@ class Config:
     synthetic_mix: float = _field("training", -1.0, "With train_dir: the fraction of each batch that is synthetic "
                                   "captchas of the same charset, lengths and size (-1: by the folder's size, 0.5 for "
                                   "up to 1000 images, 0.25 up to 5000, else 0).")
-    synthetic_join: float = _field("training", 0.5, "With train_dir and a synthetic mix: the synthetic captchas join "
-                                   "the batches once the model reads this share of its training images' characters; "
-                                   "until then every batch is the folder's own (0: mixed from the first step). A CTC "
-                                   "model learns to read a small folder sooner on its own (docs/REAL_DATA.md).")
     init_from: str = _field("training", "", "Start from this saved model (a name or folder): its architecture, and "
                             "its weights wherever they fit ('' to start from scratch).")
     val_size: int = _field("training", 2000, "Number of synthetic validation images when val_dir is empty.")
@@ -192,8 +188,6 @@ class Config:
             value = getattr(self, field_name)
             if value and not os.path.isdir(value):
                 yield f"{field_name} is not a folder: {value!r}"
-        if not 0.0 <= self.synthetic_join <= 1.0:
-            yield f"synthetic_join must be in [0, 1]. Received: synthetic_join={self.synthetic_join}"
         if not (self.synthetic_mix == -1.0 or 0.0 <= self.synthetic_mix < 1.0):
             yield f"synthetic_mix must be -1 (auto) or in [0, 1). Received: synthetic_mix={self.synthetic_mix}"
         if self.val_dir and not self.train_dir:

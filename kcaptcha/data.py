@@ -93,36 +93,23 @@ def pool_batches(pool, config, batch_size: int, seed: Optional[int] = None) -> t
 
 
 def training_batches(config, files=None, pool=None, synthetic_fraction: float = 0.0,
-                     batch_size: Optional[int] = None, shard: Tuple[int, int] = (1, 0),
-                     joined=None) -> tf.data.Dataset:
+                     batch_size: Optional[int] = None, shard: Tuple[int, int] = (1, 0)) -> tf.data.Dataset:
     """Augmented training batches: from `files` ((paths, labels)), the captcha `pool`, or both mixed.
 
     Mixed, every batch holds round(batch_size * synthetic_fraction) synthetic captchas and the rest files.
-    With `joined` (a boolean tf.Variable; see `kcaptcha.callbacks.SyntheticJoin`), batches are all files
-    while it is False and mixed from the batch after it is set.
     `batch_size` (default `config.batch_size`) is this replica's share of the global batch under a
     strategy, and `shard` this worker's share of the files (see `file_batches`); each worker's synthetic
     captchas are its own already (its `pool` draws from its own seed, `kcaptcha.distribute.data_seed`).
     """
     batch_size = batch_size or config.batch_size
     synthetic = batch_size if files is None else round(batch_size * synthetic_fraction)
-    if files is not None and 0 < synthetic and joined is not None:
-        real = batch_size - synthetic
-
-        def mix(file_batch, synthetic_batch):  # the first `real` files, then the synthetic captchas
-            return tuple(tf.cond(joined, lambda f=f, s=s: tf.concat([f[:real], s], axis=0), lambda f=f: f)
-                         for f, s in zip(file_batch, synthetic_batch))
-
-        dataset = tf.data.Dataset.zip((file_batches(*files, config, batch_size, shard),
-                                       pool_batches(pool, config, synthetic))).map(mix, num_parallel_calls=AUTOTUNE)
-    else:
-        parts = []
-        if synthetic < batch_size:
-            parts.append(file_batches(*files, config, batch_size - synthetic, shard))
-        if synthetic > 0:
-            parts.append(pool_batches(pool, config, synthetic))
-        dataset = parts[0] if len(parts) == 1 else tf.data.Dataset.zip(tuple(parts)).map(
-            lambda *batches: tuple(tf.concat(part, axis=0) for part in zip(*batches)), num_parallel_calls=AUTOTUNE)
+    parts = []
+    if synthetic < batch_size:
+        parts.append(file_batches(*files, config, batch_size - synthetic, shard))
+    if synthetic > 0:
+        parts.append(pool_batches(pool, config, synthetic))
+    dataset = parts[0] if len(parts) == 1 else tf.data.Dataset.zip(tuple(parts)).map(
+        lambda *batches: tuple(tf.concat(part, axis=0) for part in zip(*batches)), num_parallel_calls=AUTOTUNE)
     augmenter = Augmenter(config.augment, config.seed)
     return dataset.map(lambda x, y: (augmenter(x), y), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 

@@ -77,42 +77,31 @@ def synthetic_fraction(config, train_files) -> float:
 
 
 @contextlib.contextmanager
-def training_data(config, train_files, start_index: int = 0, workers: Optional[distribute.Workers] = None,
-                  joined: bool = False):
-    """Yields (training batches, the captcha pool or None, a `SyntheticJoin` callback or None).
+def training_data(config, train_files, start_index: int = 0, workers: Optional[distribute.Workers] = None):
+    """Yields (training batches, the captcha pool or None): files, synthetic captchas, or both mixed.
 
-    Batches are files, synthetic captchas, or both mixed. Mixed, the synthetic captchas join once the model
-    reads the files (`config.synthetic_join`; `fit` needs the callback), or from the start when `joined`
-    (a resumed run whose history says they had).
     With `workers` (a strategy), the batches are this worker's, for `fit` to split across its replicas:
     its shard of the files, and synthetic captchas from its own seed (pass `config` with that seed).
     The pool's background renewal stops when the block ends.
     """
-    import tensorflow as tf
-
     workers = workers or distribute.Workers()
     fraction = synthetic_fraction(config, train_files)
-    join = None
-    if train_files is not None and 0.0 < fraction and config.synthetic_join > 0.0:
-        join = kc_callbacks.SyntheticJoin(tf.Variable(joined, trainable=False, name="synthetic_joined"),
-                                          config.synthetic_join, fraction)
 
     def batches(pool):
         return workers.distribute(lambda batch_size, index, count: data.training_batches(
-            config, train_files, pool, fraction, batch_size, (count, index),
-            joined=join.variable if join else None), config.batch_size)
+            config, train_files, pool, fraction, batch_size, (count, index)), config.batch_size)
 
     if fraction == 0.0:
-        yield batches(None), None, None
+        yield batches(None), None
         return
     size = config.pool_size if train_files is None else min(config.pool_size, 5000)
     with CaptchaPool(config, size, start_index=start_index) as captchas:
-        yield batches(captchas), captchas, join
+        yield batches(captchas), captchas
 
 
 def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks: Sequence = (),
         epochs: Optional[int] = None, initial_epoch: int = 0, clock_offset: float = 0.0, pool=None,
-        verbose: int = 1, workers: Optional[distribute.Workers] = None, join=None) -> dict:
+        verbose: int = 1, workers: Optional[distribute.Workers] = None) -> dict:
     """Fits `model` as every kcaptcha training does; returns steps, seconds and why it stopped.
 
     One Keras epoch is `eval_every_steps` steps and ends with a validation (`callbacks.Validation`). With
@@ -121,7 +110,6 @@ def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks:
     With a captcha `pool`, each history row records how many captchas it has drawn (`captchas_drawn`; with
     several `workers`, the most any worker drew, where each continues its own stream on resume). With
     several workers, every stop is decided alike on every worker, and only the chief writes `run_dir`.
-    `join`: the `SyntheticJoin` callback of `training_data`, if it gave one.
     """
     workers = workers or distribute.Workers()
     output = models.get(config.architecture).output
@@ -134,7 +122,7 @@ def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks:
             config.max_train_seconds, *((lambda s: workers.gather(s).max(), 10) if workers.count > 1 else ()))
     early = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience,
                                           start_from_epoch=config.min_steps // config.eval_every_steps)
-    every = [validation, *([join] if join else []), *limits.values(), early]
+    every = [validation, *limits.values(), early]
     optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under mixed_float16's loss scaling
     if getattr(optimizer, "use_ema", False):  # validate and save the averaged weights
         every.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
@@ -258,9 +246,8 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
     history = os.path.join(model_dir, "history.csv")
     # The chief's run folder is ready (or cleared by `fresh`): every worker now starts from its state.
     previous = last_row(history) if workers.is_chief else {}
-    finished, drawn, clock, joined = workers.broadcast([
-        "finished" in run, previous.get("captchas_drawn", 0), previous.get("wall_seconds", 0.0),
-        previous.get("synthetic_share", 0.0) > 0.0])
+    finished, drawn, clock = workers.broadcast([
+        "finished" in run, previous.get("captchas_drawn", 0), previous.get("wall_seconds", 0.0)])
     distribute.start_worker_dir(model_dir, workers.index)
     with distribute.precision(config.mixed_precision), workers.scope():
         model = models.new_model(config)
@@ -275,9 +262,9 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
     if start_step < config.max_steps and not finished:
         sets, train_files = evaluation_sets(config)
         own = config.replace(seed=distribute.data_seed(config.seed, workers.index))  # this worker's stream
-        with training_data(own, train_files, int(drawn), workers, joined=bool(joined)) as (batches, pool, join):
+        with training_data(own, train_files, int(drawn), workers) as (batches, pool):
             distribute.prepare_fit(model, workers)
-            result = fit(model, config, batches, sets, run_dir=work_dir, pool=pool, verbose=verbose, join=join,
+            result = fit(model, config, batches, sets, run_dir=work_dir, pool=pool, verbose=verbose,
                          clock_offset=float(clock), workers=workers)
         if result["stop_reason"] != "max_train_seconds" and workers.is_chief:
             files.atomic_write_json(os.path.join(model_dir, "run.json"), {**run, "finished": {
@@ -302,8 +289,10 @@ def _summarise(config, model, model_dir: str, run: dict, result: dict, save_dir:
                "metrics": {k: round(v, 5) for k, v in best.items() if k.startswith("val_")}}
     if best and best.get(MONITOR, 0.0) == 0.0:
         summary["warning"] = (
-            f"the best model read none of its validation images after {result['steps']} steps (character "
-            f"accuracy {best.get('val_character_accuracy', 0.0):.2f}): train longer (--max_steps) or check the labels")
+            f"the best model read none of its validation images (character accuracy "
+            f"{best.get('val_character_accuracy', 0.0):.2f}) after {result['steps']} steps: it has not learnt to read "
+            "yet. A CTC model first learns to output nothing (loss flat for a few hundred steps); train longer "
+            "(--max_steps, resumed from this run) or check the labels.")
         print(f"warning: {summary['warning']}", file=sys.stderr, flush=True)
     if save_dir:
         best_path = os.path.join(model_dir, "best.keras")

@@ -96,8 +96,8 @@ class CaptchaHyperModel(keras_tuner.HyperModel):
         # The batch size is tuned, so the data pipeline is built here, per trial.
         config = config_from_hyperparameters(self.base_config, hp)
         sets, train_files = train.evaluation_sets(config)
-        with train.training_data(config, train_files) as (batches, pool, join):
-            result = train.fit(model, config, batches, sets, pool=pool, join=join,
+        with train.training_data(config, train_files) as (batches, pool):
+            result = train.fit(model, config, batches, sets, pool=pool,
                                callbacks=kwargs.pop("callbacks", []),  # the tuner's: best-epoch checkpoint, logs
                                epochs=kwargs.pop("epochs", num_epochs(config)),  # Hyperband passes its budget
                                initial_epoch=kwargs.pop("initial_epoch", 0), verbose=self.verbose)
