@@ -155,3 +155,15 @@ def test_folder_batches_mix_in_synthetic_captchas_by_the_given_fraction(tmp_path
     assert batch.shape[0] == 16 and texts[:12] == ["0000"] * 12  # 12 real images, then 4 synthetic ones
     synthetic = batch.numpy()[12:]
     assert (synthetic < 0.9).mean() > 0.05  # drawn captchas, not the blank real images
+
+
+def test_synthetic_share_by_folder_size_starts_with_none_for_small_folders(smoke_config):
+    from kcaptcha.train import synthetic_fraction
+
+    def share(images, mix=-1.0):
+        return synthetic_fraction(smoke_config.replace(synthetic_mix=mix), ([f"{i}.png" for i in range(images)], []))
+
+    # Up to 500 images the folder's own: with half synthetic, 2 of 5 runs on 200 v2 images read nothing.
+    assert [share(n) for n in (180, 500, 501, 1000, 1001, 5000, 5001)] == [0.0, 0.0, 0.5, 0.5, 0.25, 0.25, 0.0]
+    assert share(180, mix=0.3) == 0.3  # what the user asks for wins
+    assert synthetic_fraction(smoke_config, None) == 1.0  # no folder: all synthetic

@@ -92,15 +92,20 @@ def test_legacy_model_trains(tmp_path, smoke_config):
     assert summary["steps"] == 10
 
 
-def test_learns_from_a_folder_of_files_and_scores_a_training_sample(tmp_path, smoke_config):
+@pytest.mark.parametrize("synthetic_mix", [-1.0, 0.5])
+def test_learns_from_a_folder_of_files_and_scores_a_training_sample(tmp_path, smoke_config, synthetic_mix):
     from tests.conftest import write_captchas
 
     write_captchas(str(tmp_path / "train"), smoke_config, 40)
     write_captchas(str(tmp_path / "val"), smoke_config, 16, seed=8)
-    config = smoke_config.replace(train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"), max_steps=10)
+    config = smoke_config.replace(train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"), max_steps=10,
+                                  synthetic_mix=synthetic_mix)
     summary = train(config, str(tmp_path / "run"), verbose=0)
     assert summary["steps"] == 10 and summary["data"] == str(tmp_path / "train")
-    assert "image_accuracy" in history(tmp_path / "run")[0]  # over-fitting shows as train >> val
+    row = history(tmp_path / "run")[0]
+    assert "image_accuracy" in row  # over-fitting shows as train >> val
+    # 40 images: by default the folder's own only; asked for, half of each batch from the captcha pool
+    assert ("captchas_drawn" in row) == (synthetic_mix > 0)
 
 
 def test_backup_is_written_every_checkpoint_step(tmp_path, smoke_config):
