@@ -295,10 +295,8 @@ def _summarise(config, model, model_dir: str, run: dict, result: dict, save_dir:
                "metrics": {k: round(v, 5) for k, v in best.items() if k.startswith("val_")}}
     if best and best.get(MONITOR, 0.0) == 0.0:
         summary["warning"] = (
-            f"the best model read none of its validation images (character accuracy "
-            f"{best.get('val_character_accuracy', 0.0):.2f}) after {result['steps']} steps: it has not learnt to read "
-            "yet. A CTC model first learns to output nothing (loss flat for a few hundred steps); train longer "
-            "(--max_steps, resumed from this run) or check the labels.")
+            f"the best model read none of its validation images after {result['steps']} steps (character "
+            f"accuracy {best.get('val_character_accuracy', 0.0):.2f}): train longer (--max_steps) or check the labels")
         print(f"warning: {summary['warning']}", file=sys.stderr, flush=True)
     if save_dir:
         best_path = os.path.join(model_dir, "best.keras")
