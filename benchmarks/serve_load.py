@@ -22,7 +22,6 @@ import asyncio
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from absl import app, flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
+from kcaptcha.distribute import free_local_ports  # noqa: E402
 
 flags.DEFINE_string("model", "digits", "Model name or folder, served by both servers.")
 flags.DEFINE_integer("clients", 32, "Concurrent clients.", lower_bound=1)
@@ -85,12 +85,6 @@ def run_baseline_server(model: str, port: int) -> None:
 
     WSGIRequestHandler.protocol_version = "HTTP/1.1"  # keep-alive, as the load clients use
     flask_app.run(host="127.0.0.1", port=port, threaded=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(path: str, body: bytes, content_type: str, extra_headers: str = "") -> bytes:
@@ -228,7 +222,7 @@ class Server:
     """`bin/serve --models=MODEL` of the checkout at `repo`, logging to a file, from start to stop."""
 
     def __init__(self, repo: str, *args: str):
-        self.repo, self.port, self.args = repo, free_port(), args
+        self.repo, self.port, self.args = repo, free_local_ports(1)[0], args
         self.log_path = os.path.join(FLAGS.work_dir, f"serve-{self.port}.log")
 
     def __enter__(self):
@@ -598,11 +592,11 @@ def main(argv):
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     results = {}
     if FLAGS.servers in ("both", "baseline"):
-        port = free_port()
+        port = free_local_ports(1)[0]
         results["baseline"] = measure("baseline", [sys.executable, os.path.abspath(__file__), f"--model={FLAGS.model}",
                                                    f"--baseline_server={port}"], port, payloads)
     if FLAGS.servers in ("both", "serve"):
-        port = free_port()
+        port = free_local_ports(1)[0]
         results["serve"] = measure("bin/serve", [
             sys.executable, os.path.join(REPO_ROOT, "bin", "serve"), f"--models={FLAGS.model}", f"--port={port}",
             "--noaccess_log", f"--max_wait_ms={FLAGS.max_wait_ms}", f"--max_batch_size={FLAGS.max_batch_size}", f"--workers={FLAGS.workers}"],

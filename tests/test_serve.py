@@ -25,6 +25,7 @@ from PIL import Image
 
 import kcaptcha
 from kcaptcha import serve
+from kcaptcha.distribute import free_local_ports
 from kcaptcha.serve import uploads
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,12 +33,6 @@ SERVE = os.path.join(REPO_ROOT, "bin", "serve")
 CHROMIUM = "/usr/bin/chromium"
 MiB = 1024 * 1024
 MODEL = "digits"  # the shipped trained model: a wrong or swapped answer shows
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -104,7 +99,7 @@ def post_concurrently(client, samples, count, path="/b"):
 @contextlib.contextmanager
 def serving(root, *args):
     """Runs `bin/serve *args` on a free port until it answers /readyz; stops it (SIGTERM) at the end."""
-    port, log_path = free_port(), root / "server.log"
+    port, log_path = free_local_ports(1)[0], root / "server.log"
     command = [sys.executable, SERVE, f"--port={port}", *args]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -376,7 +371,7 @@ def test_model_names_must_be_unique_and_fit_in_a_url():
 
 
 def test_cli_names_a_missing_model():
-    result = subprocess.run([sys.executable, SERVE, "--models=/nonexistent/model", f"--port={free_port()}"],
+    result = subprocess.run([sys.executable, SERVE, "--models=/nonexistent/model", f"--port={free_local_ports(1)[0]}"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert result.returncode == 1 and "Model folder not found: '/nonexistent/model'" in result.stderr

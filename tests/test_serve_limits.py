@@ -16,6 +16,7 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
+from kcaptcha.distribute import free_local_ports
 from kcaptcha.recognizer import Prediction
 from kcaptcha.serve import create_app
 from kcaptcha.serve.server import HeaderDeadlineProtocol
@@ -65,17 +66,11 @@ def gray_png(value: int, size=(3, 2)) -> bytes:
     return buffer.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running(app, header_timeout: float = 10.0):
     """`app` on a real uvicorn server (with the service's header deadline) in a thread, until the block ends."""
     saved, HeaderDeadlineProtocol.header_timeout = HeaderDeadlineProtocol.header_timeout, header_timeout
-    port = free_port()
+    port = free_local_ports(1)[0]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=HeaderDeadlineProtocol,
                                            log_config=None, access_log=False, lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -180,7 +175,8 @@ def test_saving_keeps_to_its_quota_and_skips_images_too_small_to_be_captchas(tmp
         assert tiny.json()["value"] == "9"
         for value in range(5):
             assert client.post("/b", files={"image_file": ("c.png", gray_png(value))}).status_code == 200
-        wait_until(lambda: "quota" in caplog.text)
+        # saving runs after each answer is sent: wait for the refusal and for the last accepted file
+        wait_until(lambda: "quota" in caplog.text and len(list(tmp_path.rglob("*.png"))) >= 3)
     saved = sorted(path.name.split("_")[0] for path in tmp_path.rglob("*.png"))
     assert saved == ["0", "1", "2"] and sum(p.stat().st_size for p in tmp_path.rglob("*.png")) <= quota
     assert caplog.text.count("Not saving uploads any more") == 1

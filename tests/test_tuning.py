@@ -5,7 +5,6 @@ import glob
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import keras_tuner
 import pytest
 
 from kcaptcha import models, saving, train, tuning
+from kcaptcha.distribute import free_local_ports
 from kcaptcha import search as search_files
 from kcaptcha.config import Config
 from kcaptcha.flags import parse_flagfile
@@ -206,18 +206,12 @@ def test_search_fingerprint_ignores_run_fields_only(smoke_config):
     assert tuning.search_fingerprint(smoke_config.replace(learning_rate=0.1), "random")["fingerprint"] == base
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_chief_and_two_workers_share_one_search(tmp_path):
     search = tmp_path / "search"
     args = ["--flagfile=experiments/smoke.flags", "--tuner=random", "--max_trials=3", f"--tune_dir={search}",
             f"--best_flagfile={tmp_path / 'best.flags'}", f"--save_dir={tmp_path / 'best'}"]
-    port = free_port()
+    port = free_local_ports(1)[0]
     processes, logs = {}, {}
     try:
         # Workers first: they wait for the chief, so none can miss a search that has already ended.
