@@ -1,0 +1,85 @@
+"""Int8 ONNX latency of candidate `ctc` shapes before training any: speed does not depend on the weights.
+
+    python benchmarks/architecture_latency.py --flagfile=experiments/alnum.flags \
+        --candidates=16,32,64,96@160x60 --candidates=16,32,48,64@160x60 --candidates=16,32,64,96@128x48
+
+Each candidate (conv filters @ width x height; the first is the reference) is built with fresh weights,
+exported and quantized as `bin/export` does (calibrated on 256 captchas of the task at its size), and timed
+in rounds, side by side in one process: single images (median of --single_calls per round) and batches of
+256 random arrays. Ratios to the first candidate are what to compare on a shared machine.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from kcaptcha.flags import config_from_flags, define_flags  # noqa: E402
+
+define_flags()
+flags.DEFINE_multi_string("candidates", ["16,32,64,96@160x60", "16,32,48,64@160x60", "16,32,64,96@128x48",
+                                         "16,32,48,64@128x48"], "FILTERS@WIDTHxHEIGHT; the first is the reference.")
+flags.DEFINE_integer("rounds", 4, "Timing rounds (candidates interleaved).")
+flags.DEFINE_integer("single_calls", 150, "Single-image calls per candidate and round.")
+FLAGS = flags.FLAGS
+
+
+def parse(candidate: str):
+    filters, size = candidate.split("@")
+    width, height = size.lower().split("x")
+    return tuple(int(f) for f in filters.split(",")), int(width), int(height)
+
+
+def main(argv):
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+
+    from kcaptcha import export, models
+    from kcaptcha.generate import CaptchaRenderer, render_arrays
+
+    base = config_from_flags(FLAGS)
+    sessions = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, candidate in enumerate(FLAGS.candidates):
+            filters, width, height = parse(candidate)
+            config = base.replace(conv_filters=filters, width=width, height=height)
+            model = models.new_model(config)
+            path = os.path.join(tmp, f"{index}.onnx")
+            export._to_onnx(model, {"height": height, "width": width}, path)
+            renderer = CaptchaRenderer(config.charset, config.min_length, config.max_length, width, height,
+                                       seed=1, fonts=config.fonts, style=config.style)
+            calibration = render_arrays(renderer, 256)[0][..., None].astype(np.float32) / 255.0
+            export._quantize(path, path + ".int8", calibration)
+            sessions[candidate] = (export.onnx_session(path + ".int8", spin=True), config, model.count_params())
+        single = {c: [] for c in sessions}
+        batched = {c: [] for c in sessions}
+        for _ in range(FLAGS.rounds):
+            for candidate, (session, config, _) in sessions.items():
+                one = np.random.rand(1, config.height, config.width, 1).astype(np.float32)
+                batch = np.random.rand(256, config.height, config.width, 1).astype(np.float32)
+                for _ in range(20):
+                    session.run(None, {export.INPUT_NAME: one})
+                for _ in range(FLAGS.single_calls):
+                    started = time.perf_counter()
+                    session.run(None, {export.INPUT_NAME: one})
+                    single[candidate].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                session.run(None, {export.INPUT_NAME: batch})
+                batched[candidate].append(256 / (time.perf_counter() - started))
+    reference = np.median(single[FLAGS.candidates[0]])
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print("| candidate | parameters | int8 single (median) | vs the first | int8 batched |")
+    print("|---|---|---|---|---|")
+    for candidate, (_, _, parameters) in sessions.items():
+        median = np.median(single[candidate])
+        print(f"| {candidate} | {parameters:,} | {1000 * median:.3f} ms | {median / reference:.2f}x | "
+              f"{np.median(batched[candidate]):,.0f} images/s |")
+
+
+if __name__ == "__main__":
+    app.run(main)
