@@ -47,6 +47,11 @@ def _seeded_captcha(rng: SeededSecrets):
             captcha_image.secrets = original
 
 
+# The two looks of --style=varied: the `captcha` library's, and kcaptcha's own (`kcaptcha.styles`).
+LOOK_CAPTCHA_LIBRARY = "captcha library"
+LOOK_KCAPTCHA = "kcaptcha"
+
+
 class CaptchaRenderer:
     """Draws labelled captchas of one size and charset; `render(index)` is a pure function of the seed.
 
@@ -84,10 +89,19 @@ class CaptchaRenderer:
         """The label of sample `index`, without drawing its image."""
         return self._draw_label(index)[1]
 
+    def _draw_look(self, index: int) -> Tuple[SeededSecrets, str, str]:
+        rng, label = self._draw_label(index)
+        own = self.style == "varied" and rng.random() < 0.5
+        return rng, label, LOOK_KCAPTCHA if own else LOOK_CAPTCHA_LIBRARY
+
+    def look(self, index: int) -> str:
+        """The look sample `index` is drawn in: `LOOK_CAPTCHA_LIBRARY` or `LOOK_KCAPTCHA`, without drawing it."""
+        return self._draw_look(index)[2]
+
     def render(self, index: int) -> Tuple[str, Image.Image]:
         """Returns (label, RGB image) for sample `index`."""
-        rng, label = self._draw_label(index)
-        if self.style == "varied" and rng.random() < 0.5:
+        rng, label, look = self._draw_look(index)
+        if look == LOOK_KCAPTCHA:
             return label, styles.draw(label, rng, self.width, self.height, self.fonts)
         with _seeded_captcha(rng):
             image = self._captcha.generate_image(label)

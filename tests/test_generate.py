@@ -109,3 +109,22 @@ def test_fonts_that_cannot_draw_the_charset_are_left_out():
     latin = set(find_fonts("abc"))
     assert latin and not find_fonts("abc\U0010fffd")  # a private-use character no font draws
     assert set(find_fonts("ab")) >= latin
+
+
+def test_look_names_the_look_each_captcha_is_drawn_in(monkeypatch):
+    from kcaptcha import generate
+
+    renderer = generate.CaptchaRenderer("abc123", 3, 5, 120, 40, seed=9, style="varied")
+    drawn_in = []
+    draw, generate_image = generate.styles.draw, renderer._captcha.generate_image
+    monkeypatch.setattr(generate.styles, "draw",
+                        lambda *args: drawn_in.append(generate.LOOK_KCAPTCHA) or draw(*args))
+    monkeypatch.setattr(renderer._captcha, "generate_image",
+                        lambda *args: drawn_in.append(generate.LOOK_CAPTCHA_LIBRARY) or generate_image(*args))
+    looks = [renderer.look(index) for index in range(24)]
+    for index in range(24):
+        renderer.render(index)
+    assert drawn_in == looks
+    assert set(looks) == {generate.LOOK_KCAPTCHA, generate.LOOK_CAPTCHA_LIBRARY}
+    plain = generate.CaptchaRenderer("abc123", 3, 5, 120, 40, seed=9)
+    assert {plain.look(index) for index in range(24)} == {generate.LOOK_CAPTCHA_LIBRARY}
