@@ -10,7 +10,7 @@ import json
 import os
 from typing import Tuple
 
-from kcaptcha import distribute, models
+from kcaptcha import distribute, inventory, models
 from kcaptcha.files import LabelRule
 
 GROUPS = ("task", "model", "training", "run")
@@ -67,8 +67,9 @@ class Config:
                           "or 10% of --train_dir).")
     label_from: str = _field("training", "prefix", LabelRule.HELP)
     synthetic_mix: float = _field("training", -1.0, "With train_dir: the fraction of each batch that is synthetic "
-                                  "captchas of the same charset, lengths and size (-1: by the folder's size: 0 up to 500 "
-                                  "training images, 0.5 up to 1000, 0.25 up to 5000, else 0).")
+                                  "captchas of the same charset, lengths and size (-1: by the folder's size: 0 up to "
+                                  f"{inventory.FEW_IMAGES} training images, 0.5 up to {inventory.SOME_IMAGES}, 0.25 "
+                                  f"up to {inventory.MANY_IMAGES}, else 0).")
     init_from: str = _field("training", "", "Start from this saved model (a name or folder): its architecture, and "
                             "its weights wherever they fit ('' to start from scratch).")
     val_size: int = _field("training", 2000, "Number of synthetic validation images when val_dir is empty.")

@@ -169,13 +169,31 @@ def describe_folder(folder: str, label_from: str = "prefix") -> dict:
             "height": height, "images": len(paths), "source": f"the names and sizes of the images in {folder}"}
 
 
+# The folder sizes (labelled training images) at which the small-data defaults change (docs/REAL_DATA.md):
+# the schedule (`folder_steps`), the synthetic share of each batch (`folder_synthetic_share`), whether
+# validation may stop training early, and how often it is measured (`fill_from_folder`).
+FEW_IMAGES, SOME_IMAGES, MANY_IMAGES = 500, 1000, 5000
+
+
 def folder_steps(images: int) -> int:
     """Training steps for a folder of `images` labelled images (docs/REAL_DATA.md).
 
     captcha_images_v2: 200 images read 98.6% after 1200 steps; 832 images only 95.7% after 1200 steps,
     but 99.0-99.5% after 1800-2250 (12-14 minutes on 2 CPU cores), so 500-1000 images get 2000.
     """
-    return 1200 if images <= 500 else 2000 if images <= 1000 else 3000 if images <= 5000 else 6000
+    return (1200 if images <= FEW_IMAGES else 2000 if images <= SOME_IMAGES
+            else 3000 if images <= MANY_IMAGES else 6000)
+
+
+def folder_synthetic_share(images: int) -> float:
+    """The share of synthetic captchas in each batch when training on `images` labelled images.
+
+    None up to FEW_IMAGES: from 200 captcha_images_v2 images, half of every batch synthetic left two of
+    five runs on CTC's blank plateau for all 1200 steps (they read nothing), while the folder's images
+    alone learnt in every fold and read as well where both learnt (docs/REAL_DATA.md). Then half, a
+    quarter, and none above MANY_IMAGES.
+    """
+    return 0.0 if images <= FEW_IMAGES else 0.5 if images <= SOME_IMAGES else 0.25 if images <= MANY_IMAGES else 0.0
 
 
 def fill_from_folder(config, given) -> tuple:
@@ -191,10 +209,10 @@ def fill_from_folder(config, given) -> tuple:
         width, height = max(16, round(width * MAX_MODEL_HEIGHT / height / 4) * 4), MAX_MODEL_HEIGHT
     task = {"charset": found["charset"], "min_length": found["min_length"], "max_length": found["max_length"],
             "width": width, "height": height}
-    small = found["images"] <= 5000
+    small = found["images"] <= MANY_IMAGES
     training = {"style": "varied", "eval_every_steps": 100 if small else 250, "patience": 20 if small else 10,
                 "max_steps": folder_steps(found["images"]), "target_accuracy": 1.0}
-    if found["images"] <= 1000:  # its validation set is too small to stop on: run the whole short schedule
+    if found["images"] <= SOME_IMAGES:  # its validation set is too small to stop on: run the whole short schedule
         training["min_steps"] = training["max_steps"] if "max_steps" not in given else config.max_steps
     changes = {k: v for k, v in {**task, **training}.items() if k not in given}
     notes = [f"{found['images']} images in {config.train_dir}; from {found['source']}, chose "

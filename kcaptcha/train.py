@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from kcaptcha import callbacks as kc_callbacks
-from kcaptcha import data, distribute, files, models, plots, saving, transfer
+from kcaptcha import data, distribute, files, inventory, models, plots, saving, transfer
 from kcaptcha.config import Config
 from kcaptcha.pool import CaptchaPool
 from kcaptcha.vocab import Vocab
@@ -67,19 +67,13 @@ def evaluation_sets(config) -> Dict[str, data.LabelledImages]:
 
 
 def synthetic_fraction(config, train_files) -> float:
-    """The share of synthetic captchas in each batch: all without files, else `synthetic_mix` (or by size).
-
-    By size: none up to 500 training images, half up to 1000, a quarter up to 5000, none above. Up to 500:
-    from 200 captcha_images_v2 images, half of every batch synthetic left two of five runs on CTC's blank
-    plateau for all 1200 steps (they read nothing), while the folder's images alone learnt in every fold
-    and read as well where both learnt (docs/REAL_DATA.md).
-    """
+    """The share of synthetic captchas in each batch: all without files, else `synthetic_mix`, or by the
+    folder's size (`inventory.folder_synthetic_share`)."""
     if train_files is None:
         return 1.0
     if config.synthetic_mix >= 0:
         return config.synthetic_mix
-    count = len(train_files[0])
-    return 0.0 if count <= 500 else 0.5 if count <= 1000 else 0.25 if count <= 5000 else 0.0
+    return inventory.folder_synthetic_share(len(train_files[0]))
 
 
 @contextlib.contextmanager
