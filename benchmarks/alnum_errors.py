@@ -89,9 +89,7 @@ def main(argv):
     from kcaptcha.recognizer import load_model
 
     recognizer = load_model(FLAGS.model)
-    meta = recognizer.metadata
-    renderer = CaptchaRenderer(meta["charset"], meta["min_length"], meta["max_length"], meta["width"],
-                               meta["height"], seed=FLAGS.seed, style=(meta.get("config") or {}).get("style", "captcha"))
+    renderer = CaptchaRenderer.from_metadata(recognizer.metadata, FLAGS.seed)
     drawn = [render(renderer, i) for i in range(FLAGS.count)]
     readings = [p.text for p in recognizer.predict([image for _, image, _, _ in drawn])]
     results = {"model": FLAGS.model, "count": FLAGS.count, "seed": FLAGS.seed, "by_look": {}}

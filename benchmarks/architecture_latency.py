@@ -51,9 +51,7 @@ def main(argv):
             model = models.new_model(config)
             path = os.path.join(tmp, f"{index}.onnx")
             export._to_onnx(model, {"height": height, "width": width}, path)
-            renderer = CaptchaRenderer(config.charset, config.min_length, config.max_length, width, height,
-                                       seed=1, fonts=config.fonts, style=config.style)
-            calibration = render_arrays(renderer, 256)[0][..., None].astype(np.float32) / 255.0
+            calibration = render_arrays(CaptchaRenderer.from_config(config, seed=1), 256)[0][..., None].astype(np.float32) / 255.0
             export._quantize(path, path + ".int8", calibration)
             sessions[candidate] = (export.onnx_session(path + ".int8", spin=True), config, model.count_params())
         single = {c: [] for c in sessions}

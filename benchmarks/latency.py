@@ -29,9 +29,7 @@ def measure(recognizer, label):
 
     from kcaptcha.generate import CaptchaRenderer
 
-    meta = recognizer.metadata
-    renderer = CaptchaRenderer(meta["charset"], meta["min_length"], meta["max_length"], meta["width"],
-                               meta["height"], seed=4242, style=(meta.get("config") or {}).get("style", "captcha"))
+    renderer = CaptchaRenderer.from_metadata(recognizer.metadata, 4242)
     images = [renderer.render(i)[1] for i in range(64)]
     for image in images[:10]:
         recognizer.predict(image)

@@ -43,12 +43,7 @@ def _captchas(metadata: dict, count: int, seed: int) -> np.ndarray:
     """`count` synthetic captchas of the model's task, in the look it was trained on."""
     from kcaptcha.generate import CaptchaRenderer, render_arrays
 
-    config = metadata.get("config") or {}
-    fonts = [font for font in config.get("fonts", []) if os.path.isfile(font)]
-    renderer = CaptchaRenderer(metadata["charset"], metadata["min_length"], metadata["max_length"],
-                               metadata["width"], metadata["height"], seed=seed, fonts=fonts,
-                               style=config.get("style", "captcha"))
-    pixels, _ = render_arrays(renderer, count)
+    pixels, _ = render_arrays(CaptchaRenderer.from_metadata(metadata, seed), count)
     return pixels[..., None].astype(np.float32) / 255.0
 
 

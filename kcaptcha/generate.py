@@ -80,6 +80,14 @@ class CaptchaRenderer:
         return cls(config.charset, config.min_length, config.max_length, config.width, config.height,
                    config.seed if seed is None else seed, config.fonts, config.style)
 
+    @classmethod
+    def from_metadata(cls, metadata: dict, seed: int) -> "CaptchaRenderer":
+        """Captchas of a saved model's task, in the look it was trained on (its fonts still on this machine)."""
+        config = metadata.get("config") or {}
+        fonts = [font for font in config.get("fonts", []) if os.path.isfile(font)]
+        return cls(metadata["charset"], int(metadata["min_length"]), int(metadata["max_length"]),
+                   int(metadata["width"]), int(metadata["height"]), seed, fonts, config.get("style", "captcha"))
+
     def _draw_label(self, index: int) -> Tuple[SeededSecrets, str]:
         rng = SeededSecrets(f"kcaptcha/{self.seed}/{index}")
         length = rng.randint(self.min_length, self.max_length)

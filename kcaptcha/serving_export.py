@@ -168,10 +168,7 @@ def agreement(model_dir: str, pil_images, texts, confidences) -> dict:
 def _fresh_captchas(metadata: dict, count: int, seed: int):
     from kcaptcha.generate import CaptchaRenderer
 
-    config = metadata.get("config") or {}
-    renderer = CaptchaRenderer(metadata["charset"], metadata["min_length"], metadata["max_length"],
-                               metadata["width"], metadata["height"], seed=seed,
-                               style=config.get("style", "captcha"))
+    renderer = CaptchaRenderer.from_metadata(metadata, seed)
     return [renderer.render(index)[1] for index in range(count)]
 
 
