@@ -46,6 +46,27 @@ def test_onnx_backend_without_an_export_is_a_clear_error(smoke_model_dir):
     assert kcaptcha.load_model(smoke_model_dir).backend == "keras"
 
 
+def test_int8_backend_runs_the_int8_export_even_below_the_agreement_bar(exported_dir, tmp_path):
+    doubtful = tmp_path / "doubtful"
+    shutil.copytree(exported_dir, doubtful)
+    metadata = json.loads((doubtful / "metadata.json").read_text())
+    metadata["export"]["int8_agreement"] = export.MIN_AGREEMENT - 0.01
+    (doubtful / "metadata.json").write_text(json.dumps(metadata))
+    assert kcaptcha.load_model(str(doubtful)).backend == "onnx (model.onnx)"  # auto: the float export
+    assert kcaptcha.load_model(str(doubtful), backend="int8").backend == "onnx (model.int8.onnx)"
+
+
+def test_int8_backend_without_an_int8_export_is_a_clear_error(exported_dir, smoke_model_dir, tmp_path):
+    float_only = tmp_path / "float_only"
+    shutil.copytree(exported_dir, float_only)
+    metadata = json.loads((float_only / "metadata.json").read_text())
+    del metadata["export"]["int8"]
+    (float_only / "metadata.json").write_text(json.dumps(metadata))
+    for folder in (float_only, smoke_model_dir):
+        with pytest.raises(ValueError, match="no int8 ONNX export"):
+            kcaptcha.load_model(str(folder), backend="int8")
+
+
 def test_damaged_onnx_file_names_the_folder(exported_dir, tmp_path):
     damaged = tmp_path / "damaged"
     shutil.copytree(exported_dir, damaged)

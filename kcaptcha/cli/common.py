@@ -32,8 +32,10 @@ def define_model_flags() -> None:
 
     flags.DEFINE_string("model", "digits", "A model name (./saved_models/<name>, else a shipped one) or a model "
                         "folder.")
-    flags.DEFINE_enum("backend", "auto", ["auto", "keras", "onnx"], "Inference engine (auto: the exported ONNX "
-                      "model when it agrees with Keras, else Keras).")
+    from kcaptcha.recognizer import BACKENDS
+
+    flags.DEFINE_enum("backend", "auto", BACKENDS, "Inference engine (auto: the exported ONNX model when it agrees "
+                      "with Keras, else Keras; int8: the int8 export even where it agrees less).")
     flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal).")
     define_flags(fields=("label_from",))
 
