@@ -50,9 +50,9 @@ def main(argv):
             config = base.replace(conv_filters=filters, width=width, height=height)
             model = models.new_model(config)
             path = os.path.join(tmp, f"{index}.onnx")
-            export._to_onnx(model, {"height": height, "width": width}, path)
+            export.to_onnx(model, {"height": height, "width": width}, path)
             calibration = render_arrays(CaptchaRenderer.from_config(config, seed=1), 256)[0][..., None].astype(np.float32) / 255.0
-            export._quantize(path, path + ".int8", calibration)
+            export.to_int8(path, path + ".int8", calibration)
             sessions[candidate] = (export.onnx_session(path + ".int8", spin=True), config, model.count_params())
         single = {c: [] for c in sessions}
         batched = {c: [] for c in sessions}

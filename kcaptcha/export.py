@@ -70,7 +70,8 @@ def _own_images(metadata: dict, calibration_size: int, check_size: int, seed: in
     return load(train_paths[:calibration_size]), load(check_paths[:check_size]), where
 
 
-def _to_onnx(model, metadata: dict, path: str) -> None:
+def to_onnx(model, metadata: dict, path: str) -> None:
+    """Writes `model` (input [batch, metadata height, width, 1]) to `path` as float32 ONNX, atomically."""
     import tensorflow as tf
     import tf2onnx
 
@@ -81,7 +82,9 @@ def _to_onnx(model, metadata: dict, path: str) -> None:
         tf2onnx.convert.from_function(function, input_signature=signature, opset=17, output_path=tmp)
 
 
-def _quantize(source: str, destination: str, calibration: np.ndarray) -> None:
+def to_int8(source: str, destination: str, calibration: np.ndarray) -> None:
+    """Writes the int8 (QDQ, per-channel 7-bit weights) version of ONNX `source` to `destination`, its
+    activation ranges calibrated on the float32 `calibration` images [n, height, width, 1]."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -140,13 +143,13 @@ def export_onnx(model_dir: str, quantize: bool = True, calibration_size: int = 5
     def read(logits):
         return decoding.decode(logits, metadata["output"], vocab)
 
-    _to_onnx(model, metadata, os.path.join(model_dir, ONNX_FILE))
+    to_onnx(model, metadata, os.path.join(model_dir, ONNX_FILE))
     calibration, check, where = _own_images(metadata, calibration_size, check_size, seed)
     reference = read(model.predict(check, batch_size=256, verbose=0))
     exported = read(onnx_session(os.path.join(model_dir, ONNX_FILE)).run(None, {INPUT_NAME: check})[0])
     entry = {"onnx": ONNX_FILE, **{f"onnx_{k}": v for k, v in compare(reference, exported).items()}}
     if quantize:
-        _quantize(os.path.join(model_dir, ONNX_FILE), os.path.join(model_dir, INT8_FILE), calibration)
+        to_int8(os.path.join(model_dir, ONNX_FILE), os.path.join(model_dir, INT8_FILE), calibration)
         quantized = read(onnx_session(os.path.join(model_dir, INT8_FILE)).run(None, {INPUT_NAME: check})[0])
         entry.update({"int8": INT8_FILE, **{f"int8_{k}": v for k, v in compare(reference, quantized).items()}})
     entry.update(check_images=len(check), calibration_images=len(calibration), images_from=where)
