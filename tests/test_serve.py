@@ -370,6 +370,14 @@ def test_model_names_must_be_unique_and_fit_in_a_url():
         serve.load_recognizers([f"a/b={MODEL}"])
 
 
+def test_served_models_run_on_the_backend_asked_for(monkeypatch):
+    assert serve.load_recognizers([MODEL])[MODEL].backend == "onnx (model.int8.onnx)"
+    assert serve.load_recognizers([MODEL], backend="keras")[MODEL].backend == "keras"
+    monkeypatch.setenv("KCAPTCHA_SERVE_OPTIONS", json.dumps({"models": [MODEL], "backend": "keras"}))
+    worker = serve.app_from_environment()  # what each of bin/serve --workers=N processes builds
+    assert worker.state.service.recognizers[MODEL].backend == "keras"
+
+
 def test_cli_names_a_missing_model():
     result = subprocess.run([sys.executable, SERVE, "--models=/nonexistent/model", f"--port={free_local_ports(1)[0]}"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,

@@ -1,5 +1,5 @@
 """bin/serve --models=digits[,name=path/to/model] [--host=127.0.0.1] [--port=9999] [--save_uploads=uploads]
-             [--review_dir=collected]
+             [--review_dir=collected] [--backend=int8]
 
 Serves the models over HTTP (FastAPI + uvicorn): the upload page at `/`, the parent project's `POST /b`,
 `POST /v1/models/{name}/predict`, `GET /v1/models`, liveness at `/healthz`, readiness at `/readyz`,
@@ -11,9 +11,12 @@ pixels, time); past the service's capacity it is answered 503 with Retry-After. 
 from absl import flags
 
 from kcaptcha.cli import common
+from kcaptcha.recognizer import BACKENDS
 
 flags.DEFINE_list("models", ["digits"], "Models to serve: shipped names or folders, optionally renamed as "
                   "name=path. The first is the default of POST /b.")
+flags.DEFINE_enum("backend", "auto", BACKENDS, "Inference engine for every model (auto: the exported ONNX model "
+                  "when it agrees with Keras, else Keras; int8: the int8 export even where it agrees less).")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface).")
 flags.DEFINE_integer("port", 9999, "Port to listen on.", lower_bound=1, upper_bound=65535)
 flags.DEFINE_string("save_uploads", None, "Folder to save the uploads of answered requests to, as "
@@ -57,7 +60,8 @@ def main(argv):
         Limits(**limits)
     except ValueError as error:  # a check across flags
         raise common.UsageError(str(error)) from None
-    run_server(FLAGS.models, host=FLAGS.host, port=FLAGS.port, workers=FLAGS.workers, access_log=FLAGS.access_log,
+    run_server(FLAGS.models, host=FLAGS.host, port=FLAGS.port, workers=FLAGS.workers, backend=FLAGS.backend,
+               access_log=FLAGS.access_log,
                save_uploads=FLAGS.save_uploads, save_uploads_max_mb=FLAGS.save_uploads_max_mb,
                review_dir=FLAGS.review_dir,
                max_batch_size=FLAGS.max_batch_size, max_wait_ms=FLAGS.max_wait_ms, **limits)

@@ -69,19 +69,21 @@ def model_dirs(specs: Sequence[str]) -> Dict[str, str]:
     return named
 
 
-def load_recognizers(specs: Sequence[str]) -> Dict[str, object]:
-    """`["digits", "fast=path/to/model"]` -> {name: Recognizer}, named by their metadata unless `name=`."""
+def load_recognizers(specs: Sequence[str], backend: str = "auto") -> Dict[str, object]:
+    """`["digits", "fast=path/to/model"]` -> {name: Recognizer}, named by their metadata unless `name=`;
+    `backend` as `kcaptcha.load_model`'s."""
     named = model_dirs(specs)  # every folder checked before the slow loading starts
     from kcaptcha.recognizer import Recognizer
 
-    return {name: Recognizer(model_dir, spin=False) for name, model_dir in named.items()}  # the loop needs the cores
+    # spin=False: the event loop and the decoders need the cores between model calls
+    return {name: Recognizer(model_dir, backend, spin=False) for name, model_dir in named.items()}
 
 
 def app_from_environment() -> FastAPI:
     """The app for one of several uvicorn worker processes (`run_server(workers=N)`)."""
     options = json.loads(os.environ[_OPTIONS_VARIABLE])
     HeaderDeadlineProtocol.header_timeout = options.get("header_timeout", Limits.header_timeout)
-    return create_app(load_recognizers(options.pop("models")), **options)
+    return create_app(load_recognizers(options.pop("models"), options.pop("backend", "auto")), **options)
 
 
 def log_config() -> dict:
@@ -95,8 +97,8 @@ def log_config() -> dict:
 
 
 def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999, workers: int = 1,
-               **app_options) -> None:
-    """Loads `models` and serves them with uvicorn until interrupted.
+               backend: str = "auto", **app_options) -> None:
+    """Loads `models` (on `backend`, as `kcaptcha.load_model`'s) and serves them with uvicorn until interrupted.
 
     With `workers` > 1, uvicorn runs that many processes, each with its own copy of the models, batching and
     metrics: on several cores, request parsing then runs in parallel too. The parent process only checks
@@ -110,10 +112,10 @@ def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999,
                           http=HeaderDeadlineProtocol)
     if workers > 1:
         model_dirs(models)  # fail here, with a clear message, rather than in every worker
-        os.environ[_OPTIONS_VARIABLE] = json.dumps({"models": list(models), **app_options})
+        os.environ[_OPTIONS_VARIABLE] = json.dumps({"models": list(models), "backend": backend, **app_options})
         print(f"Serving {', '.join(models)} on http://{host}:{port}/ with {workers} worker processes", flush=True)
         uvicorn.run(f"{__name__}:{app_from_environment.__name__}", factory=True, workers=workers, **server_options)
         return
-    app = create_app(load_recognizers(models), **app_options)
+    app = create_app(load_recognizers(models, backend), **app_options)
     print(f"Serving {', '.join(app.state.model_names)} on http://{host}:{port}/ (API docs at /docs)", flush=True)
     uvicorn.run(app, **server_options)
