@@ -59,7 +59,8 @@ def test_the_source_decides_the_model_fields_unless_given(source_model):
     config = Config(init_from=source_model, conv_filters=(4, 8))
     chosen, notes = transfer.fill_from_source(config, given={"init_from"})
     source = Config.from_dict(json.loads(open(os.path.join(source_model, "metadata.json")).read())["config"])
-    assert chosen.conv_filters == source.conv_filters and chosen.learning_rate == transfer.FINE_TUNE_LEARNING_RATE
+    assert chosen.conv_filters == source.conv_filters
+    assert chosen.learning_rate == config.learning_rate  # the run's own rate: a lower one fine-tuned worse
     kept, _ = transfer.fill_from_source(config, given={"init_from", "conv_filters", "learning_rate"})
     assert kept.conv_filters == (4, 8) and kept.learning_rate == config.learning_rate
     assert notes and source_model in notes[0]
