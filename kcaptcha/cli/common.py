@@ -26,6 +26,10 @@ class UsageError(Exception):
     """A mistake in how a command was called; printed as one line, exit status 2."""
 
 
+BACKEND_HELP = ("Inference engine (auto: the exported ONNX model when it agrees with Keras, else Keras; int8: the "
+                "int8 export even where it agrees less).")
+
+
 def define_model_flags() -> None:
     """--model, --backend, --progress and --label_from, for the commands that read images with a saved model."""
     from kcaptcha.flags import define_flags
@@ -34,8 +38,7 @@ def define_model_flags() -> None:
                         "folder.")
     from kcaptcha.recognizer import BACKENDS
 
-    flags.DEFINE_enum("backend", "auto", BACKENDS, "Inference engine (auto: the exported ONNX model when it agrees "
-                      "with Keras, else Keras; int8: the int8 export even where it agrees less).")
+    flags.DEFINE_enum("backend", "auto", BACKENDS, BACKEND_HELP)
     flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal).")
     define_flags(fields=("label_from",))
 

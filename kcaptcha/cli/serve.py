@@ -15,8 +15,7 @@ from kcaptcha.recognizer import BACKENDS
 
 flags.DEFINE_list("models", ["digits"], "Models to serve: shipped names or folders, optionally renamed as "
                   "name=path. The first is the default of POST /b.")
-flags.DEFINE_enum("backend", "auto", BACKENDS, "Inference engine for every model (auto: the exported ONNX model "
-                  "when it agrees with Keras, else Keras; int8: the int8 export even where it agrees less).")
+flags.DEFINE_enum("backend", "auto", BACKENDS, common.BACKEND_HELP)
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface).")
 flags.DEFINE_integer("port", 9999, "Port to listen on.", lower_bound=1, upper_bound=65535)
 flags.DEFINE_string("save_uploads", None, "Folder to save the uploads of answered requests to, as "
