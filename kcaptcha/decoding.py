@@ -51,36 +51,126 @@ def decode(logits: np.ndarray, output: str, vocab) -> List[Prediction]:
 
 
 def _decode_ctc(logits: np.ndarray, vocab) -> List[Prediction]:
-    """Greedy CTC decoding of a batch of per-frame logits [batch, frames, len(charset) + 1].
+    """CTC decoding of a batch of per-frame logits [batch, frames, len(charset) + 1].
 
-    The best class of each frame, repeats collapsed, blanks (the last class) dropped. A character's
-    confidence is the highest probability among the frames that spelled it; the text's is the product of
-    its characters' confidences, as for position heads. Not the best path's probability (every frame's
-    product, blanks included): that averaged 0.75 on readings the digits model got 100% right, int8
+    Greedy first: the best class of each frame, repeats collapsed, blanks (the last class) dropped. A
+    character's confidence is the highest probability among the frames that spelled it; the text's is the
+    product of its characters' confidences, as for position heads. Not the best path's probability (every
+    frame's product, blanks included): that averaged 0.75 on readings the digits model got 100% right, int8
     rounding compounded over every frame moved it by 0.034 on average (this: 0.0001). On alnum's held-out
-    captchas this ranks a misread below a right reading 92% of the time. A text whose length is outside
-    the model's min_length..max_length gets confidence 0: it cannot be right.
+    captchas this ranks a misread below a right reading 92% of the time.
 
-    Only each frame's best probability is needed, 1 / sum(exp(logits - max)), so the full softmax is not
-    computed: the same figures as `softmax(logits).max(-1)`, in half the time for one image.
+    A greedy text whose length is outside the model's min_length..max_length cannot be right (most often a
+    letter of a run like "nn" lost to a frame the model was unsure of). Such an image is read again as the
+    most probable frame path of an allowed length (`best_paths_of_length`); its confidence is scaled by that
+    path's probability relative to the greedy path's, so a forced reading ranks as unsure as it is. Where
+    no path of an allowed length exists (fewer frames than min_length), the greedy text stays, confidence 0.
+
+    Only each frame's best probability is needed for the greedy reading, 1 / sum(exp(logits - max)), so the
+    full softmax is not computed: the same figures as `softmax(logits).max(-1)`, in half the time for one
+    image.
     """
     logits = np.asarray(logits, np.float32)
     best_logits = logits.max(axis=-1, keepdims=True)
     best = 1.0 / np.exp(logits - best_logits).sum(axis=-1)
-    blank, charset = len(vocab.charset), vocab.charset
-    results = []
-    for row_ids, row_best in zip(logits.argmax(axis=-1).tolist(), best.tolist()):  # Python numbers: faster
-        text, char_confidences, previous = [], [], blank
-        for class_id, probability in zip(row_ids, row_best):
-            if class_id != blank and class_id != previous:
-                text.append(charset[class_id])
-                char_confidences.append(probability)
-            elif class_id != blank:
-                char_confidences[-1] = max(char_confidences[-1], probability)
-            previous = class_id
-        confidence = math.prod(char_confidences) if vocab.min_length <= len(text) <= vocab.max_length else 0.0
-        results.append(Prediction("".join(text), confidence, tuple(char_confidences)))
+    results = [_collapse(row_ids, row_best, vocab.charset)
+               for row_ids, row_best in zip(logits.argmax(axis=-1).tolist(), best.tolist())]  # Python numbers: faster
+    redo = [i for i, p in enumerate(results) if not vocab.min_length <= len(p.text) <= vocab.max_length]
+    if redo:
+        log_probs = log_softmax(logits[redo])
+        paths, scores = best_paths_of_length(log_probs, vocab.min_length, vocab.max_length)
+        greedy_scores = np.log(best[redo]).sum(axis=-1)
+        path_probabilities = np.exp(np.take_along_axis(log_probs, paths[..., None], axis=-1)[..., 0])
+        for i, path, score, greedy, probabilities in zip(redo, paths.tolist(), scores, greedy_scores,
+                                                          path_probabilities.tolist()):
+            if score < IMPOSSIBLE / 2:
+                results[i] = Prediction(results[i].text, 0.0, results[i].char_confidences)
+                continue
+            reading = _collapse(path, probabilities, vocab.charset)
+            ratio = math.exp(min(0.0, float(score) - float(greedy)))  # the path's probability / the greedy path's
+            results[i] = Prediction(reading.text, reading.confidence * ratio, reading.char_confidences)
     return results
+
+
+def _collapse(ids, probabilities, charset: str) -> Prediction:
+    """A frame path's text (repeats collapsed, blanks dropped) and each character's best frame probability."""
+    blank = len(charset)
+    text, char_confidences, previous = [], [], blank
+    for class_id, probability in zip(ids, probabilities):
+        if class_id != blank and class_id != previous:
+            text.append(charset[class_id])
+            char_confidences.append(probability)
+        elif class_id != blank:
+            char_confidences[-1] = max(char_confidences[-1], probability)
+        previous = class_id
+    return Prediction("".join(text), math.prod(char_confidences), tuple(char_confidences))
+
+
+IMPOSSIBLE = -1e9  # the log-probability of a path that cannot be (finite: no inf - inf)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.asarray(logits, np.float32) - np.max(logits, axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def best_paths_of_length(log_probs: np.ndarray, min_length: int, max_length: int):
+    """The most probable CTC frame path of each row whose text has min_length..max_length characters.
+
+    Viterbi over the states (characters spelled so far, the last frame's class): a blank frame keeps the
+    count, a frame of the last frame's character continues that character, any other character starts the
+    next one. `serving_export.read_logits` runs the same steps in TensorFlow.
+
+    Args:
+        log_probs: float32 [n, frames, classes] log-probabilities, the last class the blank.
+    Returns:
+        (paths, scores): int [n, frames] class ids and float32 [n] log-probabilities; a score below
+        IMPOSSIBLE / 2 means no path of an allowed length exists.
+    """
+    n, frames, classes = log_probs.shape
+    blank, rows = classes - 1, max_length + 1
+    chars = np.arange(blank)
+    at, row = np.ogrid[:n, :rows]
+    score = np.full((n, rows, classes), IMPOSSIBLE, np.float32)
+    score[:, 0, blank] = 0.0  # before the first frame: nothing spelled
+    enter = np.full((n, rows, blank), IMPOSSIBLE, np.float32)  # row 0 stays impossible: no character before
+    best_before, stayed, entered_from = [], [], []
+    for t in range(frames):
+        first = score.argmax(axis=-1)  # [n, rows]
+        top = score[at, row, first]
+        others = score.copy()
+        others[at, row, first] = IMPOSSIBLE
+        second = others.argmax(axis=-1)
+        # Character c starts the k-th character from the best state of k - 1 characters whose class isn't c.
+        is_first = first[:, :-1, None] == chars
+        enter[:, 1:] = np.where(is_first, others[at, row, second][:, :-1, None], top[:, :-1, None])
+        source = np.zeros((n, rows, blank), first.dtype)
+        source[:, 1:] = np.where(is_first, second[:, :-1, None], first[:, :-1, None])
+        stay = score[:, :, :blank] >= enter
+        new = np.empty_like(score)
+        new[:, :, blank] = log_probs[:, t, None, blank] + top
+        new[:, :, :blank] = log_probs[:, t, None, :blank] + np.where(stay, score[:, :, :blank], enter)
+        best_before.append(first)
+        stayed.append(stay)
+        entered_from.append(source)
+        score = new
+    ends = score.max(axis=-1)  # [n, rows]
+    ends[:, :min_length] = IMPOSSIBLE
+    count = ends.argmax(axis=-1)
+    at = np.arange(n)  # from here on, one state per row
+    symbol = score[at, count].argmax(axis=-1)
+    scores = ends[at, count]
+    paths = np.empty((n, frames), np.int64)
+    for t in reversed(range(frames)):
+        paths[:, t] = symbol
+        is_blank = symbol == blank
+        char = np.minimum(symbol, blank - 1)
+        kept = stayed[t][at, count, char]
+        previous = np.where(is_blank, best_before[t][at, count],
+                            np.where(kept, symbol, entered_from[t][at, count, char]))
+        count = np.where(is_blank | kept, count, count - 1)
+        symbol = previous
+    return paths, scores
 
 
 def _decode_positions(probabilities: np.ndarray, vocab) -> List[Prediction]:

@@ -8,11 +8,12 @@
   images with the platform's own decoders), and returns `ids` (int32 [n, characters], -1 past the text's
   end: indices into the charset) and `confidence`. The charset and input size go to `<file>.json` beside it.
 
-Both read greedily as `kcaptcha.decoding` does: per position (softmax or sigmoid: the best class, blanks
-dropped) or per CTC frame (the best class, repeats collapsed, blanks dropped); the confidence is the product
-of the best probabilities (per position; for CTC per character, each its best frame's), and 0 for a CTC
-text whose length the model never reads. Each export is checked
-against the Keras `Recognizer` on fresh captchas, and its agreement returned.
+Both read as `kcaptcha.decoding` does: per position (softmax or sigmoid: the best class, blanks dropped) or
+per CTC frame (the best class, repeats collapsed, blanks dropped); the confidence is the product of the best
+probabilities (per position; for CTC per character, each its best frame's). A CTC text whose length the
+model never reads is read again as the best frame path of an allowed length, its confidence scaled by that
+path's probability relative to the greedy one's. Each export is checked against the Keras `Recognizer` on
+fresh captchas, and its agreement returned.
 """
 
 import io
@@ -22,7 +23,7 @@ import tempfile
 
 import numpy as np
 
-from kcaptcha import files, images, saving
+from kcaptcha import decoding, files, images, saving
 
 MIN_AGREEMENT = 0.998
 SIGNATURE_INPUT = "image_bytes"
@@ -36,17 +37,82 @@ def read_logits(logits, metadata: dict):
     logits = tf.cast(logits, tf.float32)
     probabilities = tf.math.sigmoid(logits) if output == "sigmoid" else tf.nn.softmax(logits, axis=-1)
     ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)  # [n, positions or frames]
-    confidence = tf.reduce_prod(tf.reduce_max(probabilities, axis=-1), axis=-1)
-    keep = ids < num_chars  # drops the blank (the padding class, or CTC's last class)
-    if output == "ctc":
-        spelled = keep  # frames that spell a character
-        previous = tf.concat([tf.fill(tf.shape(ids[:, :1]), num_chars), ids[:, :-1]], axis=1)
-        keep = tf.logical_and(keep, tf.not_equal(ids, previous))  # a repeat is the same character
-        confidence = _character_product(tf.reduce_max(probabilities, axis=-1), spelled, keep)
-        length = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
-        possible = tf.logical_and(length >= metadata["min_length"], length <= metadata["max_length"])
-        confidence = tf.where(possible, confidence, tf.zeros_like(confidence))
+    if output != "ctc":
+        keep = ids < num_chars  # drops the blank (the padding class)
+        return _compact(ids, keep), tf.reduce_prod(tf.reduce_max(probabilities, axis=-1), axis=-1)
+    min_length, max_length = int(metadata["min_length"]), int(metadata["max_length"])
+    greedy_length = tf.reduce_sum(tf.cast(_ctc_starts(ids, num_chars), tf.int32), axis=1)
+    in_range = tf.logical_and(greedy_length >= min_length, greedy_length <= max_length)
+    # Greedy readings of a length the model never reads are read again as the best path of an allowed one.
+    log_probs = tf.nn.log_softmax(logits, axis=-1)
+    paths, scores = _best_paths_of_length(log_probs, min_length, max_length)
+    redo = tf.logical_and(tf.logical_not(in_range), scores > decoding.IMPOSSIBLE / 2)
+    ids = tf.where(redo[:, None], paths, ids)
+    chosen = tf.reduce_sum(tf.one_hot(ids, num_chars + 1, dtype=tf.float32) * probabilities, axis=-1)
+    keep = _ctc_starts(ids, num_chars)
+    confidence = _character_product(chosen, ids < num_chars, keep)
+    greedy_score = tf.reduce_sum(tf.reduce_max(log_probs, axis=-1), axis=-1)
+    ratio = tf.exp(tf.minimum(scores - greedy_score, 0.0))  # the path's probability / the greedy path's
+    confidence = tf.where(redo, confidence * ratio, tf.where(in_range, confidence, tf.zeros_like(confidence)))
     return _compact(ids, keep), confidence
+
+
+def _ctc_starts(ids, blank: int):
+    """Frames that start a character: not the blank, and not a repeat of the frame before."""
+    import tensorflow as tf
+
+    previous = tf.concat([tf.fill(tf.shape(ids[:, :1]), blank), ids[:, :-1]], axis=1)
+    return tf.logical_and(ids < blank, tf.not_equal(ids, previous))
+
+
+def _best_paths_of_length(log_probs, min_length: int, max_length: int):
+    """`decoding.best_paths_of_length` in TensorFlow, unrolled over the frames; one-hot sums instead of
+    gathers (TFLite builtins only). Returns (paths int32 [n, frames], scores float32 [n])."""
+    import tensorflow as tf
+
+    frames, classes = int(log_probs.shape[1]), int(log_probs.shape[2])
+    blank, rows = classes - 1, max_length + 1
+    n = tf.shape(log_probs)[0]
+    impossible = tf.constant(decoding.IMPOSSIBLE, tf.float32)
+    chars = tf.range(blank, dtype=tf.int32)
+    score = tf.where(tf.equal(tf.range(rows * classes), blank),  # row 0's blank: nothing spelled yet
+                     0.0, impossible)[None]
+    score = tf.reshape(tf.tile(score, [n, 1]), [n, rows, classes])
+    no_row = tf.fill([n, 1, blank], impossible)
+    steps = []
+    for t in range(frames):
+        first = tf.argmax(score, axis=-1, output_type=tf.int32)  # [n, rows]
+        top = tf.reduce_max(score, axis=-1)
+        others = tf.where(tf.one_hot(first, classes, on_value=True, off_value=False), impossible, score)
+        second = tf.argmax(others, axis=-1, output_type=tf.int32)
+        runner_up = tf.reduce_max(others, axis=-1)
+        is_first = tf.equal(first[:, :-1, None], chars)
+        enter = tf.concat([no_row, tf.where(is_first, runner_up[:, :-1, None], top[:, :-1, None])], axis=1)
+        source = tf.concat([tf.zeros([n, 1, blank], tf.int32),
+                            tf.where(is_first, second[:, :-1, None], first[:, :-1, None])], axis=1)
+        stay = score[:, :, :blank] >= enter
+        score = tf.concat([log_probs[:, t, None, :blank] + tf.where(stay, score[:, :, :blank], enter),
+                           log_probs[:, t, None, blank:] + top[:, :, None]], axis=-1)
+        steps.append((first, stay, source))
+    ends = tf.where(tf.range(rows) < min_length, impossible, tf.reduce_max(score, axis=-1))
+    count = tf.argmax(ends, axis=-1, output_type=tf.int32)
+    scores = tf.reduce_max(ends, axis=-1)
+
+    def at_count(values):  # values [n, rows, ...] at each row's state count
+        hot = tf.one_hot(count, rows, dtype=values.dtype)
+        return tf.reduce_sum(tf.reshape(hot, [n, rows] + [1] * (len(values.shape) - 2)) * values, axis=1)
+
+    symbol = tf.argmax(at_count(score), axis=-1, output_type=tf.int32)
+    path = []
+    for first, stay, source in reversed(steps):
+        path.append(symbol)
+        is_blank = tf.equal(symbol, blank)
+        char = tf.one_hot(tf.minimum(symbol, blank - 1), blank, dtype=tf.int32)
+        kept = tf.reduce_sum(at_count(tf.cast(stay, tf.int32)) * char, axis=-1) > 0
+        entered_from = tf.reduce_sum(at_count(source) * char, axis=-1)
+        symbol = tf.where(is_blank, at_count(first), tf.where(kept, symbol, entered_from))
+        count = tf.where(tf.logical_or(is_blank, kept), count, count - 1)
+    return tf.stack(path[::-1], axis=1), scores
 
 
 def _character_product(best, spelled, starts):

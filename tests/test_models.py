@@ -26,8 +26,56 @@ def test_ctc_decoding_collapses_repeats_and_drops_blanks():
     assert first.text == "aabc" and len(first.char_confidences) == 4
     assert first.confidence == pytest.approx(0.9 ** 4, rel=1e-3)  # its 4 characters', not its 10 frames'
     assert all(c == pytest.approx(0.9, rel=1e-3) for c in first.char_confidences)
-    assert too_short.text == "a" and too_short.confidence == 0.0  # outside min_length..max_length
-    assert too_long.text == "abcabc" and too_long.confidence == 0.0
+    # Greedy reads "a" and "abcabc", outside min_length..max_length: each is read again as the best path of
+    # an allowed length, its confidence scaled by that path's probability against the greedy one's.
+    assert too_short.text.startswith("a") and len(too_short.text) == 2 and too_short.confidence < 0.05
+    assert len(too_long.text) == 4 and too_long.confidence < 0.05
+
+
+def test_a_reading_of_impossible_length_is_replaced_by_the_best_one_of_an_allowed_length():
+    """A letter lost in a run ("ann" greedily read "an") comes back; a reading already in range is untouched."""
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.5, 0.4], [0.1, 0.8, 0.1]], np.float32)
+    logits = np.log(probabilities)[None]  # classes: a, n, blank; greedy path "a n n n" reads "an"
+    lost, = decoding.decode(logits, "ctc", Vocab("an", 3, 3))
+    assert lost.text == "ann"  # frame 2 read as the blank (0.4) instead of "n" (0.5) splits the run
+    assert lost.char_confidences == pytest.approx((0.8, 0.8, 0.8))
+    assert lost.confidence == pytest.approx(0.8 ** 3 * 0.4 / 0.5, rel=1e-4)
+    in_range, = decoding.decode(logits, "ctc", Vocab("an", 2, 3))
+    assert in_range.text == "an" and in_range.confidence == pytest.approx(0.8 * 0.8, rel=1e-4)
+    no_room, = decoding.decode(logits, "ctc", Vocab("an", 5, 5))  # 4 frames cannot spell 5 characters
+    assert no_room.text == "an" and no_room.confidence == 0.0
+
+
+def collapse(path, blank):
+    text, previous = [], blank
+    for symbol in path:
+        if symbol != blank and symbol != previous:
+            text.append(symbol)
+        previous = symbol
+    return text
+
+
+def test_best_paths_of_length_match_brute_force_over_every_path():
+    import itertools
+
+    rng = np.random.default_rng(7)
+    for case in range(60):
+        frames, classes = rng.integers(1, 6), rng.integers(2, 5)
+        min_length = int(rng.integers(0, 3))
+        max_length = min_length + int(rng.integers(0, 3))
+        log_probs = decoding.log_softmax(rng.normal(0, 2, (3, frames, classes)))
+        paths, scores = decoding.best_paths_of_length(log_probs, min_length, max_length)
+        for row in range(3):
+            allowed = [sum(log_probs[row, t, s] for t, s in enumerate(path))
+                       for path in itertools.product(range(classes), repeat=int(frames))
+                       if min_length <= len(collapse(path, classes - 1)) <= max_length]
+            if not allowed:
+                assert scores[row] < decoding.IMPOSSIBLE / 2
+                continue
+            assert scores[row] == pytest.approx(max(allowed), abs=1e-4), case
+            path = paths[row].tolist()
+            assert min_length <= len(collapse(path, classes - 1)) <= max_length
+            assert sum(log_probs[row, t, s] for t, s in enumerate(path)) == pytest.approx(scores[row], abs=1e-4)
 
 
 @pytest.mark.parametrize("architecture", ["ctc", "heads"])
