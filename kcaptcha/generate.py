@@ -52,6 +52,11 @@ LOOK_CAPTCHA_LIBRARY = "captcha library"
 LOOK_KCAPTCHA = "kcaptcha"
 
 
+def font_names(fonts: Sequence[str]) -> List[str]:
+    """The file names of font paths, without their folders (which differ from machine to machine)."""
+    return [os.path.basename(font) for font in fonts]
+
+
 class CaptchaRenderer:
     """Draws labelled captchas of one size and charset; `render(index)` is a pure function of the seed.
 

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from kcaptcha import callbacks as kc_callbacks
-from kcaptcha import data, distribute, files, inventory, models, plots, saving, transfer
+from kcaptcha import data, distribute, files, generate, inventory, models, plots, saving, transfer
 from kcaptcha.config import Config
 from kcaptcha.pool import CaptchaPool
 from kcaptcha.vocab import Vocab
@@ -275,6 +275,15 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
     return _summarise(config, model, model_dir, run, result, save_dir, overwrite)
 
 
+def _synthetic_fonts(config) -> dict:
+    """{"fonts": names} where synthetic captchas were drawn with fonts given or found on this machine (another
+    machine may find others, and draw other captchas from the same seed); {} for the library's own font."""
+    if config.train_dir:
+        return {}
+    fonts = generate.CaptchaRenderer.from_config(config).fonts
+    return {"fonts": generate.font_names(fonts)} if fonts else {}
+
+
 def _summarise(config, model, model_dir: str, run: dict, result: dict, save_dir: Optional[str],
                overwrite: bool) -> dict:
     """The chief's end of a run: learning curves, the summary, and the saved model (float32)."""
@@ -285,6 +294,7 @@ def _summarise(config, model, model_dir: str, run: dict, result: dict, save_dir:
                "wall_seconds": round(last_row(history).get("wall_seconds", 0.0), 1),
                "best_step": int(best["step"]) if "step" in best else None, "run_dir": model_dir,
                "run_id": run["run_id"], "data": config.train_dir or "synthetic (on the fly)",
+               **_synthetic_fonts(config),
                "initialized_from": run.get("initialized_from"),
                "metrics": {k: round(v, 5) for k, v in best.items() if k.startswith("val_")}}
     if best and best.get(MONITOR, 0.0) == 0.0:

@@ -103,6 +103,16 @@ def test_varied_style_is_reproducible_and_mixes_looks():
     assert len(backgrounds) >= 6  # colours and backgrounds vary from image to image
 
 
+def test_varied_style_names_the_fonts_it_found(tmp_path):
+    from kcaptcha.styles import find_fonts
+
+    result = generate(f"--output_dir={tmp_path}", "--count=2", "--style=varied", *TASK)
+    assert result.returncode == 0, result.stderr
+    fonts = find_fonts("abc")
+    assert f"with the {len(fonts)} fonts found on this machine" in result.stdout
+    assert all(os.path.basename(font) in result.stdout for font in fonts)
+
+
 def test_fonts_that_cannot_draw_the_charset_are_left_out():
     from kcaptcha.styles import find_fonts
 

@@ -59,6 +59,18 @@ def test_train_saves_model_metadata_logs_and_curves(tmp_path, smoke_config):
     assert metadata["output"] == "ctc" and metadata["training"]["steps"] == smoke_config.max_steps
     best = max(rows, key=lambda r: float(r["val_image_accuracy"]))
     assert metadata["metrics"]["val_image_accuracy"] == pytest.approx(float(best["val_image_accuracy"]), abs=1e-5)
+    assert "fonts" not in metadata["training"]  # the captcha library's own font
+
+
+def test_the_fonts_found_for_varied_synthetic_captchas_are_recorded(smoke_config):
+    """Another machine finds other fonts, and draws other captchas from the same seed: say which were used."""
+    from kcaptcha import train as train_module
+    from kcaptcha.styles import find_fonts
+
+    varied = smoke_config.replace(style="varied")
+    names = train_module._synthetic_fonts(varied)["fonts"]
+    assert names and names == [os.path.basename(path) for path in find_fonts(smoke_config.charset)]
+    assert train_module._synthetic_fonts(varied.replace(train_dir="/some/folder")) == {}
 
 
 def test_validation_scores_are_what_evaluate_computes(tmp_path, smoke_config):

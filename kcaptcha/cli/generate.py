@@ -26,11 +26,15 @@ def main(argv):
     config = common.config_or_exit()
     if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
         raise NotADirectoryError(f"--output_dir is a file, not a folder: {FLAGS.output_dir!r}")
-    from kcaptcha.generate import CaptchaRenderer, default_workers, write_images
+    from kcaptcha.generate import CaptchaRenderer, default_workers, font_names, write_images
 
     start = time.perf_counter()
-    summary = write_images(CaptchaRenderer.from_config(config), FLAGS.output_dir, FLAGS.count,
-                           workers=config.data_workers)
+    renderer = CaptchaRenderer.from_config(config)
+    if config.style == "varied" and not config.fonts:
+        print(f"--style=varied draws with the {len(renderer.fonts)} fonts found on this machine "
+              f"({', '.join(font_names(renderer.fonts))}); where other fonts are installed, the same seed "
+              f"draws other captchas (give --fonts to fix the set)", flush=True)
+    summary = write_images(renderer, FLAGS.output_dir, FLAGS.count, workers=config.data_workers)
     seconds = time.perf_counter() - start
     workers = default_workers(config.data_workers)
     print(f"{summary['written']} written, {summary['exists']} already existed in {FLAGS.output_dir} "
