@@ -158,9 +158,14 @@ def export_onnx(model_dir: str, quantize: bool = True, calibration_size: int = 5
     return entry
 
 
-def preferred_onnx_file(metadata: dict):
-    """The ONNX file a Recognizer should run, or None: int8 when it agrees with Keras, else float32."""
+def onnx_file(metadata: dict, backend: str = "auto"):
+    """The ONNX file a Recognizer runs for `backend`, or None: for "auto" and "onnx" int8 when it agrees with
+    Keras, else float32 when it does; for "int8" the int8 export whatever its agreement; for "keras" none."""
     entry = metadata.get("export") or {}
+    if backend == "int8":
+        return entry.get("int8")
+    if backend == "keras":
+        return None
     for kind in ("int8", "onnx"):
         if entry.get(kind) and entry.get(f"{kind}_agreement", 0.0) >= MIN_AGREEMENT:
             return entry[kind]

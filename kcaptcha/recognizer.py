@@ -31,16 +31,12 @@ class Recognizer:
         self.output = self.metadata["output"]
         self.vocab = Vocab(self.metadata["charset"], int(self.metadata["min_length"]), int(self.metadata["max_length"]))
         self._model = self.session = None  # session: the onnxruntime session, when it runs on ONNX
-        if backend == "int8":  # the user's choice, whatever its agreement with Keras
-            onnx_file = (self.metadata.get("export") or {}).get("int8")
-            if onnx_file is None:
-                raise ValueError(f"{self.model_dir} has no int8 ONNX export; run bin/export --model={self.model_dir}")
-        else:
-            onnx_file = None if backend == "keras" else export.preferred_onnx_file(self.metadata)
+        onnx_file = export.onnx_file(self.metadata, backend)
+        if backend in ("onnx", "int8") and onnx_file is None:
+            raise ValueError(f"{self.model_dir} has no {'int8 ' if backend == 'int8' else ''}ONNX export; "
+                             f"run bin/export --model={self.model_dir}")
         if onnx_file and backend == "auto" and not _has_module("onnxruntime"):
             onnx_file = None
-        if backend == "onnx" and onnx_file is None:
-            raise ValueError(f"{self.model_dir} has no exported ONNX model; run bin/export --model={self.model_dir}")
         if onnx_file:
             self.backend, self._infer = f"onnx ({onnx_file})", self._onnx_infer(onnx_file, spin)
         else:

@@ -39,7 +39,7 @@ def test_onnx_backend_reads_like_keras(exported_dir, smoke_config):
 
 
 def test_onnx_backend_without_an_export_is_a_clear_error(smoke_model_dir):
-    with pytest.raises(ValueError, match="no exported ONNX model"):
+    with pytest.raises(ValueError, match="has no ONNX export; run bin/export"):
         kcaptcha.load_model(smoke_model_dir, backend="onnx")
     with pytest.raises(ValueError, match="backend must be one of"):
         kcaptcha.load_model(smoke_model_dir, backend="tflite")
