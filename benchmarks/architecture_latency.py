@@ -40,7 +40,7 @@ def main(argv):
     import numpy as np
 
     from kcaptcha import export, models
-    from kcaptcha.generate import CaptchaRenderer, render_arrays
+    from kcaptcha.generate import CaptchaRenderer
 
     base = config_from_flags(FLAGS)
     sessions = {}
@@ -51,8 +51,7 @@ def main(argv):
             model = models.new_model(config)
             path = os.path.join(tmp, f"{index}.onnx")
             export.to_onnx(model, {"height": height, "width": width}, path)
-            calibration = render_arrays(CaptchaRenderer.from_config(config, seed=1), 256)[0][..., None].astype(np.float32) / 255.0
-            export.to_int8(path, path + ".int8", calibration)
+            export.to_int8(path, path + ".int8", export.model_inputs(CaptchaRenderer.from_config(config, seed=1), 256))
             sessions[candidate] = (export.onnx_session(path + ".int8", spin=True), config, model.count_params())
         single = {c: [] for c in sessions}
         batched = {c: [] for c in sessions}

@@ -40,10 +40,17 @@ def load_keras_model(model_dir: str):
 
 
 def _captchas(metadata: dict, count: int, seed: int) -> np.ndarray:
-    """`count` synthetic captchas of the model's task, in the look it was trained on."""
-    from kcaptcha.generate import CaptchaRenderer, render_arrays
+    """`count` synthetic captchas of the model's task, in the look it was trained on, as model inputs."""
+    from kcaptcha.generate import CaptchaRenderer
 
-    pixels, _ = render_arrays(CaptchaRenderer.from_metadata(metadata, seed), count)
+    return model_inputs(CaptchaRenderer.from_metadata(metadata, seed), count)
+
+
+def model_inputs(renderer, count: int) -> np.ndarray:
+    """`count` captchas of a `CaptchaRenderer` as a model takes them: float32 [n, height, width, 1] in [0, 1]."""
+    from kcaptcha.generate import render_arrays
+
+    pixels, _ = render_arrays(renderer, count)
     return pixels[..., None].astype(np.float32) / 255.0
 
 
