@@ -76,20 +76,25 @@ def _decode_ctc(logits: np.ndarray, vocab) -> List[Prediction]:
     results = [_collapse(row_ids, row_best, vocab.charset)
                for row_ids, row_best in zip(logits.argmax(axis=-1).tolist(), best.tolist())]  # Python numbers: faster
     redo = [i for i, p in enumerate(results) if not vocab.min_length <= len(p.text) <= vocab.max_length]
-    if redo:
-        log_probs = log_softmax(logits[redo])
-        paths, scores = best_paths_of_length(log_probs, vocab.min_length, vocab.max_length)
-        greedy_scores = np.log(best[redo]).sum(axis=-1)
-        path_probabilities = np.exp(np.take_along_axis(log_probs, paths[..., None], axis=-1)[..., 0])
-        for i, path, score, greedy, probabilities in zip(redo, paths.tolist(), scores, greedy_scores,
-                                                          path_probabilities.tolist()):
-            if score < IMPOSSIBLE / 2:
-                results[i] = Prediction(results[i].text, 0.0, results[i].char_confidences)
-                continue
-            reading = _collapse(path, probabilities, vocab.charset)
-            ratio = math.exp(min(0.0, float(score) - float(greedy)))  # the path's probability / the greedy path's
-            results[i] = Prediction(reading.text, reading.confidence * ratio, reading.char_confidences)
+    for start in range(0, len(redo), 256):  # the search keeps every frame's choices: a few MB per 256 rows
+        _read_again(logits, best, results, redo[start:start + 256], vocab)
     return results
+
+
+def _read_again(logits, best, results: List[Prediction], redo: List[int], vocab) -> None:
+    """Replaces the readings `redo` by the best frame paths of an allowed length (see `_decode_ctc`)."""
+    log_probs = log_softmax(logits[redo])
+    paths, scores = best_paths_of_length(log_probs, vocab.min_length, vocab.max_length)
+    greedy_scores = np.log(best[redo]).sum(axis=-1)
+    path_probabilities = np.exp(np.take_along_axis(log_probs, paths[..., None], axis=-1)[..., 0])
+    for i, path, score, greedy, probabilities in zip(redo, paths.tolist(), scores, greedy_scores,
+                                                      path_probabilities.tolist()):
+        if score < IMPOSSIBLE / 2:
+            results[i] = Prediction(results[i].text, 0.0, results[i].char_confidences)
+            continue
+        reading = _collapse(path, probabilities, vocab.charset)
+        ratio = math.exp(min(0.0, float(score) - float(greedy)))  # the path's probability / the greedy path's
+        results[i] = Prediction(reading.text, reading.confidence * ratio, reading.char_confidences)
 
 
 def _collapse(ids, probabilities, charset: str) -> Prediction:
