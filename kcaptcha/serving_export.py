@@ -43,9 +43,15 @@ def read_logits(logits, metadata: dict):
     min_length, max_length = int(metadata["min_length"]), int(metadata["max_length"])
     greedy_length = tf.reduce_sum(tf.cast(_ctc_starts(ids, num_chars), tf.int32), axis=1)
     in_range = tf.logical_and(greedy_length >= min_length, greedy_length <= max_length)
-    # Greedy readings of a length the model never reads are read again as the best path of an allowed one.
+    # Greedy readings of a length the model never reads are read again as the best path of an allowed one
+    # (the search only runs when a batch has one: a tf.cond, TFLite's builtin IF).
     log_probs = tf.nn.log_softmax(logits, axis=-1)
-    paths, scores = _best_paths_of_length(log_probs, min_length, max_length)
+    frames = int(logits.shape[1])
+    paths, scores = tf.cond(
+        tf.reduce_all(in_range),
+        lambda: (ids, tf.zeros_like(greedy_length, tf.float32)),
+        lambda: _best_paths_of_length(log_probs, min_length, max_length))
+    paths = tf.ensure_shape(paths, [None, frames])
     redo = tf.logical_and(tf.logical_not(in_range), scores > decoding.IMPOSSIBLE / 2)
     ids = tf.where(redo[:, None], paths, ids)
     chosen = tf.reduce_sum(tf.one_hot(ids, num_chars + 1, dtype=tf.float32) * probabilities, axis=-1)

@@ -137,6 +137,9 @@ def test_reading_in_the_graph_follows_the_numpy_rules_on_hand_made_logits():
     assert texts[0] == "aab" and texts[2] == "aaa" and len(texts[1]) == 2  # "b" alone is too short
     np.testing.assert_allclose(confidence.numpy(), [p.confidence for p in expected], rtol=1e-5)
     assert 0.0 < confidence.numpy()[1] < confidence.numpy()[0]
+    alone, alone_confidence = serving_export.read_logits(logits[[0, 2]], metadata)  # a batch with nothing to redo
+    assert alone.numpy().tolist() == ids.numpy()[[0, 2]].tolist()
+    np.testing.assert_allclose(alone_confidence.numpy(), confidence.numpy()[[0, 2]], rtol=1e-6)
 
 
 def test_reading_in_the_graph_matches_numpy_on_random_logits_of_every_length():
