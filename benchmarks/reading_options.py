@@ -1,0 +1,106 @@
+"""Ways of reading with one trained model, side by side on the same test images.
+
+    python benchmarks/reading_options.py --model=alnum --test_dir=/tmp/heldout_alnum
+    python benchmarks/reading_options.py --results=benchmarks/results/real_data.jsonl --runs_dir=runs/keep
+
+- greedy: CTC decoding with no length rule (kcaptcha before 2026-12-01: a text of a length the model never
+  reads kept, with confidence 0);
+- default: how `Recognizer` reads now (such a text read again as the best frame path of an allowed length);
+- tta=N: the default, also on N warped copies that vote (`load_model(..., tta=N)`, `--tta`).
+With --results, every run of benchmarks/real_data.py kept under --runs_dir (`--runs_dir` there too) is read
+on its own test split. Times are whole `predict` calls over the test images, on the --backend asked for.
+"""
+
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from absl import app, flags  # noqa: E402
+
+from real_sets import SETS, labelled, read_results  # noqa: E402
+
+flags.DEFINE_string("model", None, "A model (name or folder) to read --test_dir with.")
+flags.DEFINE_string("test_dir", None, "Labelled test images for --model.")
+flags.DEFINE_string("label_from", "prefix", "Where --test_dir's file names carry their labels (as bin/evaluate).")
+flags.DEFINE_string("results", None, "A benchmarks/real_data.py results file: read each run kept under --runs_dir.")
+flags.DEFINE_string("runs_dir", "runs/keep", "Where benchmarks/real_data.py --runs_dir kept its runs.")
+flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(REPO), "shared", "data"), "Where the real sets are.")
+flags.DEFINE_list("tta", ["4", "8", "16"], "Warped copies to compare (load_model's tta).")
+flags.DEFINE_string("backend", "keras", "The backend every reading runs on (kept runs have no ONNX export).")
+FLAGS = flags.FLAGS
+
+
+def compare(model: str, paths, labels) -> dict:
+    import time
+
+    import numpy as np
+
+    import kcaptcha
+    from kcaptcha import decoding
+    from kcaptcha.vocab import Vocab
+
+    recognizer = kcaptcha.load_model(model, backend=FLAGS.backend)
+    logits = np.concatenate([recognizer.logits(np.stack([recognizer.preprocess(p) for p in paths[i:i + 256]]))
+                             for i in range(0, len(paths), 256)])
+    vocab = recognizer.vocab
+    greedy = decoding.decode(logits, "ctc", Vocab(vocab.charset, 0, logits.shape[1]))
+    now = decoding.decode(logits, "ctc", vocab)
+    changed = [i for i, (g, n) in enumerate(zip(greedy, now)) if g.text != n.text]
+    report = {"model": model, "images": len(paths),
+              "misread": {"greedy": sum(g.text != t for g, t in zip(greedy, labels)),
+                          "default": sum(n.text != t for n, t in zip(now, labels))},
+              "ms_per_image": {},
+              "read_again": len(changed), "made_right": sum(now[i].text == labels[i] for i in changed),
+              "examples": [f"{labels[i]}: {greedy[i].text} -> {now[i].text}" for i in changed[:12]]}
+    for count in [0] + [int(c) for c in FLAGS.tta]:
+        reader = kcaptcha.load_model(model, backend=FLAGS.backend, tta=count)
+        started = time.perf_counter()
+        readings = reader.predict(list(paths))
+        name = f"tta={count}" if count else "default"
+        report["ms_per_image"][name] = round((time.perf_counter() - started) * 1000 / len(paths), 2)
+        report["misread"][name] = sum(r.text != t for r, t in zip(readings, labels))
+    return report
+
+
+def main(argv):
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from kcaptcha.files import LabelRule, list_images
+
+    reports = []
+    if FLAGS.model:
+        if not FLAGS.test_dir:
+            raise app.UsageError("--model needs --test_dir")
+        rule = LabelRule.parse(FLAGS.label_from)
+        paths = list_images(FLAGS.test_dir)
+        reports.append(compare(FLAGS.model, paths, [rule.label(p) for p in paths]))
+    if FLAGS.results:
+        for run in read_results(FLAGS.results):
+            folder = os.path.join(FLAGS.runs_dir, f"{run['set']}_{run['split']}_{run['size']}_{run['mode']}", "model")
+            if run["mode"] == "ddddocr" or not os.path.isdir(folder):
+                continue
+            set_paths, set_labels = labelled(os.path.join(FLAGS.data_dir, SETS[run["set"]]))
+            by_name = {os.path.basename(p): (p, label) for p, label in zip(set_paths, set_labels)}
+            paths, labels = zip(*(by_name[name] for name in run["test"]))
+            reports.append(compare(folder, list(paths), list(labels)))
+    if not reports:
+        raise app.UsageError("nothing to read: give --model and --test_dir, or --results with kept runs")
+    names = list(reports[0]["misread"])
+    print(f"| model | images | {' | '.join(names)} |")
+    print(f"|---|---|{'---|' * len(names)}")
+    for report in reports:
+        cells = [f"{report['misread'][n]}" + (f" ({report['ms_per_image'][n]} ms)" if n in report["ms_per_image"]
+                                              else "") for n in names]
+        print(f"| {report['model']} | {report['images']} | {' | '.join(cells)} |")
+    print(f"| all | {sum(r['images'] for r in reports)} | "
+          f"{' | '.join(str(sum(r['misread'][n] for r in reports)) for n in names)} |")
+    print("misread per way of reading (ms per image); lengths read again by the default:")
+    for report in reports:
+        print(f"  {report['model']}: {report['read_again']} read again, {report['made_right']} of them made right: "
+              f"{'; '.join(report['examples'])}")
+
+
+if __name__ == "__main__":
+    app.run(main)
