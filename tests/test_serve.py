@@ -370,12 +370,13 @@ def test_model_names_must_be_unique_and_fit_in_a_url():
         serve.load_recognizers([f"a/b={MODEL}"])
 
 
-def test_served_models_run_on_the_backend_asked_for(monkeypatch):
+def test_served_models_run_on_the_backend_and_tta_asked_for(monkeypatch):
     assert serve.load_recognizers([MODEL])[MODEL].backend == "onnx (model.int8.onnx)"
     assert serve.load_recognizers([MODEL], backend="keras")[MODEL].backend == "keras"
-    monkeypatch.setenv("KCAPTCHA_SERVE_OPTIONS", json.dumps({"models": [MODEL], "backend": "keras"}))
+    monkeypatch.setenv("KCAPTCHA_SERVE_OPTIONS", json.dumps({"models": [MODEL], "backend": "keras", "tta": 2}))
     worker = serve.app_from_environment()  # what each of bin/serve --workers=N processes builds
     assert worker.state.service.recognizers[MODEL].backend == "keras"
+    assert worker.state.service.recognizers[MODEL].tta == 2 and serve.load_recognizers([MODEL])[MODEL].tta == 0
 
 
 def test_cli_names_a_missing_model():

@@ -28,6 +28,8 @@ class UsageError(Exception):
 
 BACKEND_HELP = ("Inference engine (auto: the exported ONNX model when it agrees with Keras, else Keras; int8: the "
                 "int8 export even where it agrees less).")
+TTA_HELP = ("Also read each image in this many slightly warped copies and keep the text they agree on: fewer "
+            "misreads for a model trained on a few hundred images, (tta + 1) times the work. 8 is a good start.")
 
 
 def define_model_flags() -> None:
@@ -39,9 +41,7 @@ def define_model_flags() -> None:
     from kcaptcha.recognizer import BACKENDS
 
     flags.DEFINE_enum("backend", "auto", BACKENDS, BACKEND_HELP)
-    flags.DEFINE_integer("tta", 0, "Also read each image in this many slightly warped copies and keep the text they "
-                         "agree on: fewer misreads for a model trained on a few hundred images, (tta + 1) times the "
-                         "work. 8 is a good start.", lower_bound=0)
+    flags.DEFINE_integer("tta", 0, TTA_HELP, lower_bound=0)
     flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal).")
     define_flags(fields=("label_from",))
 

@@ -1,5 +1,5 @@
 """bin/serve --models=digits[,name=path/to/model] [--host=127.0.0.1] [--port=9999] [--save_uploads=uploads]
-             [--review_dir=collected] [--backend=int8]
+             [--review_dir=collected] [--backend=int8] [--tta=8]
 
 Serves the models over HTTP (FastAPI + uvicorn): the upload page at `/`, the parent project's `POST /b`,
 `POST /v1/models/{name}/predict`, `GET /v1/models`, liveness at `/healthz`, readiness at `/readyz`,
@@ -16,6 +16,7 @@ from kcaptcha.recognizer import BACKENDS
 flags.DEFINE_list("models", ["digits"], "Models to serve: shipped names or folders, optionally renamed as "
                   "name=path. The first is the default of POST /b.")
 flags.DEFINE_enum("backend", "auto", BACKENDS, common.BACKEND_HELP)
+flags.DEFINE_integer("tta", 0, common.TTA_HELP, lower_bound=0)
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface).")
 flags.DEFINE_integer("port", 9999, "Port to listen on.", lower_bound=1, upper_bound=65535)
 flags.DEFINE_string("save_uploads", None, "Folder to save the uploads of answered requests to, as "
@@ -60,6 +61,7 @@ def main(argv):
     except ValueError as error:  # a check across flags
         raise common.UsageError(str(error)) from None
     run_server(FLAGS.models, host=FLAGS.host, port=FLAGS.port, workers=FLAGS.workers, backend=FLAGS.backend,
+               tta=FLAGS.tta,
                access_log=FLAGS.access_log,
                save_uploads=FLAGS.save_uploads, save_uploads_max_mb=FLAGS.save_uploads_max_mb,
                review_dir=FLAGS.review_dir,

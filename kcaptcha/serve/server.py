@@ -69,21 +69,22 @@ def model_dirs(specs: Sequence[str]) -> Dict[str, str]:
     return named
 
 
-def load_recognizers(specs: Sequence[str], backend: str = "auto") -> Dict[str, object]:
+def load_recognizers(specs: Sequence[str], backend: str = "auto", tta: int = 0) -> Dict[str, object]:
     """`["digits", "fast=path/to/model"]` -> {name: Recognizer}, named by their metadata unless `name=`;
-    `backend` as `kcaptcha.load_model`'s."""
+    `backend` and `tta` as `kcaptcha.load_model`'s."""
     named = model_dirs(specs)  # every folder checked before the slow loading starts
     from kcaptcha.recognizer import Recognizer
 
     # spin=False: the event loop and the decoders need the cores between model calls
-    return {name: Recognizer(model_dir, backend, spin=False) for name, model_dir in named.items()}
+    return {name: Recognizer(model_dir, backend, spin=False, tta=tta) for name, model_dir in named.items()}
 
 
 def app_from_environment() -> FastAPI:
     """The app for one of several uvicorn worker processes (`run_server(workers=N)`)."""
     options = json.loads(os.environ[_OPTIONS_VARIABLE])
     HeaderDeadlineProtocol.header_timeout = options.get("header_timeout", Limits.header_timeout)
-    return create_app(load_recognizers(options.pop("models"), options.pop("backend", "auto")), **options)
+    recognizers = load_recognizers(options.pop("models"), options.pop("backend", "auto"), options.pop("tta", 0))
+    return create_app(recognizers, **options)
 
 
 def log_config() -> dict:
@@ -97,8 +98,9 @@ def log_config() -> dict:
 
 
 def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999, workers: int = 1,
-               backend: str = "auto", **app_options) -> None:
-    """Loads `models` (on `backend`, as `kcaptcha.load_model`'s) and serves them with uvicorn until interrupted.
+               backend: str = "auto", tta: int = 0, **app_options) -> None:
+    """Loads `models` (`backend` and `tta` as `kcaptcha.load_model`'s) and serves them with uvicorn until
+    interrupted.
 
     With `workers` > 1, uvicorn runs that many processes, each with its own copy of the models, batching and
     metrics: on several cores, request parsing then runs in parallel too. The parent process only checks
@@ -112,10 +114,11 @@ def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999,
                           http=HeaderDeadlineProtocol)
     if workers > 1:
         model_dirs(models)  # fail here, with a clear message, rather than in every worker
-        os.environ[_OPTIONS_VARIABLE] = json.dumps({"models": list(models), "backend": backend, **app_options})
+        os.environ[_OPTIONS_VARIABLE] = json.dumps({"models": list(models), "backend": backend, "tta": tta,
+                                                    **app_options})
         print(f"Serving {', '.join(models)} on http://{host}:{port}/ with {workers} worker processes", flush=True)
         uvicorn.run(f"{__name__}:{app_from_environment.__name__}", factory=True, workers=workers, **server_options)
         return
-    app = create_app(load_recognizers(models, backend), **app_options)
+    app = create_app(load_recognizers(models, backend, tta), **app_options)
     print(f"Serving {', '.join(app.state.model_names)} on http://{host}:{port}/ (API docs at /docs)", flush=True)
     uvicorn.run(app, **server_options)
