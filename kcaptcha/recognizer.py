@@ -8,7 +8,8 @@ from typing import List, Sequence, Union
 
 import numpy as np
 
-from kcaptcha import decoding, export, images, saving, tta
+from kcaptcha import decoding, export, images, saving
+from kcaptcha import tta as warped_copies  # `tta` is the argument's name
 from kcaptcha.decoding import Prediction
 from kcaptcha.images import ImageLike
 from kcaptcha.vocab import Vocab
@@ -32,6 +33,7 @@ class Recognizer:
         self.name = self.metadata.get("name", os.path.basename(self.model_dir))
         self.width, self.height = int(self.metadata["width"]), int(self.metadata["height"])
         self.output = self.metadata["output"]
+        self._warps = warped_copies.warps(tta, self.width, self.height)
         self.vocab = Vocab(self.metadata["charset"], int(self.metadata["min_length"]), int(self.metadata["max_length"]))
         self._model = self.session = None  # session: the onnxruntime session, when it runs on ONNX
         onnx_file = export.onnx_file(self.metadata, backend)
@@ -77,7 +79,8 @@ class Recognizer:
 
     def __repr__(self) -> str:
         return (f"Recognizer(name={self.name!r}, backend={self.backend!r}, charset={self.vocab.charset!r}, "
-                f"length={self.vocab.min_length}-{self.vocab.max_length}, size={self.width}x{self.height})")
+                f"length={self.vocab.min_length}-{self.vocab.max_length}, size={self.width}x{self.height}, "
+                f"tta={self.tta})")
 
     def preprocess(self, item: ImageLike, index: int = 0) -> np.ndarray:
         """One image -> float32 [height, width] in [0, 1] (`kcaptcha.images`' contract)."""
@@ -95,9 +98,9 @@ class Recognizer:
             return self.decode(self.logits(batch))
         batch = np.asarray(batch, np.float32)
         batch = batch[..., 0] if batch.ndim == 4 else batch
-        copies = [batch] + [tta.warp(batch, w) for w in tta.warps(self.tta, self.width, self.height)]
+        copies = [batch] + [warped_copies.warp(batch, w) for w in self._warps]
         readings = self.decode(self.logits(np.concatenate(copies)))
-        return tta.vote([readings[i * len(batch):(i + 1) * len(batch)] for i in range(len(copies))])
+        return warped_copies.vote([readings[i * len(batch):(i + 1) * len(batch)] for i in range(len(copies))])
 
     def decode(self, logits: np.ndarray) -> List[Prediction]:
         return decoding.decode(logits, self.output, self.vocab)
