@@ -122,3 +122,7 @@ def test_a_dead_endpoint_fails_clearly(tmp_path, repo_root):
     bad = subprocess.run([sys.executable, os.path.join(repo_root, "bin", "collect"), "--url=ftp://x",
                           f"--output_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--url must be an http" in bad.stderr
+    negative = subprocess.run([sys.executable, os.path.join(repo_root, "bin", "collect"), "--url=http://127.0.0.1:9/x",
+                               f"--output_dir={tmp_path}", "--model=digits", "--tta=-1"],
+                              capture_output=True, text=True, timeout=120)
+    assert negative.returncode == 2 and "--tta=-1" in negative.stderr
