@@ -56,6 +56,7 @@ def test_recognizer_votes_over_its_own_readings_of_the_warped_copies():
     got = voting.predict_batch(batch)
     assert [r.text for r in got] == [r.text for r in expected]
     np.testing.assert_allclose([r.confidence for r in got], [r.confidence for r in expected], rtol=1e-4)
+    assert [r.text for r in voting.predict_batch(batch[..., None])] == [r.text for r in got]  # [n, h, w, 1] too
     alone = voting.predict_batch(batch[2:3])[0]  # one image reads the same alone as in a batch
     assert alone.text == got[2].text and alone.confidence == pytest.approx(got[2].confidence, rel=1e-4)
     with pytest.raises(ValueError, match="tta must be"):
