@@ -100,6 +100,9 @@ def test_bin_train_says_what_it_chose_for_a_folder(tmp_path, smoke_config, repo_
         cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "24 images in" in result.stdout and "charset='0123'" in result.stdout.replace('"', "'")
+    assert f"bin/evaluate --model={tmp_path / 'model'} --tta=8" in result.stdout  # the hint, with the real path
+    summary = json.loads(result.stdout[result.stdout.index("{"):])  # the summary is still the JSON at the end
+    assert summary["saved_to"] == str(tmp_path / "model")
     metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
     assert (metadata["width"], metadata["height"], metadata["max_length"]) == (48, 24, 2)
 
