@@ -1,6 +1,7 @@
 """Recognizer.predict latency for single images and throughput for batches.
 
     python benchmarks/latency.py --model=digits
+    python benchmarks/latency.py --model=alnum --backends=auto,int8 --tta=0,8
 
 Single: one PIL image per call, as the parent's Recognizer was used (decode not included, resize not
 needed). Batched: numpy batches of --batch_size through predict() (preprocessing included) and through
@@ -18,6 +19,7 @@ from absl import app, flags  # noqa: E402
 flags.DEFINE_string("model", "digits", "Model name or folder.")
 flags.DEFINE_list("backends", ["keras", "auto", "auto/served"], "Recognizer backends to measure side by side; "
                   "/served: with the session bin/serve uses (threads sleep between calls instead of spinning).")
+flags.DEFINE_list("tta", ["0"], "Warped copies per image (load_model's tta), each measured with every backend.")
 flags.DEFINE_integer("single_calls", 500, "Single-image calls to time.")
 flags.DEFINE_integer("batch_size", 512, "Images per batched call.")
 flags.DEFINE_integer("batches", 10, "Batched calls to time.")
@@ -63,10 +65,11 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import kcaptcha
 
-    for entry in FLAGS.backends:
-        backend, _, served = entry.partition("/")
-        recognizer = kcaptcha.load_model(FLAGS.model, backend=backend, spin=not served)
-        measure(recognizer, recognizer.backend + (", as served" if served else ""))
+    for tta in [int(count) for count in FLAGS.tta]:
+        for entry in FLAGS.backends:
+            backend, _, served = entry.partition("/")
+            recognizer = kcaptcha.load_model(FLAGS.model, backend=backend, spin=not served, tta=tta)
+            measure(recognizer, recognizer.backend + (", as served" if served else "") + (f", tta={tta}" if tta else ""))
     print(f"cpu cores: {os.cpu_count()}")
 
 
