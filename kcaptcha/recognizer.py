@@ -22,12 +22,15 @@ __all__ = ["BACKENDS", "Prediction", "Recognizer", "load_model"]
 class Recognizer:
     """A loaded recogniser. Create with `kcaptcha.load_model(name_or_path)`."""
 
-    def __init__(self, model_dir: str, backend: str = "auto", spin: bool = True, tta: int = 0):
+    def __init__(self, model_dir: str, backend: str = "auto", spin: bool = True, tta: int = 0,
+                 tta_below: float = warped_copies.UNSURE_BELOW):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
         if not isinstance(tta, int) or tta < 0:
             raise ValueError(f"tta must be a whole number of warped copies, 0 or more. Received: tta={tta!r}")
-        self.tta = tta
+        if not 0.0 <= tta_below <= 1.0:
+            raise ValueError(f"tta_below must be a confidence from 0 to 1. Received: tta_below={tta_below!r}")
+        self.tta, self.tta_below = tta, tta_below
         self.model_dir = os.path.abspath(model_dir)
         self.metadata = saving.read_metadata(self.model_dir)  # checked before the slow imports
         self.name = self.metadata.get("name", os.path.basename(self.model_dir))
@@ -80,7 +83,7 @@ class Recognizer:
     def __repr__(self) -> str:
         return (f"Recognizer(name={self.name!r}, backend={self.backend!r}, charset={self.vocab.charset!r}, "
                 f"length={self.vocab.min_length}-{self.vocab.max_length}, size={self.width}x{self.height}, "
-                f"tta={self.tta})")
+                f"tta={self.tta}, tta_below={self.tta_below})")
 
     def preprocess(self, item: ImageLike, index: int = 0) -> np.ndarray:
         """One image -> float32 [height, width] in [0, 1] (`kcaptcha.images`' contract)."""
@@ -92,15 +95,24 @@ class Recognizer:
         return self._infer(batch[..., None] if batch.ndim == 3 else batch)
 
     def predict_batch(self, batch: np.ndarray) -> List[Prediction]:
-        """Readings of an already preprocessed float32 batch [n, height, width(, 1)]; with `tta`, each image
-        is also read in `tta` warped copies, in the same model call, and the copies vote (`kcaptcha.tta`)."""
-        if not self.tta:
-            return self.decode(self.logits(batch))
+        """Readings of an already preprocessed float32 batch [n, height, width(, 1)].
+
+        With `tta`, each image read with a confidence under `tta_below` (every image for 1) is read again in
+        `tta` warped copies, in one more model call, and its readings vote (`kcaptcha.tta`).
+        """
+        readings = self.decode(self.logits(batch))
+        unsure = [i for i, reading in enumerate(readings)
+                  if self.tta and (reading.confidence < self.tta_below or self.tta_below >= 1.0)]
+        if not unsure:
+            return readings
         batch = np.asarray(batch, np.float32)
-        batch = batch[..., 0] if batch.ndim == 4 else batch
-        copies = [batch] + [warped_copies.warp(batch, w) for w in self._warps]
-        readings = self.decode(self.logits(np.concatenate(copies)))
-        return warped_copies.vote([readings[i * len(batch):(i + 1) * len(batch)] for i in range(len(copies))])
+        batch = (batch[..., 0] if batch.ndim == 4 else batch)[unsure]
+        copies = self.decode(self.logits(np.concatenate([warped_copies.warp(batch, w) for w in self._warps])))
+        voted = warped_copies.vote([[readings[i] for i in unsure]] +
+                                   [copies[k * len(batch):(k + 1) * len(batch)] for k in range(self.tta)])
+        for i, reading in zip(unsure, voted):
+            readings[i] = reading
+        return readings
 
     def decode(self, logits: np.ndarray) -> List[Prediction]:
         return decoding.decode(logits, self.output, self.vocab)
@@ -126,7 +138,8 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def load_model(name_or_path: str = "digits", backend: str = "auto", spin: bool = True, tta: int = 0) -> Recognizer:
+def load_model(name_or_path: str = "digits", backend: str = "auto", spin: bool = True, tta: int = 0,
+               tta_below: float = warped_copies.UNSURE_BELOW) -> Recognizer:
     """Loads a saved model folder, or a model by name (`./saved_models/<name>`, else a shipped one).
 
     Args:
@@ -137,7 +150,11 @@ def load_model(name_or_path: str = "digits", backend: str = "auto", spin: bool =
             (its agreement is in metadata.json's "export" entry): faster, slightly different readings.
         spin: onnxruntime's threads spin briefly between calls (its default), for the lowest latency per
             call; pass False where other work needs the cores between calls (bin/serve does).
-        tta: also read each image in this many slightly warped copies and keep the text they agree on
-            (`kcaptcha.tta`): fewer misreads for models trained on few images, `tta + 1` times the work.
+        tta: also read each image the model is unsure of in this many slightly warped copies and keep the
+            text they agree on (`kcaptcha.tta`): fewer misreads for models trained on few images.
+        tta_below: the images read in copies are those read with a confidence under this; 1 for every
+            image (`tta + 1` times the work). The default reads a tenth to a fifth of the images of models
+            trained on real captchas again, with almost all the gain of reading every one
+            (`kcaptcha.tta.UNSURE_BELOW`).
     """
-    return Recognizer(saving.resolve_model_dir(name_or_path), backend, spin, tta)
+    return Recognizer(saving.resolve_model_dir(name_or_path), backend, spin, tta, tta_below)

@@ -4,7 +4,8 @@ A model trained on a few hundred real captchas often reads an image right at one
 another (a letter lost in `nn`, `m` read as `rn`). Reading `count` copies warped by small fixed affine
 transforms (rotation, scale, shear and shift, half the ranges training augments with) and keeping the text
 with the highest summed confidence fixes many of those. Measured on captcha_images_v2 models fine-tuned on
-200 labels: see docs/REAL_DATA.md. The cost is `count + 1` model runs per image.
+200 labels: see docs/REAL_DATA.md. The cost is `count` more model runs per image read in copies: by default
+only those the model reads with a confidence under `UNSURE_BELOW`, a tenth to a fifth of them.
 
 The warps are the same for every image and every call, so a reading does not depend on the batch. numpy
 and PIL only: it runs beside the ONNX backend without TensorFlow.
@@ -19,6 +20,11 @@ from PIL import Image
 from kcaptcha.decoding import Prediction
 
 SEED = 20261201
+# By default only the images read with a confidence under this are read in copies (`Recognizer(tta_below=)`).
+# On captcha_images_v2 models fine-tuned on 200 labels that is 8% of the images, and they misread 11 of 1040
+# against 10 with every image read in copies (17 without copies); on alnum's held-out set 18%, 115 of 2000
+# against 113 (132): benchmarks/reading_options.py, docs/REAL_DATA.md.
+UNSURE_BELOW = 0.9
 # Half of `kcaptcha.augment.Augmenter`'s ranges at strength 1: larger warps helped no more.
 ROTATION_DEGREES, SCALE, SHEAR, SHIFT = 4.0, 0.075, 0.15, (0.04, 0.03)
 

@@ -47,8 +47,8 @@ def test_the_text_with_the_highest_summed_confidence_wins():
     assert second.text == "xy" and second.confidence == pytest.approx(0.6 / 4)  # a tie goes to the unwarped
 
 
-def test_recognizer_votes_over_its_own_readings_of_the_warped_copies():
-    plain, voting = kcaptcha.load_model("digits"), kcaptcha.load_model("digits", tta=3)
+def test_recognizer_votes_over_its_own_readings_of_the_warped_copies_of_every_image_with_tta_below_1():
+    plain, voting = kcaptcha.load_model("digits"), kcaptcha.load_model("digits", tta=3, tta_below=1.0)
     batch = digits_batch()
     copies = [plain.predict_batch(batch)] + [plain.predict_batch(tta.warp(batch, w)) for w in tta.warps(3, 100, 60)]
     assert [r.confidence for r in copies[0]] != [r.confidence for r in copies[1]]  # the copies are read apart
@@ -61,6 +61,24 @@ def test_recognizer_votes_over_its_own_readings_of_the_warped_copies():
     assert alone.text == got[2].text and alone.confidence == pytest.approx(got[2].confidence, rel=1e-4)
     with pytest.raises(ValueError, match="tta must be"):
         kcaptcha.load_model("digits", tta=-1)
+
+
+def test_only_the_images_read_with_a_confidence_under_tta_below_are_read_in_copies():
+    batch = digits_batch(12, seed=7)
+    batch[:, :, 40:60] = np.clip(batch[:, :, 40:60] + 0.5, 0.0, 1.0)  # wash a stripe out: some readings unsure
+    plain = kcaptcha.load_model("digits").predict_batch(batch)
+    every = kcaptcha.load_model("digits", tta=3, tta_below=1.0).predict_batch(batch)
+    confidences = sorted(r.confidence for r in plain)
+    below = (confidences[5] + confidences[6]) / 2  # half the images under it
+    got = kcaptcha.load_model("digits", tta=3, tta_below=below).predict_batch(batch)
+    for reading, sure, voted in zip(got, plain, every):
+        expected = sure if sure.confidence >= below else voted
+        assert reading.text == expected.text and reading.confidence == pytest.approx(expected.confidence, rel=1e-4)
+    assert any(p.confidence != e.confidence for p, e in zip(plain, every) if p.confidence < below)
+    assert [r.text for r in kcaptcha.load_model("digits", tta=3, tta_below=0.0).predict_batch(batch)] == \
+        [r.text for r in plain]
+    with pytest.raises(ValueError, match="tta_below must be"):
+        kcaptcha.load_model("digits", tta=3, tta_below=1.5)
 
 
 def test_bin_evaluate_with_tta(tmp_path, repo_root):

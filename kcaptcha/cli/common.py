@@ -28,8 +28,9 @@ class UsageError(Exception):
 
 BACKEND_HELP = ("Inference engine (auto: the exported ONNX model when it agrees with Keras, else Keras; int8: the "
                 "int8 export even where it agrees less).")
-TTA_HELP = ("Also read each image in this many slightly warped copies and keep the text they agree on: fewer "
-            "misreads for a model trained on a few hundred images, (tta + 1) times the work. 8 is a good start.")
+TTA_HELP = ("Also read each image the model is unsure of (confidence under 0.9) in this many slightly warped "
+            "copies and keep the text they agree on: fewer misreads for a model trained on a few hundred images, "
+            "for 1.5-2.5 times the work at 8. 8 is a good start.")
 
 
 def define_model_flags() -> None:

@@ -21,7 +21,8 @@ def main(argv):
     from kcaptcha.files import atomic_write_json
 
     report = evaluate_paths(recognizer, paths, errors_dir=FLAGS.errors_dir, progress=FLAGS.progress, rule=rule)
-    tta = f", {recognizer.tta} warped copies voting" if recognizer.tta else ""
+    tta = (f", {recognizer.tta} warped copies voting where the confidence is under {recognizer.tta_below:g}"
+           if recognizer.tta else "")
     print(f"model: {recognizer.model_dir} ({recognizer.backend}{tta})")
     print(format_report(report))
     if FLAGS.output_json:

@@ -63,9 +63,10 @@ def main(argv):
                                 "retry with bin/export)"
             print(f"warning: ONNX export failed: {error}", file=sys.stderr)
     if config.train_dir and "saved_to" in summary:
-        print(f"Compare reading with --tta=8 (bin/predict, bin/evaluate, bin/serve; 9 times the work) on your test "
-              f"images: bin/evaluate --model={summary['saved_to']} --tta=8 TEST_FOLDER. On captcha_images_v2 it "
-              f"cut the misreads of models fine-tuned with --init_from=alnum by two thirds, of others by a tenth.",
+        print(f"Compare reading with --tta=8 (bin/predict, bin/evaluate, bin/serve; about twice the work) on your "
+              f"test images: bin/evaluate --model={summary['saved_to']} --tta=8 TEST_FOLDER. On captcha_images_v2 "
+              f"it cut the misreads of models fine-tuned with --init_from=alnum by a third to two thirds, of others "
+              f"by a tenth.",
               flush=True)
     print(json.dumps(summary, indent=2))
 
