@@ -6,7 +6,9 @@
 - greedy: CTC decoding with no length rule (kcaptcha before 2026-12-01: a text of a length the model never
   reads kept, with confidence 0);
 - default: how `Recognizer` reads now (such a text read again as the best frame path of an allowed length);
-- tta=N: the default, also on N warped copies that vote (`load_model(..., tta=N)`, `--tta`).
+- tta=N: the default, also on N warped copies that vote (`load_model(..., tta=N, tta_below=1)`), for every
+  image;
+- tta=N<C: the same for the images the default reads with a confidence under C only (`tta_below=C`).
 With --results, every run of benchmarks/real_data.py kept under --runs_dir (`--runs_dir` there too) is read
 on its own test split. Times are whole `predict` calls over the test images, on the --backend asked for.
 """
@@ -28,6 +30,8 @@ flags.DEFINE_string("results", None, "A benchmarks/real_data.py results file: re
 flags.DEFINE_string("runs_dir", "runs/keep", "Where benchmarks/real_data.py --runs_dir kept its runs.")
 flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(REPO), "shared", "data"), "Where the real sets are.")
 flags.DEFINE_list("tta", ["4", "8", "16"], "Warped copies to compare (load_model's tta).")
+flags.DEFINE_list("tta_below", ["1"], "With each --tta: read in copies the images read with a confidence under "
+                  "this (load_model's tta_below; 1: every image).")
 flags.DEFINE_string("backend", "keras", "The backend every reading runs on (kept runs have no ONNX export).")
 FLAGS = flags.FLAGS
 
@@ -50,16 +54,21 @@ def compare(model: str, paths, labels) -> dict:
     changed = [i for i, (g, n) in enumerate(zip(greedy, now)) if g.text != n.text]
     report = {"model": model, "images": len(paths),
               "misread": {"greedy": sum(g.text != t for g, t in zip(greedy, labels))},  # then each of the loop's
-              "ms_per_image": {},
+              "ms_per_image": {}, "read_in_copies": {},
               "read_again": len(changed), "made_right": sum(now[i].text == labels[i] for i in changed),
               "examples": [f"{labels[i]}: {greedy[i].text} -> {now[i].text}" for i in changed[:12]]}
-    for count in [0] + [int(c) for c in FLAGS.tta]:
-        reader = kcaptcha.load_model(model, backend=FLAGS.backend, tta=count)
+    ways = [(0, 1.0)] + [(int(c), float(b)) for c in FLAGS.tta for b in FLAGS.tta_below]
+    for count, below in ways:
+        reader = kcaptcha.load_model(model, backend=FLAGS.backend, tta=count, tta_below=below)
         started = time.perf_counter()
         readings = reader.predict(list(paths))
-        name = f"tta={count}" if count else "default"
+        name = "default" if not count else f"tta={count}" if below >= 1.0 else f"tta={count}<{below:g}"
         report["ms_per_image"][name] = round((time.perf_counter() - started) * 1000 / len(paths), 2)
         report["misread"][name] = sum(r.text != t for r, t in zip(readings, labels))
+        if not count:
+            confidences = np.array([r.confidence for r in readings])
+        else:
+            report["read_in_copies"][name] = round(float(np.mean((confidences < below) | (below >= 1.0))), 3)
     return report
 
 
@@ -95,7 +104,11 @@ def main(argv):
         print(f"| {report['model']} | {report['images']} | {' | '.join(cells)} |")
     print(f"| all | {sum(r['images'] for r in reports)} | "
           f"{' | '.join(str(sum(r['misread'][n] for r in reports)) for n in names)} |")
-    print("misread per way of reading (ms per image); lengths read again by the default:")
+    print("misread per way of reading (ms per image); share of the images read in copies:")
+    for name in names[2:]:
+        shares = [r["read_in_copies"][name] * r["images"] for r in reports]
+        print(f"  {name}: {sum(shares) / sum(r['images'] for r in reports):.3f}")
+    print("lengths read again by the default:")
     for report in reports:
         print(f"  {report['model']}: {report['read_again']} read again, {report['made_right']} of them made right: "
               f"{'; '.join(report['examples'])}")
