@@ -14,7 +14,7 @@ from kcaptcha.decoding import Prediction
 from kcaptcha.images import ImageLike
 from kcaptcha.vocab import Vocab
 
-BACKENDS = ("auto", "keras", "onnx", "int8")
+BACKENDS = ("auto", "keras", "onnx", "int8", "float")
 
 __all__ = ["BACKENDS", "Prediction", "Recognizer", "load_model"]
 
@@ -39,24 +39,34 @@ class Recognizer:
         self._warps = warped_copies.warps(tta, self.width, self.height)
         self.vocab = Vocab(self.metadata["charset"], int(self.metadata["min_length"]), int(self.metadata["max_length"]))
         self._model = self.session = None  # session: the onnxruntime session, when it runs on ONNX
-        onnx_file = export.onnx_file(self.metadata, backend)
-        if backend in ("onnx", "int8") and onnx_file is None:
-            raise ValueError(f"{self.model_dir} has no {'int8 ' if backend == 'int8' else ''}ONNX export; "
+        onnx_file, fallback_file, self.fallback_below = export.onnx_files(self.metadata, backend)
+        if backend in ("onnx", "int8", "float") and onnx_file is None:
+            kind = {"int8": "int8 ", "float": "float32 "}.get(backend, "")
+            raise ValueError(f"{self.model_dir} has no {kind}ONNX export; "
                              f"run bin/export --model={self.model_dir}")
         if onnx_file and backend == "auto" and not _has_module("onnxruntime"):
-            onnx_file = None
+            onnx_file = fallback_file = None
+        self._fallback = None  # with an int8 model: the float32 one, for the readings under fallback_below
         if onnx_file:
-            self.backend, self._infer = f"onnx ({onnx_file})", self._onnx_infer(onnx_file, spin)
+            self.session, self._infer = self._onnx_infer(onnx_file, spin)
+            self.backend = f"onnx ({onnx_file})"
+            if fallback_file:
+                # Never spinning: it runs right after the int8 model, whose threads are still spinning; two
+                # sessions spinning on 2 cores read alnum at 2,700 images/s instead of 3,200.
+                self._fallback = self._onnx_infer(fallback_file, spin=False)[1]
+                self.backend = f"onnx ({onnx_file}; {fallback_file} under {self.fallback_below:g})"
         else:
             self.backend, self._infer = "keras", self._keras_infer()
-        self._infer(np.zeros((1, self.height, self.width, 1), np.float32))  # warm up (and trace) once
+        for infer in (self._infer, self._fallback):  # warm up (and trace) once
+            if infer is not None:
+                infer(np.zeros((1, self.height, self.width, 1), np.float32))
 
     def _onnx_infer(self, onnx_file: str, spin: bool):
         try:
-            self.session = export.onnx_session(os.path.join(self.model_dir, onnx_file), spin=spin)
+            session = export.onnx_session(os.path.join(self.model_dir, onnx_file), spin=spin)
         except Exception as error:  # onnxruntime raises its own types for a damaged file
             raise ValueError(f"Damaged model folder {self.model_dir!r}: cannot load {onnx_file} ({error})") from None
-        return lambda batch: self.session.run(None, {export.INPUT_NAME: batch})[0]
+        return session, lambda batch: session.run(None, {export.INPUT_NAME: batch})[0]
 
     def _keras_infer(self):
         if not _has_module("keras"):
@@ -90,9 +100,20 @@ class Recognizer:
         return images.to_model_input(item, self.width, self.height, index)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """The model's raw outputs for an already preprocessed float32 batch [n, height, width(, 1)]."""
-        batch = np.asarray(batch, dtype=np.float32)
-        return self._infer(batch[..., None] if batch.ndim == 3 else batch)
+        """The model's raw outputs for an already preprocessed float32 batch [n, height, width(, 1)] (with an
+        int8 model and its float32 fallback, the int8 model's)."""
+        return self._infer(_four_d(batch))
+
+    def read(self, batch: np.ndarray) -> List[Prediction]:
+        """Readings of a preprocessed batch, without warped copies: with an int8 model and its float32
+        fallback, those the int8 model reads with a confidence under `fallback_below` are read in float32."""
+        batch = _four_d(batch)
+        readings = self.decode(self._infer(batch))
+        unsure = [i for i, reading in enumerate(readings) if reading.confidence < self.fallback_below]
+        if self._fallback is not None and unsure:
+            for i, reading in zip(unsure, self.decode(self._fallback(batch[unsure]))):
+                readings[i] = reading
+        return readings
 
     def predict_batch(self, batch: np.ndarray) -> List[Prediction]:
         """Readings of an already preprocessed float32 batch [n, height, width(, 1)].
@@ -100,14 +121,13 @@ class Recognizer:
         With `tta`, each image read with a confidence under `tta_below` (every image for 1) is read again in
         `tta` warped copies, in one more model call, and its readings vote (`kcaptcha.tta`).
         """
-        readings = self.decode(self.logits(batch))
+        readings = self.read(batch)
         unsure = [i for i, reading in enumerate(readings)
                   if self.tta and (reading.confidence < self.tta_below or self.tta_below >= 1.0)]
         if not unsure:
             return readings
-        batch = np.asarray(batch, np.float32)
-        batch = (batch[..., 0] if batch.ndim == 4 else batch)[unsure]
-        copies = self.decode(self.logits(np.concatenate([warped_copies.warp(batch, w) for w in self._warps])))
+        batch = _four_d(batch)[unsure, ..., 0]
+        copies = self.read(np.concatenate([warped_copies.warp(batch, w) for w in self._warps]))
         voted = warped_copies.vote([[readings[i] for i in unsure]] +
                                    [copies[k * len(batch):(k + 1) * len(batch)] for k in range(self.tta)])
         for i, reading in zip(unsure, voted):
@@ -132,6 +152,11 @@ class Recognizer:
         return results[0] if single else results
 
 
+def _four_d(batch: np.ndarray) -> np.ndarray:
+    batch = np.asarray(batch, dtype=np.float32)
+    return batch[..., None] if batch.ndim == 3 else batch
+
+
 def _has_module(name: str) -> bool:
     import importlib.util
 
@@ -144,10 +169,12 @@ def load_model(name_or_path: str = "digits", backend: str = "auto", spin: bool =
 
     Args:
         name_or_path: a model name (e.g. "digits") or a saved model folder.
-        backend: "auto" runs the exported ONNX model (int8 when it agrees with the Keras model) when the
-            folder has one and onnxruntime is installed, else Keras; "keras" or "onnx" to choose. "int8"
+        backend: "auto" runs the exported ONNX model (int8 when it agrees with the Keras model, or when it
+            does with the readings it is unsure of read again on the float32 export) when the folder has
+            one and onnxruntime is installed, else Keras; "keras" or "onnx" to choose. "int8"
             runs the int8 export even where it reads fewer captchas like Keras than `export.MIN_AGREEMENT`
             (its agreement is in metadata.json's "export" entry): faster, slightly different readings.
+            "float" runs the float32 export alone.
         spin: onnxruntime's threads spin briefly between calls (its default), for the lowest latency per
             call; pass False where other work needs the cores between calls (bin/serve does).
         tta: also read each image the model is unsure of in this many slightly warped copies and keep the

@@ -50,10 +50,39 @@ def test_int8_backend_runs_the_int8_export_even_below_the_agreement_bar(exported
     doubtful = tmp_path / "doubtful"
     shutil.copytree(exported_dir, doubtful)
     metadata = json.loads((doubtful / "metadata.json").read_text())
-    metadata["export"]["int8_agreement"] = export.MIN_AGREEMENT - 0.01
+    metadata["export"].update(int8_agreement=export.MIN_AGREEMENT - 0.01,
+                              int8_fallback_agreement=export.MIN_AGREEMENT - 0.01)
     (doubtful / "metadata.json").write_text(json.dumps(metadata))
     assert kcaptcha.load_model(str(doubtful)).backend == "onnx (model.onnx)"  # auto: the float export
     assert kcaptcha.load_model(str(doubtful), backend="int8").backend == "onnx (model.int8.onnx)"
+
+
+def test_auto_reads_unsure_int8_readings_again_in_float_when_that_agrees(exported_dir, smoke_config, tmp_path):
+    entry = json.loads((exported_dir / "metadata.json").read_text())["export"]
+    assert entry["int8_fallback_below"] == export.FALLBACK_BELOW and 0.0 <= entry["int8_fallback_share"] <= 1.0
+    assert entry["int8_fallback_agreement"] >= entry["int8_agreement"] - 0.01  # floats where int8 is unsure
+    renderer = generate.CaptchaRenderer.from_config(smoke_config, seed=23)
+    images = [renderer.render(i)[1] for i in range(40)]
+    int8 = kcaptcha.load_model(str(exported_dir), backend="int8").predict(images)
+    float32 = kcaptcha.load_model(str(exported_dir), backend="float")
+    assert float32.backend == "onnx (model.onnx)"
+    float32 = float32.predict(images)
+    below = float(np.median([r.confidence for r in int8]))  # half the images read again
+    doubtful = tmp_path / "doubtful"
+    shutil.copytree(exported_dir, doubtful)
+    metadata = json.loads((doubtful / "metadata.json").read_text())
+    metadata["export"].update(int8_agreement=export.MIN_AGREEMENT - 0.01, int8_fallback_below=below,
+                              int8_fallback_agreement=export.MIN_AGREEMENT)
+    (doubtful / "metadata.json").write_text(json.dumps(metadata))
+    both = kcaptcha.load_model(str(doubtful))
+    assert both.backend == f"onnx (model.int8.onnx; model.onnx under {below:g})"
+    for reading, quantized, exact in zip(both.predict(images), int8, float32):
+        expected = exact if quantized.confidence < below else quantized
+        assert reading.text == expected.text and reading.confidence == pytest.approx(expected.confidence, rel=1e-5)
+    assert sum(q.confidence < below for q in int8) >= 10
+    metadata["export"]["int8_fallback_agreement"] = export.MIN_AGREEMENT - 0.001  # not enough: float alone
+    (doubtful / "metadata.json").write_text(json.dumps(metadata))
+    assert kcaptcha.load_model(str(doubtful)).backend == "onnx (model.onnx)"
 
 
 def test_int8_backend_without_an_int8_export_is_a_clear_error(exported_dir, smoke_model_dir, tmp_path):

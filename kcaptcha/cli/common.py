@@ -27,7 +27,7 @@ class UsageError(Exception):
 
 
 BACKEND_HELP = ("Inference engine (auto: the exported ONNX model when it agrees with Keras, else Keras; int8: the "
-                "int8 export even where it agrees less).")
+                "int8 export even where it agrees less; float: the float32 export alone).")
 TTA_HELP = ("Also read each image the model is unsure of (confidence under 0.9) in this many slightly warped "
             "copies and keep the text they agree on: fewer misreads for a model trained on a few hundred images, "
             "for 1.5-2.5 times the work at 8. 8 is a good start.")
