@@ -23,6 +23,8 @@ flags.DEFINE_list("tta", ["0"], "Warped copies per image (load_model's tta), eac
 flags.DEFINE_integer("single_calls", 500, "Single-image calls to time.")
 flags.DEFINE_integer("batch_size", 512, "Images per batched call.")
 flags.DEFINE_integer("batches", 10, "Batched calls to time.")
+flags.DEFINE_integer("images", 256, "Distinct captchas cycled through (a model with a float32 fallback reads the "
+                     "unsure share of them twice, so they should be many).")
 FLAGS = flags.FLAGS
 
 
@@ -32,7 +34,7 @@ def measure(recognizer, label):
     from kcaptcha.generate import CaptchaRenderer
 
     renderer = CaptchaRenderer.from_metadata(recognizer.metadata, 4242)
-    images = [renderer.render(i)[1] for i in range(64)]
+    images = [renderer.render(i)[1] for i in range(FLAGS.images)]
     for image in images[:10]:
         recognizer.predict(image)
     timings = []
