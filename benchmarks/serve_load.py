@@ -103,13 +103,12 @@ def multipart(parts, boundary: str = "kcaptchaload") -> bytes:
 
 
 def captcha_pngs(model: str, count: int = 64):
-    """`count` PNG captchas sized for `model`."""
+    """`count` PNG captchas of `model`'s task, in the look it was trained on (so that a model with a float32
+    fallback reads the share of them twice that it would in use)."""
     from kcaptcha import saving
     from kcaptcha.generate import CaptchaRenderer
 
-    meta = saving.read_metadata(saving.resolve_model_dir(model))
-    renderer = CaptchaRenderer(meta["charset"], int(meta["min_length"]), int(meta["max_length"]),
-                               int(meta["width"]), int(meta["height"]), seed=20240601)
+    renderer = CaptchaRenderer.from_metadata(saving.read_metadata(saving.resolve_model_dir(model)), 20240601)
     pngs = []
     for index in range(count):
         buffer = io.BytesIO()
