@@ -124,8 +124,10 @@ class Recognizer:
         `tta` warped copies, in one more model call, and its readings vote (`kcaptcha.tta`).
         """
         readings = self.read(batch)
+        if not self.tta:
+            return readings
         unsure = [i for i, reading in enumerate(readings)
-                  if self.tta and (reading.confidence < self.tta_below or self.tta_below >= 1.0)]
+                  if reading.confidence < self.tta_below or self.tta_below >= 1.0]
         if not unsure:
             return readings
         batch = _four_d(batch)[unsure, ..., 0]
