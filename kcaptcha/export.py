@@ -164,14 +164,20 @@ def export_onnx(model_dir: str, quantize: bool = True, calibration_size: int = 5
         to_int8(os.path.join(model_dir, ONNX_FILE), os.path.join(model_dir, INT8_FILE), calibration)
         quantized = read(onnx_session(os.path.join(model_dir, INT8_FILE)).run(None, {INPUT_NAME: check})[0])
         entry.update({"int8": INT8_FILE, **{f"int8_{k}": v for k, v in compare(reference, quantized).items()}})
-        unsure = [q.confidence < FALLBACK_BELOW for q in quantized]
-        fallback = [e if u else q for e, q, u in zip(exported, quantized, unsure)]
-        entry.update(int8_fallback_below=FALLBACK_BELOW, int8_fallback_share=float(np.mean(unsure)),
+        fallback = with_fallback(quantized, exported, FALLBACK_BELOW)
+        entry.update(int8_fallback_below=FALLBACK_BELOW,
+                     int8_fallback_share=float(np.mean([q.confidence < FALLBACK_BELOW for q in quantized])),
                      int8_fallback_agreement=compare(reference, fallback)["agreement"])
     entry.update(check_images=len(check), calibration_images=len(calibration), images_from=where)
     metadata["export"] = entry
     files.atomic_write_json(os.path.join(model_dir, saving.METADATA_FILE), metadata)
     return entry
+
+
+def with_fallback(quantized: list, exact: list, below: float) -> list:
+    """The int8 readings, each under `below` replaced by the float32 one: what a Recognizer running the int8
+    export with the float32 one as fallback reads (it runs float32 on those images only)."""
+    return [e if q.confidence < below else q for q, e in zip(quantized, exact)]
 
 
 def onnx_files(metadata: dict, backend: str = "auto"):
