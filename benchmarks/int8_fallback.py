@@ -34,7 +34,7 @@ def main(argv):
     int8, float32 = (kcaptcha.load_model(FLAGS.model, backend=b) for b in ("int8", "float"))
     metadata = int8.metadata
     entry = metadata["export"]  # the images export_onnx (seed 31337) checked on
-    _, check, where = export._own_images(metadata, entry["calibration_images"], entry["check_images"], 31337)
+    _, check, _, where = export._own_images(metadata, entry["calibration_images"], entry["check_images"], 31337)
     keras = kcaptcha.load_model(FLAGS.model, backend="keras")
     sets = [("check images", check, None)]  # against Keras, as bin/export checks
     if FLAGS.test_dir:

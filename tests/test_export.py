@@ -115,4 +115,6 @@ def test_a_model_trained_on_files_is_quantized_and_checked_on_its_own_images(tmp
     summary = train(config, str(tmp_path / "run"), save_dir=str(tmp_path / "model"), verbose=0)
     entry = export.export_onnx(summary["saved_to"], calibration_size=16, check_size=100)
     assert entry["images_from"] == f"the model's own images: {tmp_path / 'train'} and {tmp_path / 'val'}"
-    assert (entry["calibration_images"], entry["check_images"]) == (16, 12)
+    # Checked on the 12 validation images, the 14 training images calibration left over, and warped copies
+    # of those and the 16 calibration images up to check_size: not on 12 images alone.
+    assert (entry["calibration_images"], entry["check_images"], entry["check_warped_copies"]) == (16, 100, 74)
