@@ -4,7 +4,7 @@
 
 For each threshold of --below: the share of images the int8 model reads with a confidence under it (those
 read again in float32), the agreement of the pair's readings with Keras on the export's own check images
-(what `bin/export` records as `int8_fallback_agreement` for `export.FALLBACK_BELOW`), and with the float32
+(what `bin/export` records as `int8_fallback_agreement` for the lowest of `export.FALLBACK_CHOICES` that agrees), and with the float32
 export and the labels on --test_dir.
 """
 

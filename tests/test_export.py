@@ -59,7 +59,7 @@ def test_int8_backend_runs_the_int8_export_even_below_the_agreement_bar(exported
 
 def test_auto_reads_unsure_int8_readings_again_in_float_when_that_agrees(exported_dir, smoke_config, tmp_path):
     entry = json.loads((exported_dir / "metadata.json").read_text())["export"]
-    assert entry["int8_fallback_below"] == export.FALLBACK_BELOW and 0.0 <= entry["int8_fallback_share"] <= 1.0
+    assert entry["int8_fallback_below"] in export.FALLBACK_CHOICES and 0.0 <= entry["int8_fallback_share"] <= 1.0
     assert entry["int8_fallback_agreement"] >= entry["int8_agreement"] - 0.01  # floats where int8 is unsure
     renderer = generate.CaptchaRenderer.from_config(smoke_config, seed=23)
     images = [renderer.render(i)[1] for i in range(40)]
@@ -103,6 +103,25 @@ def test_damaged_onnx_file_names_the_folder(exported_dir, tmp_path):
         (damaged / name).write_bytes(b"not onnx")
     with pytest.raises(ValueError, match="Damaged model folder"):
         kcaptcha.load_model(str(damaged), backend="onnx")
+
+
+def test_the_fallback_threshold_is_the_lowest_choice_whose_readings_agree():
+    from kcaptcha.decoding import Prediction
+
+    def reading(text, confidence):
+        return Prediction(text, confidence, (confidence,) * len(text))
+
+    reference = [reading("ab", 0.99)] * 1000
+    exact = list(reference)
+    # int8 flips five readings: two it is unsure of (0.5), three it reads at 0.85 (under 0.9, not under 0.8).
+    quantized = reference[:995] + [reading("xx", 0.5)] * 2 + [reading("xx", 0.85)] * 3
+    assert export.fallback_threshold(reference, quantized, exact) == {
+        "int8_fallback_below": 0.9, "int8_fallback_agreement": 1.0, "int8_fallback_share": 0.005}
+    unsure = reference[:995] + [reading("xx", 0.5)] * 5
+    assert export.fallback_threshold(reference, unsure, exact)["int8_fallback_below"] == 0.8
+    stubborn = reference[:997] + [reading("xx", 0.97)] * 3  # sure and wrong: no threshold helps
+    assert export.fallback_threshold(reference, stubborn, exact) == {
+        "int8_fallback_below": 0.95, "int8_fallback_agreement": 0.997, "int8_fallback_share": 0.0}
 
 
 def test_a_model_trained_on_files_is_quantized_and_checked_on_its_own_images(tmp_path, smoke_config):
