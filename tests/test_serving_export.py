@@ -156,7 +156,7 @@ def test_reading_in_the_graph_matches_numpy_on_random_logits_of_every_length():
     np.testing.assert_allclose(confidence.numpy(), [p.confidence for p in expected], rtol=1e-4, atol=1e-7)
 
 
-def test_cli_exports_tflite_and_rejects_output_for_onnx(tmp_path, smoke_config):
+def test_cli_exports_tflite_and_rejects_output_for_onnx_and_stray_arguments(tmp_path, smoke_config):
     model_dir = random_model_dir(tmp_path, smoke_config.replace(architecture="ctc"))
     export = os.path.join(REPO_ROOT, "bin", "export")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -169,3 +169,10 @@ def test_cli_exports_tflite_and_rejects_output_for_onnx(tmp_path, smoke_config):
     wrong = subprocess.run([sys.executable, export, f"--model={model_dir}", f"--output={tmp_path / 'x'}"],
                            capture_output=True, text=True, timeout=600, env=env)
     assert wrong.returncode == 2 and wrong.stderr.startswith("error: --output is for")
+    # A folder given without --model would have re-exported the default (shipped) model; now it is refused.
+    shipped = os.path.join(saving.SHIPPED_MODELS_DIR, "digits", "metadata.json")
+    before = os.stat(shipped).st_mtime_ns
+    stray = subprocess.run([sys.executable, export, str(model_dir)], capture_output=True, text=True, timeout=600,
+                           env=env, cwd=tmp_path)
+    assert stray.returncode == 2 and stray.stderr.startswith("error: unexpected arguments: "), stray.stderr[-500:]
+    assert "--model=" in stray.stderr and os.stat(shipped).st_mtime_ns == before

@@ -30,8 +30,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise common.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    common.no_arguments(argv)
     if not FLAGS.url.startswith(("http://", "https://")):
         raise common.UsageError(f"--url must be an http:// or https:// address. Received: {FLAGS.url!r}")
     from kcaptcha.collect import collect

@@ -26,6 +26,13 @@ class UsageError(Exception):
     """A mistake in how a command was called; printed as one line, exit status 2."""
 
 
+def no_arguments(argv, hint: str = "") -> None:
+    """A `UsageError` for words after the flags of a command that takes none (absl would ignore them:
+    `bin/export runs/model` used to export the default model instead)."""
+    if len(argv) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}" + (f" ({hint})" if hint else ""))
+
+
 BACKEND_HELP = ("Inference engine (auto: the exported ONNX model when it agrees with Keras, else Keras; int8: the "
                 "int8 export even where it agrees less; float: the float32 export alone).")
 TTA_HELP = ("Also read each image the model is unsure of (confidence under 0.9) in this many slightly warped "

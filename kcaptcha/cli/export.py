@@ -32,7 +32,7 @@ _DEFAULT_OUTPUTS = {"savedmodel": os.path.join("savedmodel", "1"), "tflite": "mo
 
 
 def main(argv):
-    del argv
+    common.no_arguments(argv, "give the model with --model=NAME_OR_PATH")
     from kcaptcha import saving
 
     model_dir = saving.resolve_model_dir(FLAGS.model)

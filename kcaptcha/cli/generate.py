@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    del argv
+    common.no_arguments(argv)
     config = common.config_or_exit()
     if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
         raise NotADirectoryError(f"--output_dir is a file, not a folder: {FLAGS.output_dir!r}")

@@ -24,7 +24,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    del argv
+    common.no_arguments(argv)
     config = common.config_or_exit()  # --charset=auto passes validation; prepare() then collects it
     from kcaptcha.inventory import format_report
     from kcaptcha.prepare import parse_split, prepare

@@ -48,7 +48,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    del argv
+    common.no_arguments(argv, "give models with --models")
     from kcaptcha.serve import run_server
     from kcaptcha.serve.limits import MiB, Limits
 

@@ -27,7 +27,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    del argv
+    common.no_arguments(argv)
     config = common.config_or_exit()
     from kcaptcha import inventory, transfer
     from kcaptcha.train import train

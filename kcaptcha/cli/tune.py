@@ -28,7 +28,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    del argv
+    common.no_arguments(argv)
     config = common.config_or_exit()
     from kcaptcha import search, tuning
 
