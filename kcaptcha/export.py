@@ -22,11 +22,11 @@ from kcaptcha.vocab import Vocab
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 MIN_AGREEMENT = 0.998
-# The int8 model's flips are readings it is unsure of. The shipped alnum's int8 export reads 98.3% of its
+# The int8 model's flips are readings it is unsure of. alnum's third stage's int8 export read 98.3% of its
 # check images like Keras; reading those under 0.8 again in float32 (14% of them), 100%, and on its held-out
-# set 99.9% and the float model's accuracy (docs/BENCHMARKS.md). A model more sure of itself needs a higher
-# threshold for the same agreement (the tenth stop's alnum: 99.7% under 0.8, 7.7% read twice): the export
-# takes the lowest of these that reaches MIN_AGREEMENT.
+# set 99.9% and the float model's accuracy (docs/BENCHMARKS.md). A model surer of itself needs a higher
+# threshold for the same agreement (the shipped fourth stage: 99.7% under 0.8, 99.8% under 0.9 with 12.6% read
+# twice): the export takes the lowest of these that reaches MIN_AGREEMENT.
 FALLBACK_CHOICES = (0.8, 0.9, 0.95)
 INPUT_NAME = "image"
 
@@ -92,7 +92,8 @@ def _own_images(metadata: dict, calibration_size: int, check_size: int, seed: in
     real = np.concatenate([check, calibration])[..., 0]
     missing = check_size - len(check) if len(real) else 0
     rounds = -(-missing // len(real)) if missing > 0 else 0
-    copies = [tta.warp(real, coefficients)[..., None] for coefficients in tta.warps(rounds, metadata["width"], metadata["height"])]
+    copies = [tta.warp(real, coefficients)[..., None]
+              for coefficients in tta.warps(rounds, metadata["width"], metadata["height"])]
     warped = np.concatenate(copies)[:missing] if copies else calibration[:0]
     where = f"the model's own images: {train_dir}" + (f" and {val_dir}" if val_dir else "")
     return calibration, np.concatenate([check, warped]), len(warped), where
