@@ -89,14 +89,14 @@ def _own_images(metadata: dict, calibration_size: int, check_size: int, seed: in
     calibration = load(train_paths[:calibration_size])
     unused = (val_paths + train_paths[calibration_size:])[:check_size]
     check = load(unused) if unused else calibration[:0]
-    real = np.concatenate([check, calibration])[..., 0]
-    missing = check_size - len(check) if len(real) else 0
-    rounds = -(-missing // len(real)) if missing > 0 else 0
-    copies = [tta.warp(real, coefficients)[..., None]
-              for coefficients in tta.warps(rounds, metadata["width"], metadata["height"])]
-    warped = np.concatenate(copies)[:missing] if copies else calibration[:0]
+    missing = check_size - len(check)
+    if missing > 0 and len(check) + len(calibration):
+        real = np.concatenate([check, calibration])[..., 0]
+        copies = [tta.warp(real, coefficients)[..., None]
+                  for coefficients in tta.warps(-(-missing // len(real)), metadata["width"], metadata["height"])]
+        check = np.concatenate([check, *copies])[:check_size]
     where = f"the model's own images: {train_dir}" + (f" and {val_dir}" if val_dir else "")
-    return calibration, np.concatenate([check, warped]), len(warped), where
+    return calibration, check, len(check) - len(unused), where
 
 
 def to_onnx(model, metadata: dict, path: str) -> None:
