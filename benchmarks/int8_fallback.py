@@ -4,8 +4,8 @@
 
 For each threshold of --below: the share of images the int8 model reads with a confidence under it (those
 read again in float32), the agreement of the pair's readings with Keras on the export's own check images
-(what `bin/export` records as `int8_fallback_agreement` for the lowest of `export.FALLBACK_CHOICES` that agrees), and with the float32
-export and the labels on --test_dir.
+(what `bin/export` records as `int8_fallback_agreement` for the lowest of `export.FALLBACK_CHOICES` that
+agrees), and with the float32 export and the labels on --test_dir.
 """
 
 import os
@@ -51,11 +51,12 @@ def main(argv):
 
         print(f"{name} ({len(batch)})" + (f": float32 accuracy {accuracy(exact):.4f}" if labels else ""))
         for below in (float(b) for b in FLAGS.below):
-            pair = export.with_fallback(quantized, exact, below)
-            agreement = np.mean([p.text == r.text for p, r in zip(pair, reference)])
-            line = (f"  float32 again under {below:g}: {np.mean([q.confidence < below for q in quantized]):.3f} "
-                    f"read twice, agreement with {against} {agreement:.4f}")
-            print(line + (f", accuracy {accuracy(pair):.4f}" if labels else ""))
+            check = export.fallback_check(reference, quantized, exact, below)
+            line = (f"  float32 again under {below:g}: {check['int8_fallback_share']:.3f} read twice, agreement "
+                    f"with {against} {check['int8_fallback_agreement']:.4f}")
+            if labels:
+                line += f", accuracy {accuracy(export.with_fallback(quantized, exact, below)):.4f}"
+            print(line)
 
 
 if __name__ == "__main__":

@@ -193,10 +193,16 @@ def fallback_threshold(reference: list, quantized: list, exact: list) -> dict:
     """The lowest of `FALLBACK_CHOICES` under which reading the int8 readings again in float32 (`exact`)
     agrees with `reference` on `MIN_AGREEMENT` of them, else the highest; with its share and agreement."""
     for below in FALLBACK_CHOICES:
-        agreement = compare(reference, with_fallback(quantized, exact, below))["agreement"]
-        if agreement >= MIN_AGREEMENT:
+        entry = fallback_check(reference, quantized, exact, below)
+        if entry["int8_fallback_agreement"] >= MIN_AGREEMENT:
             break
-    return {"int8_fallback_below": below, "int8_fallback_agreement": agreement,
+    return entry
+
+
+def fallback_check(reference: list, quantized: list, exact: list, below: float) -> dict:
+    """Reading again in float32 the int8 readings under `below`: the share read twice and the agreement."""
+    return {"int8_fallback_below": below,
+            "int8_fallback_agreement": compare(reference, with_fallback(quantized, exact, below))["agreement"],
             "int8_fallback_share": float(np.mean([q.confidence < below for q in quantized]))}
 
 
