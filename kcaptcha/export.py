@@ -62,6 +62,12 @@ def model_inputs(renderer, count: int) -> np.ndarray:
     return pixels[..., None].astype(np.float32) / 255.0
 
 
+def _trained_on_files(metadata: dict) -> bool:
+    """Whether the model was trained on a folder of images that is still there."""
+    train_dir = (metadata.get("config") or {}).get("train_dir", "")
+    return bool(train_dir) and os.path.isdir(train_dir)
+
+
 def _own_images(metadata: dict, calibration_size: int, check_size: int, seed: int):
     """(calibration images, check images, how many of those are warped copies, where they came from): the
     model's own training and validation folders when it was trained on files that are still there, else
@@ -77,18 +83,20 @@ def _own_images(metadata: dict, calibration_size: int, check_size: int, seed: in
 
     config = metadata.get("config") or {}
     train_dir, val_dir = config.get("train_dir", ""), config.get("val_dir", "")
-    if not train_dir or not os.path.isdir(train_dir):
+    if not _trained_on_files(metadata):
         return (_captchas(metadata, calibration_size, seed), _captchas(metadata, check_size, seed + 1), 0,
                 "synthetic captchas of the model's task")
     train_paths = list(np.random.default_rng(seed).permutation(list_images(train_dir)))
     val_paths = list_images(val_dir) if val_dir and os.path.isdir(val_dir) else []
 
     def load(paths):
+        if not paths:
+            return np.zeros((0, metadata["height"], metadata["width"], 1), np.float32)
         return np.stack([images.to_model_input(p, metadata["width"], metadata["height"]) for p in paths])[..., None]
 
     calibration = load(train_paths[:calibration_size])
     unused = (val_paths + train_paths[calibration_size:])[:check_size]
-    check = load(unused) if unused else calibration[:0]
+    check = load(unused)
     missing = check_size - len(check)
     if missing > 0 and len(check) + len(calibration):
         real = np.concatenate([check, calibration])[..., 0]
@@ -97,6 +105,16 @@ def _own_images(metadata: dict, calibration_size: int, check_size: int, seed: in
         check = np.concatenate([check, *copies])[:check_size]
     where = f"the model's own images: {train_dir}" + (f" and {val_dir}" if val_dir else "")
     return calibration, check, len(check) - len(unused), where
+
+
+def own_check_images(metadata: dict, count: int, seed: int):
+    """(`count` model inputs to check an export on, how many are warped copies, where they came from) from the
+    model's own images, as `export_onnx` checks its int8 model (none set aside for calibration); None for a
+    model not trained on files that are still there."""
+    if not _trained_on_files(metadata):
+        return None
+    _, check, warped, where = _own_images(metadata, 0, count, seed)
+    return check, warped, where
 
 
 def to_onnx(model, metadata: dict, path: str) -> None:

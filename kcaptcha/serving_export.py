@@ -13,7 +13,9 @@ per CTC frame (the best class, repeats collapsed, blanks dropped); the confidenc
 probabilities (per position; for CTC per character, each its best frame's). A CTC text whose length the
 model never reads is read again as the best frame path of an allowed length, its confidence scaled by that
 path's probability relative to the greedy one's. Each export is checked against the Keras `Recognizer` on
-fresh captchas, and its agreement returned.
+images like the user's, as the ONNX export is (`kcaptcha.export`): a model trained on files on its own
+validation and left-over training images, topped up with warped copies of them; a model trained on synthetic
+captchas on fresh captchas of its task. Its agreement is returned with where the images came from.
 """
 
 import io
@@ -179,11 +181,11 @@ def export_savedmodel(model_dir: str, output: str, check_size: int = 500, seed: 
 
     _write_savedmodel(model, serve, tf.TensorSpec([None], tf.string, name=SIGNATURE_INPUT), output)
     reader = tf.saved_model.load(output).signatures["serving_default"]
-    pil_images = _fresh_captchas(metadata, check_size, seed)
+    pil_images, where = check_images(metadata, check_size, seed)
     result = reader(**{SIGNATURE_INPUT: tf.constant([_png(image) for image in pil_images])})
     texts = [text.decode("utf-8") for text in result["text"].numpy()]
     return {"format": "savedmodel", "path": output, "signature": "serving_default", "input": SIGNATURE_INPUT,
-            **agreement(model_dir, pil_images, texts, result["confidence"].numpy())}
+            **agreement(model_dir, pil_images, texts, result["confidence"].numpy()), "images_from": where}
 
 
 def export_tflite(model_dir: str, output: str, check_size: int = 500, seed: int = 4242) -> dict:
@@ -210,10 +212,11 @@ def export_tflite(model_dir: str, output: str, check_size: int = 500, seed: int 
         "charset": metadata["charset"], "width": width, "height": height, "output": metadata["output"],
         "input": "pixels: float32 [n, height, width, 1] in [0, 1], grayscale (kcaptcha.images)",
         "outputs": "ids: int32 [n, characters], indices into charset, -1 after the text; confidence: float32 [n]"})
-    pil_images = _fresh_captchas(metadata, check_size, seed)
+    pil_images, where = check_images(metadata, check_size, seed)
     texts, confidences = run_tflite(output, np.stack([images.to_model_input(i, width, height) for i in pil_images]),
                                     metadata["charset"])
-    return {"format": "tflite", "path": output, **agreement(model_dir, pil_images, texts, confidences)}
+    return {"format": "tflite", "path": output, **agreement(model_dir, pil_images, texts, confidences),
+            "images_from": where}
 
 
 def run_tflite(path: str, pixels: np.ndarray, charset: str):
@@ -237,11 +240,22 @@ def agreement(model_dir: str, pil_images, texts, confidences) -> dict:
             "max_confidence_gap": float(gaps.max()), "check_images": len(reference)}
 
 
-def _fresh_captchas(metadata: dict, count: int, seed: int):
+def check_images(metadata: dict, count: int, seed: int):
+    """(`count` PIL images to check an export on, where they came from): the model's own images when it was
+    trained on files that are still there (`kcaptcha.export`'s choice, at the model's input size), else fresh
+    captchas of its task."""
+    from PIL import Image
+
+    from kcaptcha.export import own_check_images
     from kcaptcha.generate import CaptchaRenderer
 
-    renderer = CaptchaRenderer.from_metadata(metadata, seed)
-    return [renderer.render(index)[1] for index in range(count)]
+    own = own_check_images(metadata, count, seed)
+    if own is None:
+        renderer = CaptchaRenderer.from_metadata(metadata, seed)
+        return [renderer.render(index)[1] for index in range(count)], "synthetic captchas of the model's task"
+    pixels, warped, where = own
+    return ([Image.fromarray(np.round(image[..., 0] * 255.0).astype(np.uint8), "L") for image in pixels],
+            f"{where} ({warped} of them warped copies)")
 
 
 def _png(image) -> bytes:

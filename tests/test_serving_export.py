@@ -176,3 +176,32 @@ def test_cli_exports_tflite_and_rejects_output_for_onnx_and_stray_arguments(tmp_
                            env=env, cwd=tmp_path)
     assert stray.returncode == 2 and stray.stderr.startswith("error: unexpected arguments: "), stray.stderr[-500:]
     assert "--model=" in stray.stderr and os.stat(shipped).st_mtime_ns == before
+
+
+def test_a_model_trained_on_files_checks_its_exports_on_its_own_images(tmp_path, smoke_config):
+    """Not on synthetic captchas, which are not the user's look: its validation images first, then its
+    training images, then warped copies of them up to the check size."""
+    from kcaptcha.train import train
+    from tests.conftest import write_captchas
+
+    train_paths = write_captchas(str(tmp_path / "train"), smoke_config, 30)
+    val_paths = write_captchas(str(tmp_path / "val"), smoke_config, 12, seed=8)
+    config = smoke_config.replace(train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"), max_steps=10)
+    model_dir = train(config, str(tmp_path / "run"), save_dir=str(tmp_path / "model"), verbose=0)["saved_to"]
+    metadata = saving.read_metadata(model_dir)
+
+    pil_images, where = serving_export.check_images(metadata, 50, seed=4242)
+    assert where == (f"the model's own images: {tmp_path / 'train'} and {tmp_path / 'val'} "
+                     "(8 of them warped copies)")
+    own = {path: images.to_model_input(path, config.width, config.height) for path in train_paths + val_paths}
+
+    def which(image):
+        pixels = images.to_model_input(image, config.width, config.height)
+        return [path for path, mine in own.items() if np.abs(pixels - mine).max() <= 1 / 255]
+
+    found = [which(image) for image in pil_images]
+    assert [match for match, in found[:12]] == sorted(val_paths)
+    assert {match for match, in found[12:42]} == set(train_paths) and found[42:] == [[]] * 8
+
+    report = serving_export.export_tflite(model_dir, str(tmp_path / "model.tflite"), check_size=50)
+    assert report["check_images"] == 50 and report["images_from"] == where

@@ -9,7 +9,9 @@ kcaptcha.load_model's `backend`).
 its `serving_default` signature takes `image_bytes` (encoded PNG, JPEG or GIF files) and returns `text`
 and `confidence`. --format=tflite writes a TFLite model of builtin ops (default: <model>/model.tflite)
 taking float32 pixels and returning charset `ids` and `confidence`, with the charset in <output>.json.
-Both are checked against the Keras model on fresh captchas; an agreement under 99.8% fails the command.
+Both are checked against the Keras model on the model's own images (a model trained on a folder: its
+validation and training images, topped up with warped copies) or fresh captchas of its task; an agreement
+under 99.8% fails the command.
 See docs/DEPLOY.md.
 """
 
@@ -24,7 +26,7 @@ flags.DEFINE_string("model", "digits", "A model name (./saved_models/<name>, els
                     "folder.")
 flags.DEFINE_enum("format", "onnx", ["onnx", "savedmodel", "tflite"], "What to export.")
 flags.DEFINE_string("output", None, "Where --format=savedmodel|tflite writes (default: in the model folder).")
-flags.DEFINE_integer("check_size", 500, "Fresh captchas a SavedModel or TFLite export is checked on.",
+flags.DEFINE_integer("check_size", 500, "Images a SavedModel or TFLite export is checked on.",
                      lower_bound=1)
 flags.DEFINE_bool("quantize", True, "Also write the int8 ONNX model.")
 FLAGS = flags.FLAGS
