@@ -31,10 +31,19 @@ TRAIN_SAMPLE_SIZE = 512  # training images scored at each validation, to show ov
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """`ModelCheckpoint` that writes a temporary file and renames it over the old one.
+    """`ModelCheckpoint` that writes a temporary file and renames it over the old one, and on a tie keeps
+    the later model.
 
     Keras writes the .keras zip in place, so a kill during the write would leave a corrupt best model.
+    Keras keeps the first of equal scores; a small validation set (20 images of a 200-image folder) reads
+    1.0 from the first few hundred steps on, and that first model is barely trained: fine-tuned on 200
+    captcha_images_v2 labels, the step-100 model misread 19 of 208 test images where the step-1000 one
+    misread 2 (docs/BENCHMARKS.md, twelfth stop). Among models that score alike, the one trained longer.
     """
+
+    def _set_monitor_op(self):
+        super()._set_monitor_op()
+        self.monitor_op = keras.ops.greater_equal if self.monitor_op is keras.ops.greater else keras.ops.less_equal
 
     def _save_model(self, epoch, batch, logs):
         final = self.filepath
@@ -163,13 +172,14 @@ def run_callbacks(run_dir: str, config, chief: bool = True) -> list:
 
 
 def best_row(history_csv: str) -> dict:
-    """The history row with the best validation whole-image accuracy (numbers as floats), or {}."""
+    """The history row with the best validation whole-image accuracy (numbers as floats), or {}; of equal
+    ones the last, the model `AtomicModelCheckpoint` keeps."""
     if not os.path.exists(history_csv):
         return {}
     with open(history_csv, newline="") as f:
         rows = [{k: float(v) for k, v in row.items() if v not in ("", None, "NA")} for row in csv.DictReader(f)]
     rows = [row for row in rows if MONITOR in row]
-    return max(rows, key=lambda row: row[MONITOR]) if rows else {}
+    return max(reversed(rows), key=lambda row: row[MONITOR]) if rows else {}
 
 
 def last_row(history_csv: str) -> dict:

@@ -97,6 +97,41 @@ def test_target_accuracy_stops_early(tmp_path, smoke_config):
     assert "warning" not in summary  # it reads: nothing to warn about
 
 
+def test_of_equal_validation_scores_the_later_model_is_kept(tmp_path, smoke_config):
+    """A small validation set reads 1.0 (or 0.95) from the first steps on; Keras kept the first of equal
+    scores, a barely trained model. The checkpoint and the summary keep the last."""
+    from PIL import Image
+
+    from kcaptcha.train import AtomicModelCheckpoint, best_row
+    from tests.conftest import write_captchas
+
+    # a real fit whose validation ties at every step: one blank image under each of the 16 labels, which
+    # any model reads alike, so exactly one of the 16 is right whatever it has learnt
+    write_captchas(str(tmp_path / "train"), smoke_config, 40)
+    os.makedirs(tmp_path / "val")
+    for index, label in enumerate(a + b for a in smoke_config.charset for b in smoke_config.charset):
+        Image.new("L", (smoke_config.width, smoke_config.height), 255).save(tmp_path / "val" / f"{label}_{index}.png")
+    config = smoke_config.replace(train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"), max_steps=30)
+    summary = train(config, str(tmp_path / "run"), save_dir=str(tmp_path / "model"), verbose=0)
+    scores = [float(row["val_image_accuracy"]) for row in history(tmp_path / "run")]
+    assert scores == [1 / 16] * 3 and summary["best_step"] == 30
+    assert best_row(str(tmp_path / "run" / "history.csv"))["step"] == 30
+
+    # the checkpoint itself: equal keeps the later weights, lower keeps what it has
+    model = models.new_model(smoke_config)
+    path = str(tmp_path / "best.keras")
+    checkpoint = AtomicModelCheckpoint(path, monitor="val_image_accuracy", mode="max", save_best_only=True)
+    checkpoint.set_model(model)
+    kept = []
+    for epoch, score in enumerate([0.5, 0.5, 0.4]):
+        model.set_weights([w + epoch + 1 for w in model.get_weights()])
+        if score == 0.5:
+            kept = [w.copy() for w in model.get_weights()]
+        checkpoint.on_epoch_end(epoch, {"val_image_accuracy": score})
+    for saved, expected in zip(keras.models.load_model(path).get_weights(), kept):
+        np.testing.assert_allclose(saved, expected)
+
+
 def test_legacy_model_trains(tmp_path, smoke_config):
     summary = train(smoke_config.replace(architecture="legacy", max_steps=10), str(tmp_path / "run"),
                     save_dir=str(tmp_path / "model"), verbose=0)
