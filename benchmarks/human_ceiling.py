@@ -54,9 +54,9 @@ def make(out: str) -> None:
         raise SystemExit(f"{out} already holds a key.json: choose another --out (answers are not overwritten)")
     recognizer = kcaptcha.load_model(FLAGS.model)
     rule = LabelRule.parse(FLAGS.label_from)
-    paths = [path for path in list_images(FLAGS.test_dir) if label_for(path, recognizer.vocab, rule)]
+    truth = {path: label_for(path, recognizer.vocab, rule) for path in list_images(FLAGS.test_dir)}
+    paths = [path for path, label in truth.items() if label]
     readings = {path: prediction.text for path, prediction, _ in predict_paths(recognizer, paths) if prediction}
-    truth = {path: rule.label(path) for path in readings}
     misread = [path for path in readings if readings[path] != truth[path]]
     right = [path for path in readings if readings[path] == truth[path]]
     rng = random.Random(FLAGS.seed)
