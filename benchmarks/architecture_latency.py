@@ -3,7 +3,8 @@
     python benchmarks/architecture_latency.py --flagfile=experiments/alnum.flags \
         --candidates=16,32,64,96@160x60 --candidates=16,32,48,64@160x60 --candidates=16,32,64,96@128x48
 
-Each candidate (conv filters @ width x height; the first is the reference) is built with fresh weights,
+Each candidate (conv filters, `+N` extra blocks at the last stage if any, @ width x height; the first is
+the reference) is built with fresh weights,
 exported and quantized as `bin/export` does (calibrated on 256 captchas of the task at its size), and timed
 in rounds, side by side in one process: single images (median of --single_calls per round) and batches of
 256 random arrays. Ratios to the first candidate are what to compare on a shared machine.
@@ -29,9 +30,11 @@ FLAGS = flags.FLAGS
 
 
 def parse(candidate: str):
+    """`16,32,64,96+1@160x60`: filters, extra blocks (optional `+N`), width, height."""
     filters, size = candidate.split("@")
+    filters, _, extra = filters.partition("+")
     width, height = size.lower().split("x")
-    return tuple(int(f) for f in filters.split(",")), int(width), int(height)
+    return tuple(int(f) for f in filters.split(",")), int(extra or 0), int(width), int(height)
 
 
 def main(argv):
@@ -46,8 +49,8 @@ def main(argv):
     sessions = {}
     with tempfile.TemporaryDirectory() as tmp:
         for index, candidate in enumerate(FLAGS.candidates):
-            filters, width, height = parse(candidate)
-            config = base.replace(conv_filters=filters, width=width, height=height)
+            filters, extra_blocks, width, height = parse(candidate)
+            config = base.replace(conv_filters=filters, extra_blocks=extra_blocks, width=width, height=height)
             model = models.new_model(config)
             path = os.path.join(tmp, f"{index}.onnx")
             export.to_onnx(model, {"height": height, "width": width}, path)

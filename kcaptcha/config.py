@@ -45,6 +45,9 @@ class Config:
                              "(0: none).")
     context: str = _field("model", "conv", "ctc: how each frame sees its neighbours: 'conv' (a 1-D convolution), "
                           "'gru' (a bidirectional GRU) or 'none'.")
+    extra_blocks: int = _field("model", 0, "ctc: residual blocks added after the last stage, at its width. Each "
+                               "starts as the identity (its last batch-norm scale at zero), so a model grown "
+                               "from a saved one with --init_from reads as that one did until it trains.")
 
     # How it learns, and from what.
     batch_size: int = _field("training", 64, "Training batch size.")
@@ -167,6 +170,11 @@ class Config:
             yield f"head_units must be >= 0. Received: head_units={self.head_units}"
         if self.context not in ("conv", "gru", "none"):
             yield f"context must be one of conv, gru, none. Received: context={self.context!r}"
+        if not 0 <= self.extra_blocks <= 4:
+            yield f"extra_blocks must be between 0 and 4. Received: extra_blocks={self.extra_blocks}"
+        elif self.extra_blocks and self.architecture != "ctc":
+            yield (f"extra_blocks applies to the ctc architecture only. Received: extra_blocks={self.extra_blocks}, "
+                   f"architecture={self.architecture!r}")
 
     def _training_problems(self):
         for field_name in ("batch_size", "max_steps", "eval_every_steps", "patience", "val_size", "pool_size"):

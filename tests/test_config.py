@@ -63,6 +63,8 @@ def test_json_and_flagfile_round_trips(tmp_path):
     ({"label_from": "(?P<lbl>.*)"}, "group named 'label'"),
     ({"data_workers": -1}, "data_workers must be >= 0"),
     ({"dropout_rate": 1.5}, "dropout_rate must be in"),
+    ({"extra_blocks": 5}, "extra_blocks must be between 0 and 4"),
+    ({"extra_blocks": 1, "architecture": "heads"}, "extra_blocks applies to the ctc architecture only"),
     ({"train_dir": "/no/such/folder"}, "train_dir is not a folder"),
     ({"fonts": ("/no/font.ttf",)}, "font file not found"),
 ])

@@ -55,6 +55,26 @@ def test_fine_tuning_starts_from_the_source_weights(smoke_config, source_model):
                                                         source.get_layer(name).get_weights()))
 
 
+def test_extra_blocks_grow_a_saved_model_that_reads_as_before_until_trained(tmp_path, smoke_config, source_model):
+    import keras
+
+    config = smoke_config.replace(init_from=source_model, extra_blocks=2)
+    model = models.new_model(config)
+    report = transfer.copy_weights(model, source_model, config.charset)
+    assert sorted(report["layers_fresh"]) == sorted(f"extra{i}_{part}" for i in (1, 2)
+                                                    for part in ("a_conv", "a_bn", "b_conv", "b_bn"))
+    source = keras.models.load_model(os.path.join(source_model, "model.keras"))
+    images = np.random.default_rng(0).random((6, config.height, config.width, 1), dtype=np.float32)
+    np.testing.assert_allclose(model.predict(images, verbose=0), source.predict(images, verbose=0), atol=1e-5)
+
+    # Trained, the blocks leave the identity: their last batch-norm scale moves off zero.
+    run = smoke_config.replace(init_from=source_model, extra_blocks=1, max_steps=20, eval_every_steps=20)
+    summary = train(run, str(tmp_path / "run"), save_dir=str(tmp_path / "model"), verbose=0)
+    grown = keras.models.load_model(os.path.join(summary["saved_to"], "model.keras"))
+    assert np.abs(grown.get_layer("extra1_b_bn").get_weights()[0]).max() > 0
+    assert json.loads((tmp_path / "model" / "metadata.json").read_text())["config"]["extra_blocks"] == 1
+
+
 def test_the_source_decides_the_model_fields_unless_given(source_model):
     config = Config(init_from=source_model, conv_filters=(4, 8))
     chosen, notes = transfer.fill_from_source(config, given={"init_from"})

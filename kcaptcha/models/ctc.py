@@ -22,12 +22,17 @@ def frames(config) -> int:
     return config.width // 4 if config.width // 4 >= 2 * config.max_length + 1 else config.width // 2
 
 
-def residual_block(x, filters: int, strides, name: str):
-    """Two 3x3 convolutions with batch norm, added to a (projected) shortcut."""
+def residual_block(x, filters: int, strides, name: str, identity_at_start: bool = False):
+    """Two 3x3 convolutions with batch norm, added to a (projected) shortcut.
+
+    With `identity_at_start` (and no projection) the second batch norm's scale starts at zero, so the block
+    passes its (non-negative, post-ReLU) input through unchanged until training moves that scale.
+    """
     shortcut = x
     y = conv_block(x, filters, strides=strides, name=f"{name}_a")
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(y)
-    y = layers.BatchNormalization(name=f"{name}_b_bn")(y)
+    scale = "zeros" if identity_at_start else "ones"
+    y = layers.BatchNormalization(gamma_initializer=scale, name=f"{name}_b_bn")(y)
     if strides != (1, 1) or x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_proj_conv")(x)
         shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
@@ -42,6 +47,8 @@ def build(config) -> keras.Model:
         height_stride = 2 if x.shape[1] >= 2 else 1
         width_stride = 2 if index == 1 and halve_width_twice else 1
         x = residual_block(x, filters, (height_stride, width_stride), name=f"stage{index}")
+    for index in range(1, config.extra_blocks + 1):
+        x = residual_block(x, x.shape[-1], (1, 1), name=f"extra{index}", identity_at_start=True)
     height, width, channels = x.shape[1], x.shape[2], x.shape[3]
     x = layers.Permute((2, 1, 3), name="columns")(x)  # [batch, frames, height, channels]
     x = layers.Reshape((width, height * channels), name="frames")(x)
