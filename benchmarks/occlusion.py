@@ -1,0 +1,140 @@
+"""How much of each character do its neighbours cover, and how do misreads follow it?
+
+    python benchmarks/occlusion.py --models=alnum,runs/capacity/saved_32_64_128_192
+
+The `captcha` library pastes each character over the one before it (its offset steps back by up to a
+quarter of a character's width), in one colour, so neighbours can merge into one shape. This draws the
+held-out captchas of the first model's task (`--seed`, as `bin/generate` draws them) and records, for
+every character of the library's look, the share of its ink that another character's ink lies on. A
+captcha's occlusion is the largest share among its characters. kcaptcha's own look is counted apart (its
+characters are placed apart). Each model reads the captchas in float32 (Keras where a folder has no ONNX
+export); the table gives, by occlusion, how often each model misreads and how often every model does.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_list("models", ["alnum"], "Model names or folders; the first decides the task.")
+flags.DEFINE_integer("count", 2000, "Held-out captchas.")
+flags.DEFINE_integer("seed", 20_261_129, "Their seed (one training never uses).")
+flags.DEFINE_list("bins", ["0", "0.1", "0.2", "0.3", "0.5"], "Lower edges of the occlusion bins.")
+FLAGS = flags.FLAGS
+
+PAD = 100  # canvas margin: a rotated character can be taller than the image
+
+
+def recording_create_captcha_image(records: list):
+    """`ImageCaptcha.create_captcha_image` of captcha 0.7, unchanged in what it draws and in the random
+    numbers it takes, that also appends each character's ink mask and position to `records`."""
+    import numpy as np
+    from captcha import image as captcha_image
+
+    def create_captcha_image(self, chars, color, background):
+        secrets = captcha_image.secrets  # kcaptcha's seeded stand-in while rendering
+        image = captcha_image.createImage("RGB", (self._width, self._height), background)
+        draw = captcha_image.Draw(image)
+        images, is_character = [], []
+        for c in chars:
+            if secrets.randbits(32) / (2**32) > self.word_space_probability:
+                images.append(self._draw_character(" ", draw, color))
+                is_character.append(False)
+            images.append(self._draw_character(c, draw, color))
+            is_character.append(True)
+        text_width = sum([im.size[0] for im in images])
+        width = max(text_width, self._width)
+        image = image.resize((width, self._height))
+        average = int(text_width / len(chars))
+        rand = int(self.word_offset_dx * average)
+        offset = int(average * 0.1)
+        inks = []
+        for im, character in zip(images, is_character):
+            w, h = im.size
+            mask = im.convert("L").point(self.lookup_table)
+            top = int((self._height - h) / 2)
+            image.paste(im, (offset, top), mask)
+            if character:
+                inks.append((offset, top, np.asarray(mask) >= 128))
+            offset = offset + w + (-secrets.randbelow(rand + 1))
+        records.append((width, self._height, inks))
+        if width > self._width:
+            image = image.resize((self._width, self._height))
+        return image
+
+    return create_captcha_image
+
+
+def occlusion(width: int, height: int, inks) -> float:
+    """The largest share of a character's ink that other characters' ink covers."""
+    import numpy as np
+
+    count = np.zeros((height + 2 * PAD, width + 2 * PAD), np.int32)
+    for x, y, ink in inks:
+        count[PAD + y:PAD + y + ink.shape[0], PAD + x:PAD + x + ink.shape[1]] += ink
+    worst = 0.0
+    for x, y, ink in inks:
+        others = count[PAD + y:PAD + y + ink.shape[0], PAD + x:PAD + x + ink.shape[1]] - ink
+        if ink.sum():
+            worst = max(worst, float((ink & (others > 0)).sum() / ink.sum()))
+    return worst
+
+
+def main(argv):
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    from captcha import image as captcha_image
+
+    import kcaptcha
+    from kcaptcha import saving
+    from kcaptcha.config import Config
+    from kcaptcha.generate import LOOK_KCAPTCHA, CaptchaRenderer
+
+    folders = [saving.resolve_model_dir(m) for m in FLAGS.models]
+    config = Config.from_dict(saving.read_metadata(folders[0])["config"])
+    renderer = CaptchaRenderer.from_config(config, seed=FLAGS.seed)
+    labels, grays, scores = [], [], []
+    original = captcha_image.ImageCaptcha.create_captcha_image
+    records = []
+    captcha_image.ImageCaptcha.create_captcha_image = recording_create_captcha_image(records)
+    try:
+        for index in range(FLAGS.count):
+            label, gray = renderer.render_gray(index)
+            labels.append(label)
+            grays.append(gray)
+            if renderer.look(index) == LOOK_KCAPTCHA:
+                scores.append(None)
+            else:
+                scores.append(occlusion(*records.pop()))
+            records.clear()
+    finally:
+        captcha_image.ImageCaptcha.create_captcha_image = original
+    images = np.stack(grays)[..., None]
+    wrong = []
+    for model, folder in zip(FLAGS.models, folders):
+        backend = "float" if os.path.exists(os.path.join(folder, "model.onnx")) else "keras"
+        texts = [p.text for p in kcaptcha.load_model(model, backend=backend).predict(images)]
+        wrong.append(np.array([t != label for t, label in zip(texts, labels)]))
+    every = np.logical_and.reduce(wrong)
+
+    edges = [float(b) for b in FLAGS.bins] + [1.01]
+    groups = [("kcaptcha's own look", np.array([s is None for s in scores]))]
+    library = np.array([-1.0 if s is None else s for s in scores])
+    for low, high in zip(edges, edges[1:]):
+        groups.append((f"library look, occlusion {low:.2f}-{min(high, 1.0):.2f}", (library >= low) & (library < high)))
+    print(f"{FLAGS.count} held-out captchas, seed {FLAGS.seed}\n")
+    print("| captchas | count | " + " | ".join(f"{m} misreads" for m in FLAGS.models) + " | every model misreads |")
+    print("|---|---|" + "---|" * (len(FLAGS.models) + 1))
+    for name, members in groups:
+        n = int(members.sum())
+        cells = [f"{int(w[members].sum())} ({w[members].mean():.1%})" if n else "—" for w in wrong]
+        last = f"{int(every[members].sum())} ({every[members].mean():.1%})" if n else "—"
+        print(f"| {name} | {n} | " + " | ".join(cells) + f" | {last} |")
+    print(f"| all | {FLAGS.count} | " + " | ".join(str(int(w.sum())) for w in wrong) + f" | {int(every.sum())} |")
+
+
+if __name__ == "__main__":
+    app.run(main)
