@@ -3,11 +3,10 @@
     python benchmarks/architecture_latency.py --flagfile=experiments/alnum.flags \
         --candidates=16,32,64,96@160x60 --candidates=16,32,48,64@160x60 --candidates=16,32,64,96@128x48
 
-Each candidate (conv filters, `+N` extra blocks at the last stage if any, @ width x height; the first is
-the reference) is built with fresh weights,
-exported and quantized as `bin/export` does (calibrated on 256 captchas of the task at its size), and timed
-in rounds, side by side in one process: single images (median of --single_calls per round) and batches of
-256 random arrays. Ratios to the first candidate are what to compare on a shared machine.
+Each candidate (conv filters, `+N` for N extra blocks after the last stage, @ width x height; the first
+is the reference) is built with fresh weights, exported and quantized as `bin/export` does (calibrated on
+256 captchas of the task at its size), and timed in rounds, side by side in one process: single images
+(median of --single_calls per round) and batches of 256 random arrays. Ratios to the first candidate are what to compare on a shared machine.
 """
 
 import os
