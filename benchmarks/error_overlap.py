@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+from sheets import contact_sheet  # noqa: E402
 
 flags.DEFINE_string("test_dir", None, "Folder of labelled captchas (labels in the file names).")
 flags.DEFINE_list("models", None, "Model names or folders (two or more).")
@@ -28,7 +29,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     import kcaptcha
     from kcaptcha import saving
@@ -63,13 +64,7 @@ def main(argv):
         print(f"  {os.path.basename(paths[i])}: truth {labels[i]}, read " +
               ", ".join(readings[m][i] for m in FLAGS.models))
     if FLAGS.sheet and every:
-        cell_w, cell_h, columns = 330, 140, 4
-        sheet = Image.new("RGB", (columns * cell_w, -(-len(every) // columns) * cell_h), "white")
-        draw = ImageDraw.Draw(sheet)
-        for k, i in enumerate(every):
-            x, y = (k % columns) * cell_w, (k // columns) * cell_h
-            sheet.paste(images[i].convert("RGB").resize((cell_w - 10, cell_h - 20)), (x, y))
-            draw.text((x + 2, y + cell_h - 18), f"{labels[i]}  read {readings[first][i]}", fill="red")
+        sheet = contact_sheet([(images[i], f"{labels[i]}  read {readings[first][i]}") for i in every], (320, 120))
         sheet.save(FLAGS.sheet)
         print(f"sheet: {FLAGS.sheet}")
 

@@ -28,6 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
+from sheets import contact_sheet  # noqa: E402
 
 flags.DEFINE_enum("mode", None, ["make", "score"], "make the sheets, or score the answers.")
 flags.DEFINE_string("model", "alnum", "Model (name or folder) whose misreads are read again.")
@@ -44,8 +45,6 @@ COLUMNS = 3
 
 
 def make(out: str) -> None:
-    from PIL import Image, ImageDraw
-
     import kcaptcha
     from kcaptcha.evaluate import label_for, predict_paths
     from kcaptcha.files import LabelRule, atomic_write_json, atomic_write_text, list_images
@@ -66,17 +65,9 @@ def make(out: str) -> None:
 
     os.makedirs(out, exist_ok=True)
     width, height = recognizer.metadata["width"] * FLAGS.scale, recognizer.metadata["height"] * FLAGS.scale
-    cell_w, cell_h = width + 10, height + 26
     for first in range(0, len(shown), FLAGS.per_sheet):
-        chunk = shown[first:first + FLAGS.per_sheet]
-        rows = (len(chunk) + COLUMNS - 1) // COLUMNS
-        sheet = Image.new("RGB", (COLUMNS * cell_w, rows * cell_h), "white")
-        draw = ImageDraw.Draw(sheet)
-        for i, (path, _) in enumerate(chunk):
-            x, y = (i % COLUMNS) * cell_w, (i // COLUMNS) * cell_h
-            draw.text((x + 4, y + 4), f"#{first + i + 1}", fill="black")
-            with Image.open(path) as image:
-                sheet.paste(image.convert("RGB").resize((width, height), Image.LANCZOS), (x, y + 20))
+        cells = [(path, f"#{first + i + 1}") for i, (path, _) in enumerate(shown[first:first + FLAGS.per_sheet])]
+        sheet = contact_sheet(cells, (width, height), columns=COLUMNS, caption_above=True, caption_color="black")
         sheet.save(os.path.join(out, f"sheet_{first // FLAGS.per_sheet + 1:02d}.png"))
     atomic_write_json(os.path.join(out, "key.json"), {
         "model": FLAGS.model, "test_dir": os.path.abspath(FLAGS.test_dir), "images": len(readings),

@@ -29,6 +29,7 @@ sys.path.insert(0, REPO)
 from absl import app, flags  # noqa: E402
 
 from real_sets import SETS, labelled, read_results  # noqa: E402
+from sheets import contact_sheet  # noqa: E402
 
 flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(REPO), "shared", "data"), "Where the sets are.")
 flags.DEFINE_list("sets", ["v2", "amazon"], f"Which sets: {', '.join(SETS)}.")
@@ -129,8 +130,6 @@ def table(results, labels_of) -> str:
 
 def draw_errors(results, labels_of, paths_of, output: str) -> None:
     """Each set's misread images from its most accurate trained group, captioned `true -> read`."""
-    from PIL import Image, ImageDraw
-
     for name in {r["set"] for r in results}:
         groups = collections.defaultdict(list)
         for r in results:
@@ -146,18 +145,9 @@ def draw_errors(results, labels_of, paths_of, output: str) -> None:
         wrong = [(t, p) for r in runs for t, p in zip(r["test"], r["readings"]) if labels_of[name][t] != p]
         if not wrong:
             continue
-        cell_w, cell_h, columns = 220, 90, 4
-        rows = (len(wrong) + columns - 1) // columns
-        sheet = Image.new("RGB", (cell_w * columns, cell_h * rows + 20), "white")
-        draw = ImageDraw.Draw(sheet)
-        draw.text((4, 4), f"{name}: misread by the best run ({size} labelled, {mode})", fill="black")
-        for k, (test, read) in enumerate(wrong):
-            with Image.open(paths_of[name][test]) as image:
-                image = image.convert("RGB")
-                image.thumbnail((cell_w - 10, cell_h - 25))
-            x, y = (k % columns) * cell_w, (k // columns) * cell_h + 20
-            sheet.paste(image, (x + 5, y + 2))
-            draw.text((x + 5, y + cell_h - 20), f"{labels_of[name][test]} -> {read or '(nothing)'}", fill="red")
+        cells = [(paths_of[name][test], f"{labels_of[name][test]} -> {read or '(nothing)'}") for test, read in wrong]
+        sheet = contact_sheet(cells, (210, 64), title=f"{name}: misread by the best run ({size} labelled, {mode})",
+                              keep_aspect=True)
         root, ext = os.path.splitext(output)
         sheet.save(f"{root}.{name}{ext or '.png'}")
         print(f"wrote {root}.{name}{ext or '.png'}: {len(wrong)} misread")
