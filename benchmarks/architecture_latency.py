@@ -6,7 +6,8 @@
 Each candidate (conv filters, `+N` for N extra blocks after the last stage, @ width x height; the first
 is the reference) is built with fresh weights, exported and quantized as `bin/export` does (calibrated on
 256 captchas of the task at its size), and timed in rounds, side by side in one process: single images
-(median of --single_calls per round) and batches of 256 random arrays. Ratios to the first candidate are what to compare on a shared machine.
+(median of --single_calls per round) and batches of 256 random arrays. Ratios to the first candidate are
+what to compare on a shared machine.
 """
 
 import os

@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+from readers import float32_reader  # noqa: E402
 from sheets import contact_sheet  # noqa: E402
 
 flags.DEFINE_string("test_dir", None, "Folder of labelled captchas (labels in the file names).")
@@ -31,29 +32,23 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from PIL import Image
 
-    import kcaptcha
-    from kcaptcha import saving
     from kcaptcha.evaluate import label_for
     from kcaptcha.files import LabelRule, list_images
 
     if len(FLAGS.models) < 2:
         raise SystemExit("--models needs two or more models")
-    readers = {}
-    for model in FLAGS.models:
-        folder = saving.resolve_model_dir(model)
-        backend = "float" if os.path.exists(os.path.join(folder, "model.onnx")) else "keras"
-        readers[model] = kcaptcha.load_model(model, backend=backend)
+    readers = {model: float32_reader(model) for model in FLAGS.models}
     rule = LabelRule.parse("prefix")
     truth = {path: label_for(path, readers[FLAGS.models[0]].vocab, rule) for path in list_images(FLAGS.test_dir)}
     paths = [path for path, label in truth.items() if label]
     labels = [truth[path] for path in paths]
     images = [Image.open(path) for path in paths]
-    readings = {}
+    readings, wrong = {}, {}
     print(f"{len(paths)} captchas in {FLAGS.test_dir}\n\n| model | misread |\n|---|---|")
     for model in FLAGS.models:
         readings[model] = [p.text for p in readers[model].predict(images)]
-        print(f"| {model} | {sum(r != t for r, t in zip(readings[model], labels))} |", flush=True)
-    wrong = {m: {i for i, (r, t) in enumerate(zip(readings[m], labels)) if r != t} for m in FLAGS.models}
+        wrong[model] = {i for i, (r, t) in enumerate(zip(readings[model], labels)) if r != t}
+        print(f"| {model} | {len(wrong[model])} |", flush=True)
     print("\n| models | both misread | if independent |\n|---|---|---|")
     for a, b in itertools.combinations(FLAGS.models, 2):
         print(f"| {a} & {b} | {len(wrong[a] & wrong[b])} | {len(wrong[a]) * len(wrong[b]) / len(paths):.1f} |")

@@ -43,10 +43,8 @@ def captchas_drawn_at(run_dir: str, step: int) -> int:
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import numpy as np
-
     import kcaptcha
-    from kcaptcha import saving
+    from kcaptcha import metrics, saving
     from kcaptcha.config import Config
     from kcaptcha.generate import CaptchaRenderer, render_arrays
 
@@ -62,14 +60,12 @@ def main(argv):
             (f"never trained on (seed {config.seed}, from {FLAGS.fresh_first})", config.seed, FLAGS.fresh_first),
             (f"held-out (seed {FLAGS.heldout_seed})", FLAGS.heldout_seed, 0)]
     print(f"{FLAGS.model}: trained on seed {config.seed}, {training.get('images_seen', '?')} images seen")
-    print("| captchas | whole-image | character |\n|---|---|---|")
+    print("| captchas | whole-image | character (1 - error rate) |\n|---|---|---|")
     for name, seed, first in sets:
         images, labels = render_arrays(CaptchaRenderer.from_config(config, seed=seed), FLAGS.count, first=first)
         texts = [p.text for p in reader.predict(images[..., None])]  # [n, h, w] -> [n, h, w, 1]
-        whole = np.mean([t == label for t, label in zip(texts, labels)])
-        same = [(t, label) for t, label in zip(texts, labels) if len(t) == len(label)]
-        chars = sum(a == b for t, label in same for a, b in zip(t, label)) / sum(len(label) for label in labels)
-        print(f"| {name} | {whole:.4f} | {chars:.4f} |", flush=True)
+        print(f"| {name} | {metrics.image_accuracy(labels, texts):.4f} | "
+              f"{metrics.character_accuracy(labels, texts):.4f} |", flush=True)
 
 
 if __name__ == "__main__":

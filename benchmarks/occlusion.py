@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+from readers import float32_reader  # noqa: E402
 
 flags.DEFINE_list("models", ["alnum"], "Model names or folders; the first decides the task.")
 flags.DEFINE_integer("count", 2000, "Held-out captchas.")
@@ -88,13 +89,11 @@ def main(argv):
     import numpy as np
     from captcha import image as captcha_image
 
-    import kcaptcha
     from kcaptcha import saving
     from kcaptcha.config import Config
     from kcaptcha.generate import LOOK_KCAPTCHA, CaptchaRenderer
 
-    folders = [saving.resolve_model_dir(m) for m in FLAGS.models]
-    config = Config.from_dict(saving.read_metadata(folders[0])["config"])
+    config = Config.from_dict(saving.read_metadata(saving.resolve_model_dir(FLAGS.models[0]))["config"])
     renderer = CaptchaRenderer.from_config(config, seed=FLAGS.seed)
     labels, grays, scores = [], [], []
     original = captcha_image.ImageCaptcha.create_captcha_image
@@ -114,9 +113,8 @@ def main(argv):
         captcha_image.ImageCaptcha.create_captcha_image = original
     images = np.stack(grays)[..., None]
     wrong = []
-    for model, folder in zip(FLAGS.models, folders):
-        backend = "float" if os.path.exists(os.path.join(folder, "model.onnx")) else "keras"
-        texts = [p.text for p in kcaptcha.load_model(model, backend=backend).predict(images)]
+    for model in FLAGS.models:
+        texts = [p.text for p in float32_reader(model).predict(images)]
         wrong.append(np.array([t != label for t, label in zip(texts, labels)]))
     every = np.logical_and.reduce(wrong)
 
