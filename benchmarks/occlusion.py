@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+from library_look import recording_create_captcha_image  # noqa: E402
 from readers import float32_reader  # noqa: E402
 
 flags.DEFINE_list("models", ["alnum"], "Model names or folders; the first decides the task.")
@@ -26,46 +27,6 @@ flags.DEFINE_list("bins", ["0", "0.1", "0.2", "0.3", "0.5"], "Lower edges of the
 FLAGS = flags.FLAGS
 
 PAD = 100  # canvas margin: a rotated character can be taller than the image
-
-
-def recording_create_captcha_image(records: list):
-    """`ImageCaptcha.create_captcha_image` of captcha 0.7, unchanged in what it draws and in the random
-    numbers it takes, that also appends each character's ink mask and position to `records`."""
-    import numpy as np
-    from captcha import image as captcha_image
-
-    def create_captcha_image(self, chars, color, background):
-        secrets = captcha_image.secrets  # kcaptcha's seeded stand-in while rendering
-        image = captcha_image.createImage("RGB", (self._width, self._height), background)
-        draw = captcha_image.Draw(image)
-        images, is_character = [], []
-        for c in chars:
-            if secrets.randbits(32) / (2**32) > self.word_space_probability:
-                images.append(self._draw_character(" ", draw, color))
-                is_character.append(False)
-            images.append(self._draw_character(c, draw, color))
-            is_character.append(True)
-        text_width = sum([im.size[0] for im in images])
-        width = max(text_width, self._width)
-        image = image.resize((width, self._height))
-        average = int(text_width / len(chars))
-        rand = int(self.word_offset_dx * average)
-        offset = int(average * 0.1)
-        inks = []
-        for im, character in zip(images, is_character):
-            w, h = im.size
-            mask = im.convert("L").point(self.lookup_table)
-            top = int((self._height - h) / 2)
-            image.paste(im, (offset, top), mask)
-            if character:
-                inks.append((offset, top, np.asarray(mask) >= 128))
-            offset = offset + w + (-secrets.randbelow(rand + 1))
-        records.append((width, self._height, inks))
-        if width > self._width:
-            image = image.resize((self._width, self._height))
-        return image
-
-    return create_captcha_image
 
 
 def occlusion(width: int, height: int, inks) -> float:

@@ -111,17 +111,18 @@ class CaptchaRenderer:
         """The look sample `index` is drawn in: `LOOK_CAPTCHA_LIBRARY` or `LOOK_KCAPTCHA`, without drawing it."""
         return self._draw_look(index)[2]
 
-    def render(self, index: int) -> Tuple[str, Image.Image]:
-        """Returns (label, RGB image) for sample `index`."""
+    def render(self, index: int, without: Sequence[str] = ()) -> Tuple[str, Image.Image]:
+        """Returns (label, RGB image) for sample `index`; `without` (`styles.NUISANCES`) leaves nuisances out
+        of kcaptcha's own look, for ablations."""
         rng, label, look = self._draw_look(index)
         if look == LOOK_KCAPTCHA:
-            return label, styles.draw(label, rng, self.width, self.height, self.fonts)
+            return label, styles.draw(label, rng, self.width, self.height, self.fonts, without)
         with _seeded_captcha(rng):
             image = self._captcha.generate_image(label)
         return label, image
 
-    def render_gray(self, index: int) -> Tuple[str, np.ndarray]:
-        label, image = self.render(index)
+    def render_gray(self, index: int, without: Sequence[str] = ()) -> Tuple[str, np.ndarray]:
+        label, image = self.render(index, without)
         return label, np.asarray(image.convert("L"), dtype=np.uint8)
 
 

@@ -4,14 +4,15 @@ spacing, lines, dots, blur and warping, each drawn at random per image from a se
 `find_fonts(charset)` lists TrueType fonts that can draw every character of a charset: the `captcha`
 library's own, matplotlib's DejaVu family (installed with kcaptcha[train]) and the system's
 (`/usr/share/fonts`, `/Library/Fonts`, `C:\\Windows\\Fonts`), leaving out symbol and math fonts.
-`draw(label, rng, width, height, fonts)` renders one captcha in a randomly chosen look.
+`draw(label, rng, width, height, fonts)` renders one captcha in a randomly chosen look; `without=` leaves
+nuisances out of it for ablations (benchmarks/misread_causes.py).
 """
 
 import functools
 import glob
 import math
 import os
-from typing import List, Sequence, Tuple
+from typing import Collection, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -64,25 +65,40 @@ def find_fonts(charset: str) -> Tuple[str, ...]:
     return tuple(path for path in _candidate_fonts() if _draws_every_character(path, charset))
 
 
-def draw(label: str, rng, width: int, height: int, fonts: Sequence[str]) -> Image.Image:
-    """`label` in one random look: background, font, colours, spacing, then lines, dots, blur, warp."""
+NUISANCES = ("overlap", "rotation", "lines", "dots", "warp", "blur")
+
+
+def draw(label: str, rng, width: int, height: int, fonts: Sequence[str], without: Collection[str] = ()) -> Image.Image:
+    """`label` in one random look: background, font, colours, spacing, then lines, dots, blur, warp.
+
+    `without` names NUISANCES to leave out (for ablations): the same random numbers are drawn, so the rest
+    of the captcha is the one `draw` makes without it. "overlap" keeps characters at least a tenth of a
+    glyph apart; "rotation" keeps them upright."""
+    unknown = set(without) - set(NUISANCES)
+    if unknown:
+        raise ValueError(f"without takes {', '.join(NUISANCES)}. Received: {sorted(unknown)}")
     background = _background(rng, width, height)
     text_colour = tuple(rng.randint(0, 110) for _ in range(3))
     image = background.copy()
-    _draw_text(image, label, rng, rng.choice(list(fonts)), text_colour)
+    _draw_text(image, label, rng, rng.choice(list(fonts)), text_colour, without)
     draw_ = ImageDraw.Draw(image)
+    scratch = ImageDraw.Draw(image.copy())  # where left-out lines and dots go
     for _ in range(rng.choice((0, 0, 1, 2, 3))):
         points = [(rng.uniform(-0.1, 1.1) * width, rng.uniform(0, 1) * height) for _ in range(rng.randint(2, 4))]
-        draw_.line(points, fill=text_colour if rng.random() < 0.5 else _random_colour(rng, 0, 160),
-                   width=rng.randint(1, max(1, height // 25)))
+        (scratch if "lines" in without else draw_).line(
+            points, fill=text_colour if rng.random() < 0.5 else _random_colour(rng, 0, 160),
+            width=rng.randint(1, max(1, height // 25)))
     for _ in range(rng.choice((0, 0, 20, 80, 200))):
         x, y = rng.uniform(0, width), rng.uniform(0, height)
         r = rng.uniform(0.5, 1.5)
-        draw_.ellipse((x - r, y - r, x + r, y + r), fill=_random_colour(rng, 0, 200))
+        (scratch if "dots" in without else draw_).ellipse((x - r, y - r, x + r, y + r),
+                                                           fill=_random_colour(rng, 0, 200))
     if rng.random() < 0.3:
-        image = _warp(image, rng)
+        warped = _warp(image, rng)
+        image = image if "warp" in without else warped
     if rng.random() < 0.3:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+        radius = rng.uniform(0.3, 1.0)
+        image = image if "blur" in without else image.filter(ImageFilter.GaussianBlur(radius))
     return image
 
 
@@ -110,7 +126,7 @@ def _background(rng, width: int, height: int) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
-def _draw_text(image: Image.Image, label: str, rng, font_path: str, colour) -> None:
+def _draw_text(image: Image.Image, label: str, rng, font_path: str, colour, without: Collection[str] = ()) -> None:
     width, height = image.size
     font = _font(font_path, max(8, int(height * rng.uniform(0.55, 0.85))))
     glyphs = []
@@ -118,8 +134,11 @@ def _draw_text(image: Image.Image, label: str, rng, font_path: str, colour) -> N
         left, top, right, bottom = font.getbbox(char)
         glyph = Image.new("L", (right - left + 4, bottom - top + 4), 0)
         ImageDraw.Draw(glyph).text((2 - left, 2 - top), char, font=font, fill=255)
-        glyphs.append(glyph.rotate(rng.uniform(-25, 25), resample=Image.BILINEAR, expand=True))
+        angle = rng.uniform(-25, 25)
+        glyphs.append(glyph.rotate(0 if "rotation" in without else angle, resample=Image.BILINEAR, expand=True))
     spacing = rng.uniform(-0.15, 0.25)  # overlapping (negative) to loose, in glyph widths
+    if "overlap" in without:
+        spacing = max(spacing, 0.1)
     total = sum(g.size[0] for g in glyphs) * (1 + spacing) - glyphs[-1].size[0] * spacing
     scale = min(1.0, 0.95 * width / max(total, 1))
     x = (width - total * scale) / 2 + rng.uniform(-0.05, 0.05) * width

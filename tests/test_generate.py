@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -101,6 +102,29 @@ def test_varied_style_is_reproducible_and_mixes_looks():
     assert all(image.size == (120, 40) and 3 <= len(label) <= 5 for label, image in first)
     backgrounds = {image.convert("RGB").getpixel((0, 0)) for _, image in first}
     assert len(backgrounds) >= 6  # colours and backgrounds vary from image to image
+
+
+def test_a_nuisance_left_out_leaves_the_rest_of_the_captcha_as_drawn():
+    """styles.draw(without=...) for ablations (benchmarks/misread_causes.py): the same random numbers are
+    drawn, so only the nuisance goes."""
+    import random
+
+    from kcaptcha import styles
+
+    fonts = styles.find_fonts("abc123")
+    changed = []
+    for seed in range(40):
+        as_drawn, rng = styles.draw("ab12c", random.Random(seed), 120, 40, fonts), random.Random(seed)
+        without = styles.draw("ab12c", rng, 120, 40, fonts, without=("dots",))
+        after = random.Random(seed)
+        styles.draw("ab12c", after, 120, 40, fonts)
+        assert rng.random() == after.random()  # the same numbers drawn: later captchas stay the same
+        changed.append((np.asarray(as_drawn) != np.asarray(without)).any(axis=-1).mean())
+    assert max(changed) > 0 and min(changed) == 0  # without dots, a captcha that had none is the same
+    plain = styles.draw("ab12c", random.Random(1), 120, 40, fonts, without=styles.NUISANCES)
+    assert np.asarray(plain).std() > 10  # still a captcha: text on a background
+    with pytest.raises(ValueError, match="without takes"):
+        styles.draw("ab12c", random.Random(1), 120, 40, fonts, without=("smudges",))
 
 
 def test_varied_style_names_the_fonts_it_found(tmp_path):
