@@ -204,7 +204,8 @@ def open_run(config, model_dir: str, fresh: bool) -> dict:
                 os.remove(os.path.join(model_dir, name))
     run = files.read_json(run_path) if os.path.exists(run_path) else {"run_id": uuid.uuid4().hex}
     if os.path.exists(config_path):
-        previous = files.read_json(config_path)
+        # A field the run's config.json lacks is one added since; that run used its default.
+        previous = {**Config().subset(), **files.read_json(config_path)}
         changed = [k for k in Config.field_names("task", "model") if previous.get(k) != config.subset()[k]]
         if changed:
             raise ValueError(f"{model_dir} holds a run with a different {', '.join(changed)}; "

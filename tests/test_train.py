@@ -188,6 +188,16 @@ def test_a_different_task_in_the_same_model_dir_is_refused(tmp_path, smoke_confi
         train(smoke_config.replace(charset="0123456789", max_steps=10), run, verbose=0)
 
 
+def test_a_run_saved_before_a_field_was_added_resumes(tmp_path, smoke_config):
+    run = tmp_path / "run"
+    train(smoke_config.replace(max_steps=10), str(run), verbose=0)
+    saved = json.loads((run / "config.json").read_text())
+    for added in ("extra_blocks",):  # fields later versions added, at their defaults
+        del saved[added]
+    (run / "config.json").write_text(json.dumps(saved))
+    assert train(smoke_config.replace(max_steps=20), str(run), verbose=0)["steps_this_run"] == 10
+
+
 def test_never_replaces_a_model_another_run_saved(tmp_path, smoke_config):
     target = str(tmp_path / "model")
     train(smoke_config.replace(max_steps=10), str(tmp_path / "run_a"), save_dir=target, verbose=0)
