@@ -9,7 +9,8 @@ overlap (characters kept a tenth of a glyph apart), rotation, lines, dots, warp,
 once. In the `captcha` library's look: its noise dots, its noise curve, overlap (each character pasted
 after the last instead of stepping back over it; wide text is squeezed to the width as the library
 squeezes it), and the three at once. A misread that reads right once a nuisance is gone is counted as
-that nuisance's; a captcha can count for several. Each model reads in float32.
+that nuisance's; a captcha can count for several. Each model reads the colour captchas in float32,
+making its own gray as `load_model` does.
 """
 
 import os
@@ -43,7 +44,8 @@ def _left_out_copy(method):
 
 
 def render_library(renderer, indices, without):
-    """Gray arrays of the library-look captchas `indices`, drawn with LIBRARY_NUISANCES `without` left out."""
+    """RGB arrays of the library-look captchas `indices`, drawn with LIBRARY_NUISANCES `without` left out."""
+    import numpy as np
     from captcha import image as captcha_image
 
     cls = captcha_image.ImageCaptcha
@@ -55,7 +57,7 @@ def render_library(renderer, indices, without):
     if "noise curve" in without:
         cls.create_noise_curve = _left_out_copy(cls.create_noise_curve)
     try:
-        return [renderer.render_gray(i)[1] for i in indices]
+        return [np.asarray(renderer.render(i)[1]) for i in indices]
     finally:
         cls.create_captcha_image, cls.create_noise_dots, cls.create_noise_curve = saved
 
@@ -77,8 +79,8 @@ def main(argv):
              ("library look", np.flatnonzero(~own), LIBRARY_NUISANCES)]
     readers = [float32_reader(model) for model in FLAGS.models]
 
-    def misread(indices, grays):
-        images = np.stack(grays)[..., None]
+    def misread(indices, pictures):
+        images = np.stack(pictures)  # RGB: each model makes its own gray (--grayscale)
         return [np.array([p.text != labels[i] for p, i in zip(r.predict(images), indices)]) for r in readers]
 
     print(f"{FLAGS.count} held-out captchas, seed {FLAGS.seed}; misreads per model: "
@@ -92,7 +94,7 @@ def main(argv):
         if name == "library look":
             draw = lambda without: render_library(renderer, indices, without)  # noqa: E731
         else:
-            draw = lambda without: [renderer.render_gray(i, without)[1] for i in indices]  # noqa: E731
+            draw = lambda without: [np.asarray(renderer.render(i, without)[1]) for i in indices]  # noqa: E731
         as_drawn = draw(())
         base = misread(indices, as_drawn)
 
@@ -108,8 +110,8 @@ def main(argv):
             print(f"| {name} | {label} | {cells(now)} | {cells(fixed)} | {cells(new)} |")
             if len(without) > 1 and FLAGS.sheet:
                 plain = draw(without)
-                texts = [p.text for p in readers[0].predict(np.stack(as_drawn)[..., None])]
-                plain_texts = [p.text for p in readers[0].predict(np.stack(plain)[..., None])]
+                texts = [p.text for p in readers[0].predict(np.stack(as_drawn))]
+                plain_texts = [p.text for p in readers[0].predict(np.stack(plain))]
                 for k in np.flatnonzero(base[0]):
                     sheet.append((as_drawn[k], plain[k], labels[indices[k]], texts[k], plain_texts[k]))
     if FLAGS.sheet:
@@ -123,8 +125,8 @@ def write_sheet(rows, path: str) -> None:
     from sheets import contact_sheet
 
     cells = []
-    for gray, plain, truth, read, plain_read in rows:
-        cells.append((Image.fromarray(gray), f"{truth}: read {read}"))
+    for picture, plain, truth, read, plain_read in rows:
+        cells.append((Image.fromarray(picture), f"{truth}: read {read}"))
         cells.append((Image.fromarray(plain), f"without nuisances: {plain_read}"))
     contact_sheet(cells, (240, 90), columns=4,
                   title="misreads as drawn (left) and redrawn without every nuisance (right)").save(path)

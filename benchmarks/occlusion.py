@@ -56,15 +56,15 @@ def main(argv):
 
     config = Config.from_dict(saving.read_metadata(saving.resolve_model_dir(FLAGS.models[0]))["config"])
     renderer = CaptchaRenderer.from_config(config, seed=FLAGS.seed)
-    labels, grays, scores = [], [], []
+    labels, pictures, scores = [], [], []
     original = captcha_image.ImageCaptcha.create_captcha_image
     records = []
     captcha_image.ImageCaptcha.create_captcha_image = recording_create_captcha_image(records)
     try:
         for index in range(FLAGS.count):
-            label, gray = renderer.render_gray(index)
+            label, picture = renderer.render(index)
             labels.append(label)
-            grays.append(gray)
+            pictures.append(np.asarray(picture))
             if renderer.look(index) == LOOK_KCAPTCHA:
                 scores.append(None)
             else:
@@ -72,7 +72,7 @@ def main(argv):
             records.clear()
     finally:
         captcha_image.ImageCaptcha.create_captcha_image = original
-    images = np.stack(grays)[..., None]
+    images = np.stack(pictures)  # RGB: each model makes its own gray (--grayscale)
     wrong = []
     for model in FLAGS.models:
         texts = [p.text for p in float32_reader(model).predict(images)]
