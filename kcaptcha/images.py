@@ -92,8 +92,10 @@ def array_to_gray(array: np.ndarray, label: str, grayscale: str = "luma") -> np.
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or min(array.shape[:2]) < 1:
+        hint = ("; for a batch of gray images [n, h, w], add a channel axis (images[..., None]) or pass a list"
+                if array.ndim == 3 else "")
         raise ValueError(f"{label}: expected an array of shape [h, w], [h, w, 1], [h, w, 3] or [h, w, 4]. "
-                         f"Received shape {array.shape}")
+                         f"Received shape {array.shape}{hint}")
     if array.dtype != np.uint8:
         array = array.astype(np.float64)
         if array.size and array.max() <= 1.0:

@@ -62,6 +62,9 @@ def test_every_input_kind_gives_the_same_answer(recognizer, samples, tmp_path):
         assert recognizer.predict(item).text == expected.text, type(item)
     batch = np.stack([np.asarray(image.convert("L"))] * 3)[..., None]
     assert [p.text for p in recognizer.predict(batch)] == [expected.text] * 3
+    with pytest.raises(ValueError, match=r"Received shape \(3, \d+, \d+\); for a batch of gray images .*add a "
+                       r"channel axis"):
+        recognizer.predict(batch[..., 0])  # [n, h, w] looks like one image: refused, with a hint
 
 
 def test_other_sizes_and_modes_never_raise_shape_errors(recognizer, samples):
