@@ -12,7 +12,6 @@ from typing import Tuple
 
 from kcaptcha import distribute, inventory, models
 from kcaptcha.files import LabelRule
-from kcaptcha.images import GRAYSCALES
 
 GROUPS = ("task", "model", "training", "run")
 
@@ -36,9 +35,6 @@ class Config:
     max_length: int = _field("task", 4, "Longest label length (equal to min_length for fixed length).")
     width: int = _field("task", 100, "Model input width in pixels; images are resized to it.")
     height: int = _field("task", 60, "Model input height in pixels; images are resized to it.")
-    grayscale: str = _field("task", "luma", "How colour images become the model's gray input: 'luma' (ITU-R "
-                            "601 weights) or 'max' (each pixel's brightest channel, so coloured dots and lines "
-                            "are lighter than dark text).")
 
     # The network.
     architecture: str = _field("model", "ctc", "Architecture: " + "; ".join(
@@ -215,8 +211,6 @@ class Config:
         if self.mixed_precision not in distribute.PRECISIONS:
             yield (f"mixed_precision must be one of {', '.join(distribute.PRECISIONS)}. "
                    f"Received: mixed_precision={self.mixed_precision!r}")
-        if self.grayscale not in GRAYSCALES:
-            yield f"grayscale must be one of {', '.join(GRAYSCALES)}. Received: grayscale={self.grayscale!r}"
         if self.style not in ("captcha", "varied"):
             yield f"style must be one of captcha, varied. Received: style={self.style!r}"
         for font in self.fonts:

@@ -54,8 +54,7 @@ def labelled_files(folder: str, config) -> Tuple[List[str], List[str]]:
 def image_dataset(paths: Sequence[str], config, batch_size: int = 256, cache: bool = True) -> tf.data.Dataset:
     """Decoded images of `paths`, in order, batched (and cached): what validation reads."""
     dataset = tf.data.Dataset.from_tensor_slices(list(paths))
-    dataset = dataset.map(lambda path: decode_image(tf.io.read_file(path), config.height, config.width,
-                                                    config.grayscale),
+    dataset = dataset.map(lambda path: decode_image(tf.io.read_file(path), config.height, config.width),
                           num_parallel_calls=AUTOTUNE).batch(batch_size)
     return (dataset.cache() if cache else dataset).prefetch(AUTOTUNE)
 
@@ -77,7 +76,7 @@ def file_batches(paths: Sequence[str], labels: Sequence[str], config, batch_size
     dataset = dataset.shuffle(len(paths), seed=config.seed, reshuffle_each_iteration=True)
 
     def load(path, ids):
-        return decode_image(tf.io.read_file(path), config.height, config.width, config.grayscale), ids
+        return decode_image(tf.io.read_file(path), config.height, config.width), ids
 
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE)
     if len(paths) * config.height * config.width * 4 <= CACHE_LIMIT_BYTES:

@@ -18,7 +18,7 @@ import numpy as np
 from captcha import image as captcha_image
 from PIL import Image
 
-from kcaptcha import images, styles
+from kcaptcha import styles
 from kcaptcha.files import create_new
 
 STYLES = ("captcha", "varied")
@@ -67,14 +67,10 @@ class CaptchaRenderer:
     """
 
     def __init__(self, charset: str, min_length: int, max_length: int, width: int, height: int,
-                 seed: int = 0, fonts: Sequence[str] = (), style: str = "captcha", grayscale: str = "luma"):
+                 seed: int = 0, fonts: Sequence[str] = (), style: str = "captcha"):
         if style not in STYLES:
             raise ValueError(f"style must be one of {', '.join(STYLES)}. Received: style={style!r}")
-        if grayscale not in images.GRAYSCALES:
-            raise ValueError(f"grayscale must be one of {', '.join(images.GRAYSCALES)}. "
-                             f"Received: grayscale={grayscale!r}")
-        self.args = (charset, min_length, max_length, width, height, seed, tuple(fonts), style, grayscale)
-        self.grayscale = grayscale
+        self.args = (charset, min_length, max_length, width, height, seed, tuple(fonts), style)
         self.charset, self.min_length, self.max_length = charset, min_length, max_length
         self.width, self.height, self.seed, self.style = width, height, seed, style
         self.fonts = tuple(fonts) or (styles.find_fonts(charset) if style == "varied" else ())
@@ -87,7 +83,7 @@ class CaptchaRenderer:
     @classmethod
     def from_config(cls, config, seed: Optional[int] = None) -> "CaptchaRenderer":
         return cls(config.charset, config.min_length, config.max_length, config.width, config.height,
-                   config.seed if seed is None else seed, config.fonts, config.style, config.grayscale)
+                   config.seed if seed is None else seed, config.fonts, config.style)
 
     @classmethod
     def from_metadata(cls, metadata: dict, seed: int) -> "CaptchaRenderer":
@@ -95,8 +91,7 @@ class CaptchaRenderer:
         config = metadata.get("config") or {}
         fonts = [font for font in config.get("fonts", []) if os.path.isfile(font)]
         return cls(metadata["charset"], int(metadata["min_length"]), int(metadata["max_length"]),
-                   int(metadata["width"]), int(metadata["height"]), seed, fonts, config.get("style", "captcha"),
-                   images.grayscale_of(metadata))
+                   int(metadata["width"]), int(metadata["height"]), seed, fonts, config.get("style", "captcha"))
 
     def _draw_label(self, index: int) -> Tuple[SeededSecrets, str]:
         rng = SeededSecrets(f"kcaptcha/{self.seed}/{index}")
@@ -128,8 +123,6 @@ class CaptchaRenderer:
 
     def render_gray(self, index: int, without: Sequence[str] = ()) -> Tuple[str, np.ndarray]:
         label, image = self.render(index, without)
-        if self.grayscale == "max":  # the brightest channel, as kcaptcha.images reads it
-            return label, np.asarray(image, dtype=np.uint8).max(axis=-1)
         return label, np.asarray(image.convert("L"), dtype=np.uint8)
 
 
@@ -162,12 +155,12 @@ def _write_one(task) -> Tuple[str, str]:
 def render_chunk(task) -> Tuple[np.ndarray, List[str]]:
     """In a worker process: grayscale captchas `first` .. `first + count - 1` of the worker's renderer."""
     first, count = task
-    labels, arrays = [], []
+    labels, images = [], []
     for index in range(first, first + count):
         label, pixels = _worker_renderer.render_gray(index)
         labels.append(label)
-        arrays.append(pixels)
-    return np.stack(arrays), labels
+        images.append(pixels)
+    return np.stack(images), labels
 
 
 @contextlib.contextmanager
@@ -225,6 +218,6 @@ def render_arrays(renderer: CaptchaRenderer, count: int, first: int = 0,
     tasks = [(start, min(chunk, first + count - start)) for start in range(first, first + count, chunk)]
     with worker_pool(renderer, default_workers(workers)) as pool:
         parts = pool.map(render_chunk, tasks)
-    pixels = np.concatenate([p[0] for p in parts])
+    images = np.concatenate([p[0] for p in parts])
     labels = [label for p in parts for label in p[1]]
-    return pixels, labels
+    return images, labels

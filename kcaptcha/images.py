@@ -1,8 +1,7 @@
 """The one preprocessing contract: any image -> the model's input, in TensorFlow and in PIL/numpy.
 
 Every image becomes float32 [height, width(, 1)] in [0, 1]: decode (PNG, JPEG, GIF's first frame, BMP),
-composite any alpha channel on white, convert to grayscale (ITU-R 601 luma, or each pixel's brightest
-channel for a model trained with --grayscale=max), scale 16-bit images to 8 bits,
+composite any alpha channel on white, convert to ITU-R 601 grayscale, scale 16-bit images to 8 bits,
 resize to (height, width) with an antialiased bilinear filter. `decode_image` does it in a `tf.data`
 pipeline (training); `to_model_input` with PIL for single images (reading, serving). Tests hold the two
 equal within a small tolerance across sizes, modes and formats.
@@ -17,12 +16,6 @@ from PIL import Image, UnidentifiedImageError
 
 ImageLike = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-GRAYSCALES = ("luma", "max")  # how colour becomes gray: ITU-R 601 weights, or the brightest channel
-
-
-def grayscale_of(metadata: dict) -> str:
-    """A saved model's grayscale (models saved before the option read luma)."""
-    return metadata.get("grayscale", "luma")
 
 
 def describe(item, index: int = 0) -> str:
@@ -55,7 +48,7 @@ def open_image(item, index: int = 0) -> Image.Image:
         raise ValueError(f"{describe(item, index)} is corrupt or truncated ({error})") from None
 
 
-def gray_pixels(image: Image.Image, grayscale: str = "luma") -> np.ndarray:
+def gray_pixels(image: Image.Image) -> np.ndarray:
     """Any PIL mode -> float32 grayscale [h, w] in 0..255, transparency composited on white.
 
     One conversion per image: no PIL -> numpy -> PIL -> numpy round trip.
@@ -69,24 +62,20 @@ def gray_pixels(image: Image.Image, grayscale: str = "luma") -> np.ndarray:
     if image.mode in ("P", "RGBA", "LA", "PA", "La", "RGBa"):  # palettes may hold transparency
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
         alpha = rgba[..., 3:4] * (1.0 / 255.0)
-        return _gray(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha), grayscale)
+        return _gray(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha))
     if image.mode in ("RGB", "CMYK", "YCbCr", "LAB", "HSV"):
         # TensorFlow's weights exactly: PIL's own RGB -> F (0.299, 0.587, 0.114) moved a test model's
         # confidences by up to 0.0035 against the TensorFlow path.
-        return _gray(np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.float32), grayscale)
+        return _gray(np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.float32))
     return np.asarray(image.convert("L") if image.mode != "L" else image, dtype=np.float32)
 
 
-def _gray(rgb: np.ndarray, grayscale: str) -> np.ndarray:
-    if grayscale == "max":
-        return rgb.max(axis=-1).astype(np.float32)
-    if grayscale != "luma":
-        raise ValueError(f"grayscale must be one of {', '.join(GRAYSCALES)}. Received: grayscale={grayscale!r}")
+def _gray(rgb: np.ndarray) -> np.ndarray:
     # tf.image.rgb_to_grayscale's weights (ITU-R 601), in float like the TensorFlow path.
     return (rgb @ np.asarray([0.2989, 0.5870, 0.1140], np.float32)).astype(np.float32)
 
 
-def array_to_gray(array: np.ndarray, label: str, grayscale: str = "luma") -> np.ndarray:
+def array_to_gray(array: np.ndarray, label: str) -> np.ndarray:
     """A [h, w], [h, w, 1|3|4] array (uint8, or float in [0, 1]) -> float32 grayscale [h, w] in 0..255."""
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -102,17 +91,17 @@ def array_to_gray(array: np.ndarray, label: str, grayscale: str = "luma") -> np.
             array = array * 255.0
         array = np.clip(array + 0.5, 0, 255).astype(np.uint8)
     mode = {2: "L", 3: "RGB", 4: "RGBA"}[array.shape[-1] if array.ndim == 3 else 2]
-    return gray_pixels(Image.fromarray(array, mode), grayscale)
+    return gray_pixels(Image.fromarray(array, mode))
 
 
-def to_model_input(item: ImageLike, width: int, height: int, index: int = 0, grayscale: str = "luma") -> np.ndarray:
+def to_model_input(item: ImageLike, width: int, height: int, index: int = 0) -> np.ndarray:
     """One image (path, bytes, PIL image or array) -> float32 [height, width] in [0, 1]."""
     if isinstance(item, Image.Image):
-        pixels = gray_pixels(item, grayscale)
+        pixels = gray_pixels(item)
     elif isinstance(item, np.ndarray):
-        pixels = array_to_gray(item, describe(item, index), grayscale)
+        pixels = array_to_gray(item, describe(item, index))
     elif isinstance(item, (str, os.PathLike, bytes, bytearray, memoryview)):
-        pixels = gray_pixels(open_image(item, index), grayscale)
+        pixels = gray_pixels(open_image(item, index))
     else:
         raise TypeError(f"image #{index}: expected a path, bytes, a PIL image or a numpy array. "
                         f"Received: {type(item).__name__}")
@@ -121,35 +110,28 @@ def to_model_input(item: ImageLike, width: int, height: int, index: int = 0, gra
     return np.clip(pixels * np.float32(1.0 / 255.0), 0.0, 1.0)
 
 
-def decode_image(data, height: int, width: int, grayscale: str = "luma"):
+def decode_image(data, height: int, width: int):
     """Encoded image bytes (a string tensor) -> float32 [height, width, 1] in [0, 1], in TensorFlow."""
     import tensorflow as tf
 
     data = tf.convert_to_tensor(data, tf.string)
     # TensorFlow's BMP decoder reads palette indices as gray levels and rejects 1-bit files: BMPs go to PIL.
     return tf.cond(tf.equal(tf.strings.substr(data, 0, 2), b"BM"),
-                   lambda: _decode_with_pil(data, height, width, grayscale),
-                   lambda: _decode_with_tf(data, height, width, grayscale))
+                   lambda: _decode_with_pil(data, height, width),
+                   lambda: _decode_with_tf(data, height, width))
 
 
-def _decode_with_pil(data, height: int, width: int, grayscale: str = "luma"):
+def _decode_with_pil(data, height: int, width: int):
     import tensorflow as tf
 
     def decode(payload):  # a 0-d numpy array holding the bytes
-        payload = payload.item() if isinstance(payload, np.ndarray) else payload
-        return to_model_input(payload, width, height, grayscale=grayscale)[..., None]
+        return to_model_input(payload.item() if isinstance(payload, np.ndarray) else payload, width, height)[..., None]
 
     return tf.ensure_shape(tf.numpy_function(decode, [data], tf.float32, stateful=False), (height, width, 1))
 
 
-def _decode_with_tf(data, height: int, width: int, grayscale: str = "luma"):
+def _decode_with_tf(data, height: int, width: int):
     import tensorflow as tf
-
-    if grayscale not in GRAYSCALES:
-        raise ValueError(f"grayscale must be one of {', '.join(GRAYSCALES)}. Received: grayscale={grayscale!r}")
-
-    def gray(rgb):
-        return tf.reduce_max(rgb, axis=-1, keepdims=True) if grayscale == "max" else tf.image.rgb_to_grayscale(rgb)
 
     # uint16 keeps 16-bit PNGs exact; 8-bit images are scaled by 257, so both end up as value / max.
     image = tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint16)
@@ -161,8 +143,8 @@ def _decode_with_tf(data, height: int, width: int, grayscale: str = "luma"):
     image = tf.switch_case(tf.shape(image)[-1] - 1, [  # by channel count: L, LA, RGB, RGBA
         lambda: image[..., :1],
         lambda: composite(image[..., :1], image[..., 1:2]),
-        lambda: gray(image[..., :3]),
-        lambda: gray(composite(image[..., :3], image[..., 3:4])),
+        lambda: tf.image.rgb_to_grayscale(image[..., :3]),
+        lambda: tf.image.rgb_to_grayscale(composite(image[..., :3], image[..., 3:4])),
     ])
     image = tf.ensure_shape(image, [None, None, 1])
     same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))

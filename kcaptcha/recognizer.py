@@ -35,7 +35,6 @@ class Recognizer:
         self.metadata = saving.read_metadata(self.model_dir)  # checked before the slow imports
         self.name = self.metadata.get("name", os.path.basename(self.model_dir))
         self.width, self.height = int(self.metadata["width"]), int(self.metadata["height"])
-        self.grayscale = images.grayscale_of(self.metadata)
         self.output = self.metadata["output"]
         self._warps = warped_copies.warps(tta, self.width, self.height)
         self.vocab = Vocab(self.metadata["charset"], int(self.metadata["min_length"]), int(self.metadata["max_length"]))
@@ -98,7 +97,7 @@ class Recognizer:
 
     def preprocess(self, item: ImageLike, index: int = 0) -> np.ndarray:
         """One image -> float32 [height, width] in [0, 1] (`kcaptcha.images`' contract)."""
-        return images.to_model_input(item, self.width, self.height, index, self.grayscale)
+        return images.to_model_input(item, self.width, self.height, index)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """The model's raw outputs for an already preprocessed float32 batch [n, height, width(, 1)] (with an

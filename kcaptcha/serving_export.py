@@ -171,11 +171,10 @@ def export_savedmodel(model_dir: str, output: str, check_size: int = 500, seed: 
     metadata = saving.read_metadata(model_dir)
     model = load_keras_model(model_dir)
     height, width = int(metadata["height"]), int(metadata["width"])
-    grayscale = images.grayscale_of(metadata)
 
     def serve(image_bytes):
         # TensorFlow's decoders only: a SavedModel cannot carry decode_image's PIL fallback for BMP files.
-        pixels = tf.map_fn(lambda data: images._decode_with_tf(data, height, width, grayscale), image_bytes,
+        pixels = tf.map_fn(lambda data: images._decode_with_tf(data, height, width), image_bytes,
                            fn_output_signature=tf.TensorSpec([height, width, 1], tf.float32))
         ids, confidence = read_logits(model(pixels, training=False), metadata)
         return {"text": _texts(ids, metadata["charset"]), "confidence": confidence}
@@ -198,7 +197,6 @@ def export_tflite(model_dir: str, output: str, check_size: int = 500, seed: int 
     metadata = saving.read_metadata(model_dir)
     model = load_keras_model(model_dir)
     height, width = int(metadata["height"]), int(metadata["width"])
-    grayscale = images.grayscale_of(metadata)
 
     def read(pixels):
         ids, confidence = read_logits(model(pixels, training=False), metadata)
@@ -212,12 +210,11 @@ def export_tflite(model_dir: str, output: str, check_size: int = 500, seed: int 
     files.atomic_write_bytes(output, flatbuffer)
     files.atomic_write_json(output + ".json", {
         "charset": metadata["charset"], "width": width, "height": height, "output": metadata["output"],
-        "grayscale": grayscale,
-        "input": f"pixels: float32 [n, height, width, 1] in [0, 1], grayscale by {grayscale} (kcaptcha.images)",
+        "input": "pixels: float32 [n, height, width, 1] in [0, 1], grayscale (kcaptcha.images)",
         "outputs": "ids: int32 [n, characters], indices into charset, -1 after the text; confidence: float32 [n]"})
     pil_images, where = check_images(metadata, check_size, seed)
-    pixels = np.stack([images.to_model_input(i, width, height, grayscale=grayscale) for i in pil_images])
-    texts, confidences = run_tflite(output, pixels, metadata["charset"])
+    texts, confidences = run_tflite(output, np.stack([images.to_model_input(i, width, height) for i in pil_images]),
+                                    metadata["charset"])
     return {"format": "tflite", "path": output, **agreement(model_dir, pil_images, texts, confidences),
             "images_from": where}
 

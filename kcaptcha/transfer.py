@@ -27,16 +27,14 @@ def source_dir(init_from: str) -> str:
 
 
 def fill_from_source(config: Config, given) -> (Config, list):
-    """`config` with the source model's model fields, and its grayscale, where not `given`; the notes to show.
-    (Its weights were learnt on that gray: --grayscale=max on a luma model is a choice to make.)"""
+    """`config` with the source model's model fields where not `given`; the notes to show."""
     if not config.init_from:
         return config, []
     metadata = saving.read_metadata(source_dir(config.init_from))
     source = Config.from_dict(metadata["config"]) if "config" in metadata else None
     changes = {}
     if source is not None:
-        inherited = Config.field_names("model") + ("grayscale",)
-        changes = {name: getattr(source, name) for name in inherited if name not in given}
+        changes = {name: getattr(source, name) for name in Config.field_names("model") if name not in given}
     config = config.replace(**changes)
     shown = ", ".join(f"{k}={v}" for k, v in changes.items()) or "no model field taken"
     return config, [f"Starting from {config.init_from} ({metadata.get('architecture')}): {shown}"]

@@ -127,21 +127,6 @@ def test_a_nuisance_left_out_leaves_the_rest_of_the_captcha_as_drawn():
         styles.draw("ab12c", random.Random(1), 120, 40, fonts, without=("smudges",))
 
 
-def test_max_grayscale_renders_the_brightest_channel_and_luma_is_unchanged():
-    from kcaptcha.generate import CaptchaRenderer
-
-    task = ("abc123", 3, 5, 120, 40)
-    luma = CaptchaRenderer(*task, seed=9, style="varied")
-    brightest = CaptchaRenderer(*task, seed=9, style="varied", grayscale="max")
-    for index in range(6):
-        label, image = luma.render(index)
-        assert luma.render_gray(index)[1].tobytes() == image.convert("L").tobytes()
-        brightest_label, gray = brightest.render_gray(index)
-        assert brightest_label == label and (gray == np.asarray(image).max(axis=-1)).all()
-    with pytest.raises(ValueError, match="grayscale must be one of luma, max"):
-        CaptchaRenderer(*task, grayscale="mean")
-
-
 def test_varied_style_names_the_fonts_it_found(tmp_path):
     from kcaptcha.styles import find_fonts
 

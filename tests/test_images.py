@@ -92,30 +92,3 @@ def test_transparent_pixels_are_white_on_both_paths():
 def test_bad_bytes_are_clear_errors(payload, error, message):
     with pytest.raises(error, match=message):
         images.to_model_input(payload, WIDTH, HEIGHT)
-
-
-def test_max_grayscale_reads_each_pixels_brightest_channel_on_both_paths():
-    """--grayscale=max: a red dot is as light as the white around it, and TensorFlow and PIL agree on a
-    coloured captcha in every format (BMP goes through PIL inside the TensorFlow path)."""
-    dot = Image.new("RGB", (40, 20), (255, 255, 255))
-    dot.putpixel((3, 3), (255, 0, 0))
-    for grayscale, expected in (("luma", 0.299), ("max", 1.0)):
-        for decoded in (images.decode_image(encoded(dot, "PNG"), 20, 40, grayscale).numpy()[..., 0],
-                        images.to_model_input(dot, 40, 20, grayscale=grayscale)):
-            assert decoded[3, 3] == pytest.approx(expected, abs=0.01), grayscale
-    coloured = CaptchaRenderer("0123456789abc", 4, 6, WIDTH, HEIGHT, seed=3, style="varied").render(1)[1]
-    brightest = np.asarray(coloured, np.float32).max(axis=-1) / 255.0
-    assert np.abs(images.to_model_input(coloured, WIDTH, HEIGHT, grayscale="max") - brightest).max() < 1e-6
-    for mode in ("RGB", "RGBA", "P"):
-        for image_format in ("PNG", "BMP", "JPEG"):
-            data = encoded(variant(coloured, (WIDTH, HEIGHT), mode), image_format)
-            if data is None:
-                continue
-            from_tf = images.decode_image(data, HEIGHT, WIDTH, "max").numpy()[..., 0]
-            from_pil = images.to_model_input(data, WIDTH, HEIGHT, grayscale="max")
-            tolerance = 0.02 if image_format == "JPEG" else 0.01
-            assert np.abs(from_tf - from_pil).max() <= tolerance, f"{mode} {image_format}"
-    for read in (lambda: images.to_model_input(coloured, WIDTH, HEIGHT, grayscale="mean"),
-                 lambda: images.decode_image(encoded(dot, "PNG"), 20, 40, "mean")):
-        with pytest.raises(ValueError, match="grayscale must be one of luma, max"):
-            read()

@@ -75,23 +75,6 @@ def test_extra_blocks_grow_a_saved_model_that_reads_as_before_until_trained(tmp_
     assert json.loads((tmp_path / "model" / "metadata.json").read_text())["config"]["extra_blocks"] == 1
 
 
-def test_a_model_trained_on_max_gray_reads_in_it_and_passes_it_on(tmp_path, smoke_config, source_model):
-    import kcaptcha
-
-    config = smoke_config.replace(grayscale="max", max_steps=10, eval_every_steps=10)
-    saved = train(config, str(tmp_path / "run"), save_dir=str(tmp_path / "model"), verbose=0)["saved_to"]
-    assert json.loads((tmp_path / "model" / "metadata.json").read_text())["grayscale"] == "max"
-    red_dot = Image.new("RGB", (config.width, config.height), "white")
-    red_dot.putpixel((3, 3), (255, 0, 0))
-    assert kcaptcha.load_model(saved, backend="keras").preprocess(red_dot)[3, 3] == pytest.approx(1.0)
-    luma = kcaptcha.load_model(source_model, backend="keras")  # saved before the option: luma
-    assert luma.preprocess(red_dot)[3, 3] == pytest.approx(0.299, abs=0.01)
-    inherited, _ = transfer.fill_from_source(Config(init_from=saved), given={"init_from"})
-    assert inherited.grayscale == "max"  # its weights were learnt on it
-    chosen, _ = transfer.fill_from_source(Config(init_from=saved), given={"init_from", "grayscale"})
-    assert chosen.grayscale == "luma"
-
-
 def test_the_source_decides_the_model_fields_unless_given(source_model):
     config = Config(init_from=source_model, conv_filters=(4, 8))
     chosen, notes = transfer.fill_from_source(config, given={"init_from"})
