@@ -80,7 +80,7 @@ def main(argv):
     readers = [float32_reader(model) for model in FLAGS.models]
 
     def misread(indices, pictures):
-        images = np.stack(pictures)  # RGB: each model makes its own gray (--grayscale)
+        images = np.stack(pictures)  # RGB: each model makes its gray as load_model does
         return [np.array([p.text != labels[i] for p, i in zip(r.predict(images), indices)]) for r in readers]
 
     print(f"{FLAGS.count} held-out captchas, seed {FLAGS.seed}; misreads per model: "

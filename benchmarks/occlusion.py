@@ -72,7 +72,7 @@ def main(argv):
             records.clear()
     finally:
         captcha_image.ImageCaptcha.create_captcha_image = original
-    images = np.stack(pictures)  # RGB: each model makes its own gray (--grayscale)
+    images = np.stack(pictures)  # RGB: each model makes its gray as load_model does
     wrong = []
     for model in FLAGS.models:
         texts = [p.text for p in float32_reader(model).predict(images)]
