@@ -121,8 +121,8 @@ class CaptchaRenderer:
             image = self._captcha.generate_image(label)
         return label, image
 
-    def render_gray(self, index: int, without: Sequence[str] = ()) -> Tuple[str, np.ndarray]:
-        label, image = self.render(index, without)
+    def render_gray(self, index: int) -> Tuple[str, np.ndarray]:
+        label, image = self.render(index)
         return label, np.asarray(image.convert("L"), dtype=np.uint8)
 
 

@@ -82,7 +82,7 @@ def draw(label: str, rng, width: int, height: int, fonts: Sequence[str], without
     image = background.copy()
     _draw_text(image, label, rng, rng.choice(list(fonts)), text_colour, without)
     draw_ = ImageDraw.Draw(image)
-    scratch = ImageDraw.Draw(image.copy())  # where left-out lines and dots go
+    scratch = ImageDraw.Draw(image.copy()) if {"lines", "dots"} & set(without) else None  # for left-out ones
     for _ in range(rng.choice((0, 0, 1, 2, 3))):
         points = [(rng.uniform(-0.1, 1.1) * width, rng.uniform(0, 1) * height) for _ in range(rng.randint(2, 4))]
         (scratch if "lines" in without else draw_).line(
