@@ -1,4 +1,37 @@
-"""The `captcha` library's drawing of a captcha's characters, redone so benchmarks can see and move them."""
+"""The `captcha` library's drawing of a captcha's characters, redone so benchmarks can see and move them,
+and its noise, which they can leave out."""
+
+import contextlib
+
+
+@contextlib.contextmanager
+def drawing(records=None, apart: bool = False, without_noise=()):
+    """While open, the `captcha` library pastes characters with `recording_create_captcha_image(records,
+    apart)` (when either is asked for), and draws each noise named in `without_noise` ("dots", "curve") on a
+    copy: the image keeps none of it, and the same random numbers are drawn."""
+    from captcha import image as captcha_image
+
+    cls = captcha_image.ImageCaptcha
+    saved = {name: cls.__dict__[name] for name in ("create_captcha_image", "create_noise_dots", "create_noise_curve")}
+    try:
+        if records is not None or apart:
+            cls.create_captcha_image = recording_create_captcha_image([] if records is None else records, apart)
+        for noise in without_noise:
+            setattr(cls, f"create_noise_{noise}", _on_a_copy(saved[f"create_noise_{noise}"].__func__))
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(cls, name, method)
+
+
+def _on_a_copy(method):
+    """A static noise method that draws on a copy of the image and returns the image untouched."""
+
+    def draw_on_copy(image, *args, **kwargs):
+        method(image.copy(), *args, **kwargs)
+        return image
+
+    return staticmethod(draw_on_copy)
 
 
 def recording_create_captcha_image(records: list, apart: bool = False):

@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
-from library_look import recording_create_captcha_image  # noqa: E402
+from library_look import drawing  # noqa: E402
 from readers import float32_reader  # noqa: E402
 
 flags.DEFINE_list("models", ["alnum"], "Model names or folders; the first decides the task.")
@@ -33,34 +33,13 @@ FLAGS = flags.FLAGS
 LIBRARY_NUISANCES = ("noise dots", "noise curve", "overlap")
 
 
-def _left_out_copy(method):
-    """A static `ImageCaptcha` noise method that draws on a copy (so the image keeps none of it) and draws
-    the same random numbers."""
-
-    def draw_on_copy(image, *args, **kwargs):
-        method(image.copy(), *args, **kwargs)
-        return image
-
-    return staticmethod(draw_on_copy)
-
-
 def render_library(renderer, indices, without):
     """RGB arrays of the library-look captchas `indices`, drawn with LIBRARY_NUISANCES `without` left out."""
     import numpy as np
-    from captcha import image as captcha_image
 
-    cls = captcha_image.ImageCaptcha
-    saved = cls.create_captcha_image, cls.__dict__["create_noise_dots"], cls.__dict__["create_noise_curve"]
-    if "overlap" in without:
-        cls.create_captcha_image = recording_create_captcha_image([], apart=True)
-    if "noise dots" in without:
-        cls.create_noise_dots = _left_out_copy(cls.create_noise_dots)
-    if "noise curve" in without:
-        cls.create_noise_curve = _left_out_copy(cls.create_noise_curve)
-    try:
+    noise = [name.split()[1] for name in without if name.startswith("noise ")]
+    with drawing(apart="overlap" in without, without_noise=noise):
         return [np.asarray(renderer.render(i)[1]) for i in indices]
-    finally:
-        cls.create_captcha_image, cls.create_noise_dots, cls.create_noise_curve = saved
 
 
 def main(argv):
@@ -80,9 +59,16 @@ def main(argv):
              ("library look", np.flatnonzero(~own), LIBRARY_NUISANCES)]
     readers = [float32_reader(model) for model in FLAGS.models]
 
-    def misread(indices, pictures):
-        images = np.stack(pictures)  # RGB: each model makes its gray as load_model does
-        return [np.array([p.text != labels[i] for p, i in zip(r.predict(images), indices)]) for r in readers]
+    def read(pictures):
+        """Each model's texts; RGB in, so each model makes its gray as load_model does."""
+        images = np.stack(pictures)
+        return [[p.text for p in r.predict(images)] for r in readers]
+
+    def wrong(indices, texts):
+        return [np.array([t != labels[i] for t, i in zip(model_texts, indices)]) for model_texts in texts]
+
+    def cells(values):
+        return " / ".join(str(int(v.sum())) for v in values)
 
     print(f"{FLAGS.count} held-out captchas, seed {FLAGS.seed}; misreads per model: "
           + ", ".join(FLAGS.models) + "\n")
@@ -97,24 +83,20 @@ def main(argv):
         else:
             draw = lambda without: [np.asarray(renderer.render(i, without)[1]) for i in indices]  # noqa: E731
         as_drawn = draw(())
-        base = misread(indices, as_drawn)
-
-        def cells(values):
-            return " / ".join(str(int(v.sum())) for v in values)
-
+        base_texts = read(as_drawn)
+        base = wrong(indices, base_texts)
         print(f"| {name} ({len(indices)}) | nothing | {cells(base)} | — | — |")
         for without in [(n,) for n in nuisances] + [tuple(nuisances)]:
-            now = misread(indices, draw(without))
+            redrawn = draw(without)
+            texts = read(redrawn)
+            now = wrong(indices, texts)
             fixed = [b & ~n for b, n in zip(base, now)]
             new = [~b & n for b, n in zip(base, now)]
             label = "all" if len(without) > 1 else without[0]
             print(f"| {name} | {label} | {cells(now)} | {cells(fixed)} | {cells(new)} |")
-            if len(without) > 1 and FLAGS.sheet:
-                plain = draw(without)
-                texts = [p.text for p in readers[0].predict(np.stack(as_drawn))]
-                plain_texts = [p.text for p in readers[0].predict(np.stack(plain))]
+            if len(without) > 1:
                 for k in np.flatnonzero(base[0])[:FLAGS.sheet_limit // 2]:
-                    sheet.append((as_drawn[k], plain[k], labels[indices[k]], texts[k], plain_texts[k]))
+                    sheet.append((as_drawn[k], redrawn[k], labels[indices[k]], base_texts[0][k], texts[0][k]))
     if FLAGS.sheet:
         write_sheet(sheet, FLAGS.sheet)
         print(f"\n{len(sheet)} misreads (half from each look at most) drawn to {FLAGS.sheet}")

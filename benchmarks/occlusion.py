@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
-from library_look import recording_create_captcha_image  # noqa: E402
+from library_look import drawing  # noqa: E402
 from readers import float32_reader  # noqa: E402
 
 flags.DEFINE_list("models", ["alnum"], "Model names or folders; the first decides the task.")
@@ -48,7 +48,6 @@ def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
-    from captcha import image as captcha_image
 
     from kcaptcha import saving
     from kcaptcha.config import Config
@@ -56,11 +55,8 @@ def main(argv):
 
     config = Config.from_dict(saving.read_metadata(saving.resolve_model_dir(FLAGS.models[0]))["config"])
     renderer = CaptchaRenderer.from_config(config, seed=FLAGS.seed)
-    labels, pictures, scores = [], [], []
-    original = captcha_image.ImageCaptcha.create_captcha_image
-    records = []
-    captcha_image.ImageCaptcha.create_captcha_image = recording_create_captcha_image(records)
-    try:
+    labels, pictures, scores, records = [], [], [], []
+    with drawing(records):
         for index in range(FLAGS.count):
             label, picture = renderer.render(index)
             labels.append(label)
@@ -70,8 +66,6 @@ def main(argv):
             else:
                 scores.append(occlusion(*records.pop()))
             records.clear()
-    finally:
-        captcha_image.ImageCaptcha.create_captcha_image = original
     images = np.stack(pictures)  # RGB: each model makes its gray as load_model does
     wrong = []
     for model in FLAGS.models:
