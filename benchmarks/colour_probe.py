@@ -37,35 +37,15 @@ FLAGS = flags.FLAGS
 LUMA = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale's weights, as kcaptcha.images reads
 
 
-def _render(task):
-    """In a worker: (labels, uint8 RGB [n, h, w, 3], looks) of captchas `first`.. of a config's seed."""
-    import numpy as np
-
-    from kcaptcha.config import Config
-    from kcaptcha.generate import CaptchaRenderer
-
-    config_values, seed, first, count = task
-    renderer = CaptchaRenderer.from_config(Config.from_dict(config_values), seed=seed)
-    labels, pictures, looks = [], [], []
-    for index in range(first, first + count):
-        label, picture = renderer.render(index)
-        labels.append(label)
-        pictures.append(np.asarray(picture.convert("RGB")))
-        looks.append(renderer.look(index))
-    return labels, np.stack(pictures), looks
-
-
 def render(config, seed: int, count: int):
-    import multiprocessing
-
+    """(labels, uint8 RGB [n, h, w, 3], looks) of captchas 0.. of `config`'s task at `seed`, in parallel."""
     import numpy as np
 
-    chunk = 500
-    tasks = [(config.to_dict(), seed, first, min(chunk, count - first)) for first in range(0, count, chunk)]
-    with multiprocessing.get_context("forkserver").Pool(os.cpu_count() or 1) as pool:
-        parts = pool.map(_render, tasks)
-    return ([label for p in parts for label in p[0]], np.concatenate([p[1] for p in parts]),
-            np.array([look for p in parts for look in p[2]]))
+    from kcaptcha.generate import CaptchaRenderer, render_arrays
+
+    renderer = CaptchaRenderer.from_config(config, seed=seed)
+    pictures, labels = render_arrays(renderer, count, colour=True)
+    return labels, pictures, np.array([renderer.look(i) for i in range(count)])
 
 
 def colour_model(base, height: int, width: int, units: int):
@@ -98,11 +78,12 @@ def misreads(model, pictures, labels, looks, arm, metadata, vocab):
     import numpy as np
 
     from kcaptcha import decoding
+    from kcaptcha.generate import LOOK_KCAPTCHA
 
     logits = model.predict(to_input(pictures, arm), batch_size=256, verbose=0)
     wrong = np.array([p.text != label for p, label in zip(decoding.decode(logits, metadata["output"], vocab),
                                                            labels)])
-    own = looks == "kcaptcha"
+    own = looks == LOOK_KCAPTCHA
     return int(wrong.sum()), int(wrong[own].sum()), int(wrong[~own].sum())
 
 
@@ -116,7 +97,6 @@ def main(argv):
     from kcaptcha import saving
     from kcaptcha.config import Config
     from kcaptcha.export import load_keras_model
-    from kcaptcha.generate import LOOK_KCAPTCHA
     from kcaptcha.models import ctc
     from kcaptcha.vocab import Vocab
 
@@ -124,7 +104,6 @@ def main(argv):
     metadata = saving.read_metadata(model_dir)
     config = Config.from_dict(metadata["config"])
     vocab = Vocab.from_config(config)
-    assert LOOK_KCAPTCHA == "kcaptcha", LOOK_KCAPTCHA
     started = time.monotonic()
     labels, pictures, _ = render(config, FLAGS.seed, FLAGS.captchas)
     tests = {seed: render(config, int(seed), FLAGS.count) for seed in FLAGS.test_seeds}

@@ -153,11 +153,16 @@ def _write_one(task) -> Tuple[str, str]:
 
 
 def render_chunk(task) -> Tuple[np.ndarray, List[str]]:
-    """In a worker process: grayscale captchas `first` .. `first + count - 1` of the worker's renderer."""
-    first, count = task
+    """In a worker process: captchas `first` .. `first + count - 1` of the worker's renderer, grayscale
+    [n, h, w], or RGB [n, h, w, 3] with `colour`."""
+    first, count, colour = task
     labels, images = [], []
     for index in range(first, first + count):
-        label, pixels = _worker_renderer.render_gray(index)
+        if colour:
+            label, image = _worker_renderer.render(index)
+            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        else:
+            label, pixels = _worker_renderer.render_gray(index)
         labels.append(label)
         images.append(pixels)
     return np.stack(images), labels
@@ -211,11 +216,12 @@ def write_images(renderer: CaptchaRenderer, output_dir: str, count: int, workers
     return summary
 
 
-def render_arrays(renderer: CaptchaRenderer, count: int, first: int = 0,
-                  workers: int = 0) -> Tuple[np.ndarray, List[str]]:
-    """`count` grayscale captchas, samples `first` .. `first + count - 1`, rendered in parallel."""
+def render_arrays(renderer: CaptchaRenderer, count: int, first: int = 0, workers: int = 0,
+                  colour: bool = False) -> Tuple[np.ndarray, List[str]]:
+    """`count` grayscale captchas (RGB with `colour`), samples `first` .. `first + count - 1`, rendered in
+    parallel."""
     chunk = 64
-    tasks = [(start, min(chunk, first + count - start)) for start in range(first, first + count, chunk)]
+    tasks = [(start, min(chunk, first + count - start), colour) for start in range(first, first + count, chunk)]
     with worker_pool(renderer, default_workers(workers)) as pool:
         parts = pool.map(render_chunk, tasks)
     images = np.concatenate([p[0] for p in parts])

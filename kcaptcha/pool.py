@@ -67,7 +67,7 @@ class CaptchaPool:
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
-                task = pool.apply_async(generate.render_chunk, ((self.rendered, RENEW_CHUNK),))
+                task = pool.apply_async(generate.render_chunk, ((self.rendered, RENEW_CHUNK, False),))
                 self.rendered += RENEW_CHUNK
                 while not task.ready():
                     if self._stop.wait(0.02):

@@ -127,6 +127,19 @@ def test_a_nuisance_left_out_leaves_the_rest_of_the_captcha_as_drawn():
         styles.draw("ab12c", random.Random(1), 120, 40, fonts, without=("smudges",))
 
 
+def test_render_arrays_gives_the_renderers_gray_or_colour_captchas_in_parallel():
+    from kcaptcha.generate import CaptchaRenderer, render_arrays
+
+    renderer = CaptchaRenderer("abc123", 3, 5, 120, 40, seed=9, style="varied")
+    gray, labels = render_arrays(renderer, 5, first=3, workers=2)
+    colour, same_labels = render_arrays(renderer, 5, first=3, workers=2, colour=True)
+    assert labels == same_labels == [renderer.label(i) for i in range(3, 8)]
+    assert gray.shape == (5, 40, 120) and colour.shape == (5, 40, 120, 3)
+    for k, index in enumerate(range(3, 8)):
+        assert (gray[k] == renderer.render_gray(index)[1]).all()
+        assert (colour[k] == np.asarray(renderer.render(index)[1])).all()
+
+
 def test_varied_style_names_the_fonts_it_found(tmp_path):
     from kcaptcha.styles import find_fonts
 
