@@ -32,14 +32,15 @@ class CaptchaPool:
     Use as a context manager (or call `close()`): the background thread and processes stop at exit.
     """
 
-    def __init__(self, config, size: int, start_index: int = 0, seed: Optional[int] = None):
-        self.config, self.size = config, size
+    def __init__(self, config, size: int, start_index: int = 0, seed: Optional[int] = None, colour: bool = False):
+        self.config, self.size, self.colour = config, size, colour
         self.vocab = Vocab.from_config(config)
         if self.vocab.num_classes > 256:
             raise ValueError(f"The captcha pool stores label ids as bytes: at most 255 characters. "
                              f"Received a charset of {len(config.charset)}")
         self.renderer = generate.CaptchaRenderer.from_config(config, seed=seed)
-        self.pixels = config.height * config.width
+        self.channels = 3 if colour else 1  # RGB for experiments that read colour (benchmarks/colour_probe.py)
+        self.pixels = config.height * config.width * self.channels
         self.rendered = start_index
         self.renewed = 0
         self._stop = threading.Event()
@@ -47,7 +48,7 @@ class CaptchaPool:
         # One row per captcha: its pixels, then its label ids, so that one gather reads a consistent pair
         # while the background thread replaces rows.
         initial = self._rows(*generate.render_arrays(self.renderer, size, first=start_index,
-                                                     workers=config.data_workers))
+                                                     workers=config.data_workers, colour=colour))
         self.rendered += size
         self.variable = tf.Variable(initial, trainable=False, name="captcha_pool")
 
@@ -67,7 +68,7 @@ class CaptchaPool:
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
-                task = pool.apply_async(generate.render_chunk, ((self.rendered, RENEW_CHUNK, False),))
+                task = pool.apply_async(generate.render_chunk, ((self.rendered, RENEW_CHUNK, self.colour),))
                 self.rendered += RENEW_CHUNK
                 while not task.ready():
                     if self._stop.wait(0.02):
@@ -84,13 +85,14 @@ class CaptchaPool:
             pool.terminate()
 
     def dataset(self, batch_size: int, seed: int = 0) -> tf.data.Dataset:
-        """Endless batches of (uint8 images [batch, h, w, 1], label ids [batch, max_length]) from the pool."""
-        height, width, size = self.config.height, self.config.width, self.size
+        """Endless batches of (uint8 images [batch, h, w, 1], or [batch, h, w, 3] in colour, label ids
+        [batch, max_length]) from the pool."""
+        height, width, size, channels = self.config.height, self.config.width, self.size, self.channels
         variable, pixels = self.variable, self.pixels
 
         def gather(random):
             rows = tf.gather(variable, tf.math.floormod(random, size))
-            images = tf.reshape(rows[:, :pixels], (-1, height, width, 1))
+            images = tf.reshape(rows[:, :pixels], (-1, height, width, channels))
             return images, tf.cast(rows[:, pixels:], tf.int32)
 
         return tf.data.Dataset.random(seed=seed).batch(batch_size).map(gather, num_parallel_calls=2)

@@ -139,6 +139,27 @@ def test_the_captcha_pool_serves_batches_and_renews_itself(smoke_config):
     assert pool._thread is None  # the background renewal stopped with the block
 
 
+def test_a_colour_pool_holds_and_renews_rgb_captchas(smoke_config):
+    from kcaptcha.pool import CaptchaPool
+
+    config = smoke_config.replace(augment=0.0)
+    renderer = generate.CaptchaRenderer.from_config(config)
+
+    def rgb(index):
+        return np.asarray(renderer.render(index)[1].convert("RGB"))
+
+    with CaptchaPool(config, size=32, start_index=100, colour=True) as pool:
+        rows = pool.variable.numpy()
+        assert np.array_equal(rows[0, :pool.pixels].reshape(config.height, config.width, 3), rgb(100))
+        images, _ = next(iter(pool.dataset(8)))
+        assert images.shape == (8, config.height, config.width, 3) and images.dtype == tf.uint8
+        deadline = time.time() + 60
+        while pool.renewed < 32 and time.time() < deadline:
+            time.sleep(0.1)
+        renewed = pool.variable.numpy()[0, :pool.pixels].reshape(config.height, config.width, 3)
+    assert np.array_equal(renewed, rgb(132))  # the first renewed row is the next captcha, in colour too
+
+
 def test_folder_batches_mix_in_synthetic_captchas_by_the_given_fraction(tmp_path, smoke_config):
     from kcaptcha.pool import CaptchaPool
 
