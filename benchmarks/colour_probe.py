@@ -30,6 +30,18 @@ flags.DEFINE_float("learning_rate", 3e-4, "Adam's rate, constant, with an EMA of
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("gray_units", 8, "Hidden units of the colour arm's per-pixel gray.")
 flags.DEFINE_list("arms", ["colour", "luma"], "Which arms to train, in order.")
+flags.DEFINE_enum("source", "fixed", ["fixed", "pool"], "fixed: `--captchas` rendered once and shared by the "
+                  "arms; pool: each arm trains from its own kcaptcha.pool.CaptchaPool of `--pool_size` captchas of "
+                  "`--seed`, renewed in the background (RGB for the colour arm), as bin/train does.")
+flags.DEFINE_integer("pool_size", 20_000, "Captchas in the pool (--source=pool).")
+flags.DEFINE_integer("gray_kernel", 1, "Kernel size of the colour arm's hidden layer: 1 is a per-pixel gray, 3 lets "
+                     "it see each pixel's neighbours (a dot's colour against the stroke around it).")
+flags.DEFINE_enum("schedule", "constant", ["constant", "cosine"], "The rate over each arm's `--minutes`: constant, "
+                  "or a cosine decay to zero by elapsed time.")
+flags.DEFINE_float("frontend_minutes", 0.0, "First train only the colour arm's gray layers for this long (of "
+                   "`--minutes`), at 3x the rate, with the model behind them frozen.")
+flags.DEFINE_string("save_dir", None, "Save each arm's trained model (EMA weights) as <save_dir>/<arm>.keras; "
+                    "its weights are also saved there every 15 minutes while it trains.")
 flags.DEFINE_list("test_seeds", ["20261129", "20261201"], "Held-out seeds (bin/generate's).")
 flags.DEFINE_integer("count", 2000, "Held-out captchas per seed.")
 FLAGS = flags.FLAGS
@@ -48,17 +60,19 @@ def render(config, seed: int, count: int):
     return labels, pictures, np.array([renderer.look(i) for i in range(count)])
 
 
-def colour_model(base, height: int, width: int, units: int):
-    """`base` behind a learned per-pixel gray that starts as luma."""
+def colour_model(base, height: int, width: int, units: int, kernel_size: int = 1):
+    """`base` behind a learned gray (per pixel, or from each `kernel_size`² neighbourhood) that starts as luma."""
     import keras
     import numpy as np
 
     inputs = keras.Input((height, width, 3), name="rgb")
-    hidden_layer = keras.layers.Conv2D(units, 1, activation="relu", name="gray_hidden")
+    hidden_layer = keras.layers.Conv2D(units, kernel_size, padding="same", activation="relu", name="gray_hidden")
     out_layer = keras.layers.Conv2D(1, 1, name="gray_out")
     model = keras.Model(inputs, base(out_layer(hidden_layer(inputs))), name="colour_probe")
     kernel, bias = hidden_layer.get_weights()
-    kernel[0, 0, :, 0], bias[0] = LUMA, 0.0
+    centre = kernel_size // 2
+    kernel[:, :, :, 0] = 0.0
+    kernel[centre, centre, :, 0], bias[0] = LUMA, 0.0
     hidden_layer.set_weights([kernel, bias])
     out_kernel = np.zeros((1, 1, units, 1), np.float32)
     out_kernel[0, 0, 0, 0] = 1.0
@@ -98,6 +112,7 @@ def main(argv):
     from kcaptcha.config import Config
     from kcaptcha.export import load_keras_model
     from kcaptcha.models import ctc
+    from kcaptcha.pool import CaptchaPool
     from kcaptcha.vocab import Vocab
 
     model_dir = saving.resolve_model_dir(FLAGS.model)
@@ -105,11 +120,11 @@ def main(argv):
     config = Config.from_dict(metadata["config"])
     vocab = Vocab.from_config(config)
     started = time.monotonic()
-    labels, pictures, _ = render(config, FLAGS.seed, FLAGS.captchas)
+    if FLAGS.source == "fixed":
+        labels, pictures, _ = render(config, FLAGS.seed, FLAGS.captchas)
+        ids = vocab.encode_many(labels).astype(np.int32)
     tests = {seed: render(config, int(seed), FLAGS.count) for seed in FLAGS.test_seeds}
-    print(f"rendered {len(labels)} training and {len(tests) * FLAGS.count} held-out captchas in "
-          f"{time.monotonic() - started:.0f} s", flush=True)
-    ids = vocab.encode_many(labels).astype(np.int32)
+    print(f"rendered the captchas in {time.monotonic() - started:.0f} s", flush=True)
 
     print("| arm | steps | " + " | ".join(f"seed {s}: misread (own look / library look), before → after"
                                          for s in FLAGS.test_seeds) + " |")
@@ -117,38 +132,73 @@ def main(argv):
     for arm in FLAGS.arms:
         keras.utils.set_random_seed(FLAGS.seed)
         base = load_keras_model(model_dir)
-        model = colour_model(base, config.height, config.width, FLAGS.gray_units) if arm == "colour" else base
+        model = (colour_model(base, config.height, config.width, FLAGS.gray_units, FLAGS.gray_kernel)
+                 if arm == "colour" else base)
         before = {s: misreads(model, t[1], t[0], t[2], arm, metadata, vocab) for s, t in tests.items()}
-        inputs = tf.constant(pictures if arm == "colour" else
-                             np.round(to_input(pictures, arm) * 255.0).astype(np.uint8))
-        targets = tf.constant(ids)
+        pool = None
+        if FLAGS.source == "pool":
+            pool = CaptchaPool(config.replace(seed=FLAGS.seed), FLAGS.pool_size, seed=FLAGS.seed,
+                               colour=arm == "colour").start()
+            dataset = pool.dataset(FLAGS.batch_size, seed=FLAGS.seed).map(
+                lambda images, ids: (tf.cast(images, tf.float32) * (1.0 / 255.0), ids)).prefetch(2)
+        else:
+            inputs = tf.constant(pictures if arm == "colour" else
+                                 np.round(to_input(pictures, arm) * 255.0).astype(np.uint8))
+            targets = tf.constant(ids)
 
-        def gather(random):
-            rows = tf.math.floormod(random, len(labels))
-            return tf.cast(tf.gather(inputs, rows), tf.float32) * (1.0 / 255.0), tf.gather(targets, rows)
+            def gather(random):
+                rows = tf.math.floormod(random, len(labels))
+                return tf.cast(tf.gather(inputs, rows), tf.float32) * (1.0 / 255.0), tf.gather(targets, rows)
 
-        dataset = tf.data.Dataset.random(seed=FLAGS.seed).batch(FLAGS.batch_size).map(gather).prefetch(2)
-        model.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate, use_ema=True, ema_momentum=0.999),
-                      loss=ctc.loss(config))
-        deadline = time.monotonic() + FLAGS.minutes * 60
+            dataset = tf.data.Dataset.random(seed=FLAGS.seed).batch(FLAGS.batch_size).map(gather).prefetch(2)
+        steps, losses = 0, []
+        arm_start = time.monotonic()
+        phases = [("all", FLAGS.minutes * 60)]
+        if arm == "colour" and FLAGS.frontend_minutes > 0:
+            phases = [("frontend", FLAGS.frontend_minutes * 60), ("all", (FLAGS.minutes - FLAGS.frontend_minutes) * 60)]
+        for phase, seconds in phases:
+            base.trainable = phase == "all"
+            rate = FLAGS.learning_rate * (3.0 if phase == "frontend" else 1.0)
+            model.compile(optimizer=keras.optimizers.Adam(rate, use_ema=True, ema_momentum=0.999),
+                          loss=ctc.loss(config))
+            phase_start = time.monotonic()
+            deadline = phase_start + seconds
 
-        class Deadline(keras.callbacks.Callback):
-            steps = 0
+            class Clock(keras.callbacks.Callback):
+                """Stops at the phase's deadline; sets the rate by elapsed time; saves weights now and then."""
+                count, saved = 0, time.monotonic()
 
-            def on_train_batch_end(self, batch, logs=None):
-                Deadline.steps += 1
-                if time.monotonic() > deadline:
-                    self.model.stop_training = True
+                def on_train_batch_begin(self, batch, logs=None):
+                    if FLAGS.schedule == "cosine" and phase == "all":
+                        done = min(1.0, (time.monotonic() - phase_start) / seconds)
+                        self.model.optimizer.learning_rate.assign(rate * 0.5 * (1.0 + np.cos(np.pi * done)))
 
-        history = model.fit(dataset, steps_per_epoch=500, epochs=10_000, callbacks=[Deadline()], verbose=0)
-        steps = Deadline.steps
-        model.optimizer.finalize_variable_values(model.trainable_variables)  # the EMA weights
+                def on_train_batch_end(self, batch, logs=None):
+                    Clock.count += 1
+                    now = time.monotonic()
+                    if FLAGS.save_dir and now - Clock.saved > 900:
+                        os.makedirs(FLAGS.save_dir, exist_ok=True)
+                        self.model.save_weights(os.path.join(FLAGS.save_dir, f"{arm}.partial.weights.h5"))
+                        Clock.saved = now
+                    if now > deadline:
+                        self.model.stop_training = True
+
+            history = model.fit(dataset, steps_per_epoch=500, epochs=10_000, callbacks=[Clock()], verbose=0)
+            steps += Clock.count
+            losses += history.history["loss"]
+            model.optimizer.finalize_variable_values(model.trainable_variables)  # the EMA weights
+            print(f"  {arm}, {phase}: {Clock.count} steps in {time.monotonic() - phase_start:.0f} s, loss every "
+                  f"2,000 steps: " + ", ".join(f"{v:.3f}" for v in history.history["loss"][::4]), flush=True)
+        if pool is not None:
+            pool.close()
+        base.trainable = True
         after = {s: misreads(model, t[1], t[0], t[2], arm, metadata, vocab) for s, t in tests.items()}
+        if FLAGS.save_dir:
+            os.makedirs(FLAGS.save_dir, exist_ok=True)
+            model.save(os.path.join(FLAGS.save_dir, f"{arm}.keras"))
         cells = [f"{b[0]} ({b[1]} / {b[2]}) → **{a[0]}** ({a[1]} / {a[2]})"
                  for b, a in zip(before.values(), after.values())]
-        losses = ", ".join(f"{v:.3f}" for v in history.history["loss"][::4])
-        print(f"| {arm} | {steps} | " + " | ".join(cells) + " |", flush=True)
-        print(f"  loss every 2,000 steps: {losses}", flush=True)
+        print(f"| {arm} | {steps} | " + " | ".join(cells) + f" |   ({time.monotonic() - arm_start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
