@@ -45,6 +45,7 @@ def test_search_space_is_pinned():
     assert {h.name: describe(h) for h in hp.space} == {
         "architecture": ("Choice", ("ctc", "heads"), "ctc"),
         "ctc_conv_blocks": ("Int", 3, 5, 1, "linear", 4),
+        "ctc_extra_blocks": ("Int", 0, 2, 1, "linear", 0),
         "ctc_width_multiplier": ("Choice", (0.5, 1.0, 1.5, 2.0), 1.0),
         "context": ("Choice", ("conv", "gru", "none"), "conv"),
         "ctc_dropout_rate": ("Float", 0.0, 0.5, 0.05, "linear", 0.25),
@@ -72,6 +73,11 @@ def test_hyperparameters_map_onto_the_config(smoke_config):
     assert (config.charset, config.width, config.max_steps) == ("0123", 48, 20)  # untuned fields kept
     model = tuning.CaptchaHyperModel(smoke_config).build(keras_tuner.HyperParameters())
     assert model.output_shape == (None, 12, 5) and model.optimizer is not None  # ctc: 12 frames, 4 + blank
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("ctc_extra_blocks", 2)
+    assert tuning.config_from_hyperparameters(smoke_config, hp).extra_blocks == 2
+    deeper = tuning.CaptchaHyperModel(smoke_config).build(hp)
+    assert deeper.get_layer("extra2_add") is not None and model.count_params() < deeper.count_params()
 
 
 def test_bad_arguments_are_refused(smoke_config, tmp_path, monkeypatch):

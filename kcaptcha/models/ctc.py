@@ -96,10 +96,13 @@ def optimizer(config):
 
 
 def search_space(hp, config) -> dict:
-    """The residual stack's depth and width, the sequence context and dropout."""
+    """The residual stack's depth and width, blocks after its last stage, the sequence context and dropout."""
     conv_blocks = hp.Int("ctc_conv_blocks", 3, 5, default=4)
+    # Depth at the last stage's small resolution: one block gained half a point on alnum for 1.3x the time.
+    extra_blocks = hp.Int("ctc_extra_blocks", 0, 2, default=0)
     width_multiplier = hp.Choice("ctc_width_multiplier", [0.5, 1.0, 1.5, 2.0], default=1.0)
     context = hp.Choice("context", list(CONTEXTS), default="conv")
     dropout_rate = hp.Float("ctc_dropout_rate", 0.0, 0.5, step=0.05, default=0.25)
     conv_filters = tuple(max(4, round(width * width_multiplier)) for width in REFERENCE_WIDTHS[:conv_blocks])
-    return {"conv_filters": conv_filters, "context": context, "dropout_rate": round(dropout_rate, 4)}
+    return {"conv_filters": conv_filters, "extra_blocks": extra_blocks, "context": context,
+            "dropout_rate": round(dropout_rate, 4)}
