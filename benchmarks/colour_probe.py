@@ -178,7 +178,9 @@ def main(argv):
                     now = time.monotonic()
                     if FLAGS.save_dir and now - Clock.saved > 900:
                         os.makedirs(FLAGS.save_dir, exist_ok=True)
-                        self.model.save_weights(os.path.join(FLAGS.save_dir, f"{arm}.partial.weights.h5"))
+                        path = os.path.join(FLAGS.save_dir, f"{arm}.partial.weights.h5")
+                        self.model.save_weights(path + ".tmp.weights.h5")  # replaced whole: never half-written
+                        os.replace(path + ".tmp.weights.h5", path)
                         Clock.saved = now
                     if now > deadline:
                         self.model.stop_training = True
@@ -195,7 +197,9 @@ def main(argv):
         after = {s: misreads(model, t[1], t[0], t[2], arm, metadata, vocab) for s, t in tests.items()}
         if FLAGS.save_dir:
             os.makedirs(FLAGS.save_dir, exist_ok=True)
-            model.save(os.path.join(FLAGS.save_dir, f"{arm}.keras"))
+            path = os.path.join(FLAGS.save_dir, f"{arm}.keras")
+            model.save(path + ".tmp.keras")
+            os.replace(path + ".tmp.keras", path)
         cells = [f"{b[0]} ({b[1]} / {b[2]}) → **{a[0]}** ({a[1]} / {a[2]})"
                  for b, a in zip(before.values(), after.values())]
         print(f"| {arm} | {steps} | " + " | ".join(cells) + f" |   ({time.monotonic() - arm_start:.0f} s)", flush=True)
