@@ -1,0 +1,77 @@
+"""What a learned colour gray in front of a model costs in time, as ONNX float and int8, side by side.
+
+    python benchmarks/colour_latency.py --model=runs/exp/saved_s5 --colour_model=runs/exp/colour_k3/colour.keras
+
+`--colour_model` is a model that `benchmarks/colour_probe.py --save_dir` saved (RGB in). Both are exported
+to float ONNX and to int8 (kcaptcha.export's quantization, calibrated on 256 captchas of the model's task),
+then timed in `--rounds` interleaved rounds: the median of `--single_calls` one-image calls, and three
+batches of 512 after one untimed. The network alone: no decoding or preprocessing, unlike benchmarks/latency.py.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_string("model", "alnum", "The luma model (a saved kcaptcha model).")
+flags.DEFINE_string("colour_model", None, "A colour_probe model (.keras, RGB in).", required=True)
+flags.DEFINE_integer("single_calls", 400, "One-image calls per timing.")
+flags.DEFINE_integer("rounds", 2, "Interleaved rounds.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import tf2onnx
+
+    from kcaptcha import export, saving
+    from kcaptcha.config import Config
+    from kcaptcha.generate import CaptchaRenderer, render_arrays
+
+    model_dir = saving.resolve_model_dir(FLAGS.model)
+    metadata = saving.read_metadata(model_dir)
+    config = Config.from_dict(metadata["config"])
+    rgb, _ = render_arrays(CaptchaRenderer.from_config(config, seed=555), 600, colour=True)
+    rgb = rgb.astype(np.float32) / 255.0
+    inputs = {1: (rgb @ np.asarray((0.2989, 0.5870, 0.1140), np.float32))[..., None], 3: rgb}
+    models = {"luma": (export.load_keras_model(model_dir), 1),
+              "colour": (keras.saving.load_model(FLAGS.colour_model, compile=False), 3)}
+    sessions = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (model, channels) in models.items():
+            path = os.path.join(folder, f"{name}.onnx")
+            spec = (tf.TensorSpec((None, config.height, config.width, channels), tf.float32, name=export.INPUT_NAME),)
+            tf2onnx.convert.from_function(tf.function(lambda x, m=model: m(x, training=False)), input_signature=spec,
+                                          opset=17, output_path=path)
+            export.to_int8(path, path + ".int8", inputs[channels][:256])
+            for kind, onnx_path in (("float", path), ("int8", path + ".int8")):
+                sessions[(name, kind)] = (export.onnx_session(onnx_path), inputs[channels])
+        print("| round | model | ONNX | one image, median | batch of 512 |\n|---|---|---|---|---|")
+        for round_ in range(FLAGS.rounds):
+            for (name, kind), (session, images) in sessions.items():
+                feed = session.get_inputs()[0].name
+                times = []
+                for index in range(FLAGS.single_calls):
+                    one = images[index % len(images)][None]
+                    started = time.perf_counter()
+                    session.run(None, {feed: one})
+                    times.append(time.perf_counter() - started)
+                session.run(None, {feed: images[:512]})  # a new batch shape: onnxruntime allocates once
+                started = time.perf_counter()
+                for _ in range(3):
+                    session.run(None, {feed: images[:512]})
+                batched = 3 * 512 / (time.perf_counter() - started)
+                print(f"| {round_ + 1} | {name} | {kind} | {np.median(times) * 1e3:.3f} ms | {batched:,.0f} images/s |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
