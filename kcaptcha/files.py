@@ -117,14 +117,16 @@ def sha256(path: str) -> str:
 
 @contextlib.contextmanager
 def atomic_path(path: str):
-    """Yields a temporary path beside `path` (same extension) that replaces `path` when the block succeeds.
+    """Yields a temporary path beside `path` that replaces `path` when the block succeeds.
+
+    The temporary name is `path`'s own behind a hidden prefix, so every suffix survives: Keras accepts
+    only names that end in `.keras` or `.weights.h5`.
 
     A crash at any moment leaves either the old file or the new one, never a half-written file.
     """
     folder, name = os.path.split(os.path.abspath(path))
-    stem, extension = os.path.splitext(name)
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{stem}.tmp-{os.getpid()}{extension}")
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{name}")
     try:
         yield tmp
         os.replace(tmp, path)

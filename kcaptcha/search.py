@@ -93,12 +93,10 @@ def format_table(rows: list) -> str:
 def write_summary(rows: list, tune_dir: str, details: dict) -> dict:
     """Writes `summary.csv` and `summary.json` into `tune_dir`; returns their paths."""
     csv_path, json_path = os.path.join(tune_dir, "summary.csv"), os.path.join(tune_dir, "summary.json")
-    tmp = f"{csv_path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with files.atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["trial"])
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, csv_path)
     files.atomic_write_text(json_path, json.dumps({**details, "trials": rows}, indent=2))
     return {"summary_csv": csv_path, "summary_json": json_path}
 
