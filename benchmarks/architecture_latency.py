@@ -53,7 +53,7 @@ def main(argv):
             config = base.replace(conv_filters=filters, extra_blocks=extra_blocks, width=width, height=height)
             model = models.new_model(config)
             path = os.path.join(tmp, f"{index}.onnx")
-            export.to_onnx(model, {"height": height, "width": width}, path)
+            export.to_onnx(model, path)
             export.to_int8(path, path + ".int8", export.model_inputs(CaptchaRenderer.from_config(config, seed=1), 256))
             sessions[candidate] = (export.onnx_session(path + ".int8", spin=True), config, model.count_params())
         single = {c: [] for c in sessions}

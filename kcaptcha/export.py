@@ -118,13 +118,13 @@ def own_check_images(metadata: dict, count: int, seed: int):
     return check, warped, where
 
 
-def to_onnx(model, metadata: dict, path: str) -> None:
-    """Writes `model` (input [batch, metadata height, width, 1]) to `path` as float32 ONNX, atomically."""
+def to_onnx(model, path: str) -> None:
+    """Writes `model` to `path` as float32 ONNX (input [batch, its height, width, channels]), atomically."""
     import tensorflow as tf
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
-    signature = (tf.TensorSpec((None, metadata["height"], metadata["width"], 1), tf.float32, name=INPUT_NAME),)
+    signature = (tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32, name=INPUT_NAME),)
     function = tf.function(lambda image: model(image, training=False))
     with files.atomic_path(path) as tmp:
         tf2onnx.convert.from_function(function, input_signature=signature, opset=17, output_path=tmp)
@@ -191,7 +191,7 @@ def export_onnx(model_dir: str, quantize: bool = True, calibration_size: int = 5
     def read(logits):
         return decoding.decode(logits, metadata["output"], vocab)
 
-    to_onnx(model, metadata, os.path.join(model_dir, ONNX_FILE))
+    to_onnx(model, os.path.join(model_dir, ONNX_FILE))
     calibration, check, warped, where = _own_images(metadata, calibration_size, check_size, seed)
     reference = read(model.predict(check, batch_size=256, verbose=0))
     exported = read(onnx_session(os.path.join(model_dir, ONNX_FILE)).run(None, {INPUT_NAME: check})[0])
