@@ -29,28 +29,25 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import numpy as np
-    import tensorflow as tf
-    import tf2onnx
 
     from kcaptcha import export, saving
     from kcaptcha.config import Config
     from kcaptcha.generate import CaptchaRenderer, render_arrays
+    from kcaptcha.images import LUMA_WEIGHTS
 
     model_dir = saving.resolve_model_dir(FLAGS.model)
     metadata = saving.read_metadata(model_dir)
     config = Config.from_dict(metadata["config"])
     rgb, _ = render_arrays(CaptchaRenderer.from_config(config, seed=555), 600, colour=True)
     rgb = rgb.astype(np.float32) / 255.0
-    inputs = {1: (rgb @ np.asarray((0.2989, 0.5870, 0.1140), np.float32))[..., None], 3: rgb}
+    inputs = {1: (rgb @ np.asarray(LUMA_WEIGHTS, np.float32))[..., None], 3: rgb}
     models = {"luma": (export.load_keras_model(model_dir), 1),
               "colour": (keras.saving.load_model(FLAGS.colour_model, compile=False), 3)}
     sessions = {}
     with tempfile.TemporaryDirectory() as folder:
         for name, (model, channels) in models.items():
             path = os.path.join(folder, f"{name}.onnx")
-            spec = (tf.TensorSpec((None, config.height, config.width, channels), tf.float32, name=export.INPUT_NAME),)
-            tf2onnx.convert.from_function(tf.function(lambda x, m=model: m(x, training=False)), input_signature=spec,
-                                          opset=17, output_path=path)
+            export.to_onnx(model, path)
             export.to_int8(path, path + ".int8", inputs[channels][:256])
             for kind, onnx_path in (("float", path), ("int8", path + ".int8")):
                 sessions[(name, kind)] = (export.onnx_session(onnx_path), inputs[channels])

@@ -22,6 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from kcaptcha.files import atomic_path  # noqa: E402
+from kcaptcha.images import LUMA_WEIGHTS  # noqa: E402
+
 flags.DEFINE_string("model", "alnum", "The model to start from (luma, ctc).")
 flags.DEFINE_integer("captchas", 60_000, "RGB training captchas, rendered once and shared by both arms.")
 flags.DEFINE_integer("seed", 23, "Their seed (not a held-out one).")
@@ -45,8 +48,6 @@ flags.DEFINE_string("save_dir", None, "Save each arm's trained model (EMA weight
 flags.DEFINE_list("test_seeds", ["20261129", "20261201"], "Held-out seeds (bin/generate's).")
 flags.DEFINE_integer("count", 2000, "Held-out captchas per seed.")
 FLAGS = flags.FLAGS
-
-LUMA = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale's weights, as kcaptcha.images reads
 
 
 def render(config, seed: int, count: int):
@@ -72,7 +73,7 @@ def colour_model(base, height: int, width: int, units: int, kernel_size: int = 1
     kernel, bias = hidden_layer.get_weights()
     centre = kernel_size // 2
     kernel[:, :, :, 0] = 0.0
-    kernel[centre, centre, :, 0], bias[0] = LUMA, 0.0
+    kernel[centre, centre, :, 0], bias[0] = LUMA_WEIGHTS, 0.0
     hidden_layer.set_weights([kernel, bias])
     out_kernel = np.zeros((1, 1, units, 1), np.float32)
     out_kernel[0, 0, 0, 0] = 1.0
@@ -85,7 +86,7 @@ def to_input(pictures, arm: str):
     import numpy as np
 
     rgb = pictures.astype(np.float32) * (1.0 / 255.0)
-    return rgb if arm == "colour" else (rgb @ np.asarray(LUMA, np.float32))[..., None]
+    return rgb if arm == "colour" else (rgb @ np.asarray(LUMA_WEIGHTS, np.float32))[..., None]
 
 
 def misreads(model, pictures, labels, looks, arm, metadata, vocab):
@@ -151,7 +152,7 @@ def main(argv):
                 return tf.cast(tf.gather(inputs, rows), tf.float32) * (1.0 / 255.0), tf.gather(targets, rows)
 
             dataset = tf.data.Dataset.random(seed=FLAGS.seed).batch(FLAGS.batch_size).map(gather).prefetch(2)
-        steps, losses = 0, []
+        steps = 0
         arm_start = time.monotonic()
         phases = [("all", FLAGS.minutes * 60)]
         if arm == "colour" and FLAGS.frontend_minutes > 0:
@@ -177,17 +178,14 @@ def main(argv):
                     Clock.count += 1
                     now = time.monotonic()
                     if FLAGS.save_dir and now - Clock.saved > 900:
-                        os.makedirs(FLAGS.save_dir, exist_ok=True)
-                        path = os.path.join(FLAGS.save_dir, f"{arm}.partial.weights.h5")
-                        self.model.save_weights(path + ".tmp.weights.h5")  # replaced whole: never half-written
-                        os.replace(path + ".tmp.weights.h5", path)
+                        with atomic_path(os.path.join(FLAGS.save_dir, f"{arm}.partial.weights.h5")) as tmp:
+                            self.model.save_weights(tmp)
                         Clock.saved = now
                     if now > deadline:
                         self.model.stop_training = True
 
             history = model.fit(dataset, steps_per_epoch=500, epochs=10_000, callbacks=[Clock()], verbose=0)
             steps += Clock.count
-            losses += history.history["loss"]
             model.optimizer.finalize_variable_values(model.trainable_variables)  # the EMA weights
             print(f"  {arm}, {phase}: {Clock.count} steps in {time.monotonic() - phase_start:.0f} s, loss every "
                   f"2,000 steps: " + ", ".join(f"{v:.3f}" for v in history.history["loss"][::4]), flush=True)
@@ -196,10 +194,8 @@ def main(argv):
         base.trainable = True
         after = {s: misreads(model, t[1], t[0], t[2], arm, metadata, vocab) for s, t in tests.items()}
         if FLAGS.save_dir:
-            os.makedirs(FLAGS.save_dir, exist_ok=True)
-            path = os.path.join(FLAGS.save_dir, f"{arm}.keras")
-            model.save(path + ".tmp.keras")
-            os.replace(path + ".tmp.keras", path)
+            with atomic_path(os.path.join(FLAGS.save_dir, f"{arm}.keras")) as tmp:
+                model.save(tmp)
         cells = [f"{b[0]} ({b[1]} / {b[2]}) → **{a[0]}** ({a[1]} / {a[2]})"
                  for b, a in zip(before.values(), after.values())]
         print(f"| {arm} | {steps} | " + " | ".join(cells) + f" |   ({time.monotonic() - arm_start:.0f} s)", flush=True)

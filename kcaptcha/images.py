@@ -14,6 +14,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+# tf.image.rgb_to_grayscale's weights (ITU-R 601): how every kcaptcha model sees colour.
+LUMA_WEIGHTS = (0.2989, 0.5870, 0.1140)
 ImageLike = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -71,8 +73,8 @@ def gray_pixels(image: Image.Image) -> np.ndarray:
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
-    # tf.image.rgb_to_grayscale's weights (ITU-R 601), in float like the TensorFlow path.
-    return (rgb @ np.asarray([0.2989, 0.5870, 0.1140], np.float32)).astype(np.float32)
+    # In float like the TensorFlow path.
+    return (rgb @ np.asarray(LUMA_WEIGHTS, np.float32)).astype(np.float32)
 
 
 def array_to_gray(array: np.ndarray, label: str) -> np.ndarray:
