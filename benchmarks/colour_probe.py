@@ -43,6 +43,9 @@ flags.DEFINE_enum("schedule", "constant", ["constant", "cosine"], "The rate over
                   "or a cosine decay to zero by elapsed time.")
 flags.DEFINE_float("frontend_minutes", 0.0, "First train only the colour arm's gray layers for this long (of "
                    "`--minutes`), at 3x the rate, with the model behind them frozen.")
+flags.DEFINE_integer("all_steps", 0, "If set, the phase that trains everything runs this many steps instead of its "
+                     "minutes, and its cosine follows the steps: a control matched in steps to an earlier run, "
+                     "whatever else loads the machine.")
 flags.DEFINE_string("save_dir", None, "Save each arm's trained model (EMA weights) as <save_dir>/<arm>.keras; "
                     "its weights are also saved there every 15 minutes while it trains.")
 flags.DEFINE_list("test_seeds", ["20261129", "20261201"], "Held-out seeds (bin/generate's).")
@@ -164,6 +167,7 @@ def main(argv):
                           loss=ctc.loss(config))
             phase_start = time.monotonic()
             deadline = phase_start + seconds
+            by_steps = phase == "all" and FLAGS.all_steps > 0
 
             class Clock(keras.callbacks.Callback):
                 """Stops at the phase's deadline; sets the rate by elapsed time; saves weights now and then."""
@@ -171,7 +175,8 @@ def main(argv):
 
                 def on_train_batch_begin(self, batch, logs=None):
                     if FLAGS.schedule == "cosine" and phase == "all":
-                        done = min(1.0, (time.monotonic() - phase_start) / seconds)
+                        done = min(1.0, Clock.count / FLAGS.all_steps if by_steps else
+                                   (time.monotonic() - phase_start) / seconds)
                         self.model.optimizer.learning_rate.assign(rate * 0.5 * (1.0 + np.cos(np.pi * done)))
 
                 def on_train_batch_end(self, batch, logs=None):
@@ -181,7 +186,7 @@ def main(argv):
                         with atomic_path(os.path.join(FLAGS.save_dir, f"{arm}.partial.weights.h5")) as tmp:
                             self.model.save_weights(tmp)
                         Clock.saved = now
-                    if now > deadline:
+                    if (Clock.count >= FLAGS.all_steps) if by_steps else now > deadline:
                         self.model.stop_training = True
 
             history = model.fit(dataset, steps_per_epoch=500, epochs=10_000, callbacks=[Clock()], verbose=0)
