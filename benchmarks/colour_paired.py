@@ -27,9 +27,8 @@ def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    import numpy as np
 
-    from kcaptcha import decoding, models, saving
+    from kcaptcha import models, saving
     from kcaptcha.config import Config
     from kcaptcha.generate import LOOK_KCAPTCHA
     from kcaptcha.vocab import Vocab
@@ -45,11 +44,8 @@ def main(argv):
     print("|---|---|---|---|---|---|---|")
     for seed in FLAGS.test_seeds:
         labels, pictures, looks = colour_probe.render(config, int(seed), FLAGS.count)
-        wrong = {}
-        for arm, model in arms.items():
-            logits = model.predict(colour_probe.to_input(pictures, arm), batch_size=256, verbose=0)
-            wrong[arm] = np.array([p.text != label for p, label in
-                                   zip(decoding.decode(logits, metadata["output"], vocab), labels)])
+        wrong = {arm: colour_probe.misread_mask(model, pictures, labels, arm, metadata, vocab)
+                 for arm, model in arms.items()}
         own = looks == LOOK_KCAPTCHA
         for look, mask in (("own", own), ("library", ~own)):
             only_luma = int((wrong["luma"] & ~wrong["colour"] & mask).sum())

@@ -40,7 +40,7 @@ flags.DEFINE_integer("pool_size", 20_000, "Captchas in the pool (--source=pool).
 flags.DEFINE_integer("gray_kernel", 1, "Kernel size of the colour arm's hidden layer: 1 is a per-pixel gray, 3 lets "
                      "it see each pixel's neighbours (a dot's colour against the stroke around it).")
 flags.DEFINE_enum("schedule", "constant", ["constant", "cosine"], "The rate over each arm's `--minutes`: constant, "
-                  "or a cosine decay to zero by elapsed time.")
+                  "or a cosine decay to zero by elapsed time (by steps with --all_steps).")
 flags.DEFINE_float("frontend_minutes", 0.0, "First train only the colour arm's gray layers for this long (of "
                    "`--minutes`), at 3x the rate, with the model behind them frozen.")
 flags.DEFINE_integer("all_steps", 0, "If set, the phase that trains everything runs this many steps instead of its "
@@ -92,15 +92,21 @@ def to_input(pictures, arm: str):
     return rgb if arm == "colour" else (rgb @ np.asarray(LUMA_WEIGHTS, np.float32))[..., None]
 
 
-def misreads(model, pictures, labels, looks, arm, metadata, vocab):
+def misread_mask(model, pictures, labels, arm, metadata, vocab):
+    """A boolean per captcha: whether the arm's `model` misreads it."""
     import numpy as np
 
     from kcaptcha import decoding
-    from kcaptcha.generate import LOOK_KCAPTCHA
 
     logits = model.predict(to_input(pictures, arm), batch_size=256, verbose=0)
-    wrong = np.array([p.text != label for p, label in zip(decoding.decode(logits, metadata["output"], vocab),
-                                                           labels)])
+    return np.array([p.text != label for p, label in zip(decoding.decode(logits, metadata["output"], vocab), labels)])
+
+
+def misreads(model, pictures, labels, looks, arm, metadata, vocab):
+    """(all, own look, library look) misread counts."""
+    from kcaptcha.generate import LOOK_KCAPTCHA
+
+    wrong = misread_mask(model, pictures, labels, arm, metadata, vocab)
     own = looks == LOOK_KCAPTCHA
     return int(wrong.sum()), int(wrong[own].sum()), int(wrong[~own].sum())
 
@@ -170,7 +176,7 @@ def main(argv):
             by_steps = phase == "all" and FLAGS.all_steps > 0
 
             class Clock(keras.callbacks.Callback):
-                """Stops at the phase's deadline; sets the rate by elapsed time; saves weights now and then."""
+                """Stops at the phase's deadline or step count; sets the rate by either; saves weights now and then."""
                 count, saved = 0, time.monotonic()
 
                 def on_train_batch_begin(self, batch, logs=None):
