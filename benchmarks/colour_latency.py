@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-flags.DEFINE_string("model", "alnum", "The luma model (a saved kcaptcha model).")
+import colour_probe  # noqa: E402  (its --model is the luma model; its render and to_input feed both)
+
 flags.DEFINE_string("colour_model", None, "A colour_probe model (.keras, RGB in).", required=True)
 flags.DEFINE_integer("single_calls", 400, "One-image calls per timing.")
 flags.DEFINE_integer("rounds", 2, "Interleaved rounds.")
@@ -32,15 +33,11 @@ def main(argv):
 
     from kcaptcha import export, saving
     from kcaptcha.config import Config
-    from kcaptcha.generate import CaptchaRenderer, render_arrays
-    from kcaptcha.images import LUMA_WEIGHTS
 
     model_dir = saving.resolve_model_dir(FLAGS.model)
-    metadata = saving.read_metadata(model_dir)
-    config = Config.from_dict(metadata["config"])
-    rgb, _ = render_arrays(CaptchaRenderer.from_config(config, seed=555), 600, colour=True)
-    rgb = rgb.astype(np.float32) / 255.0
-    inputs = {1: (rgb @ np.asarray(LUMA_WEIGHTS, np.float32))[..., None], 3: rgb}
+    config = Config.from_dict(saving.read_metadata(model_dir)["config"])
+    _, pictures, _ = colour_probe.render(config, 555, 600)
+    inputs = {channels: colour_probe.to_input(pictures, arm) for channels, arm in ((1, "luma"), (3, "colour"))}
     models = {"luma": (export.load_keras_model(model_dir), 1),
               "colour": (keras.saving.load_model(FLAGS.colour_model, compile=False), 3)}
     sessions = {}
