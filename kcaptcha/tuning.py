@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import time
-import warnings
 
 import keras
 import keras_tuner
@@ -281,11 +280,7 @@ def write_results(kt_tuner, config: Config, details: dict, best_flagfile=None, s
 
 def save_best_model(kt_tuner, best, best_config: Config, best_row: dict, details: dict, save_dir: str,
                     overwrite: bool) -> str:
-    with warnings.catch_warnings():
-        # The trial checkpoint also holds Adam's slots, which a fresh model's unbuilt optimizer skips.
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model = kt_tuner.get_best_models(1)[0]
-    model.optimizer.build(model.trainable_variables)  # else loading the saved model warns the same way
+    model = kt_tuner.get_best_models(1)[0]  # with its optimizer's state: new_model builds the optimizer
     metrics = {name: round(float(best.metrics.get_last_value(name)), 5)
                for name in best.metrics.metrics if name.startswith("val_")}
     summary = {
