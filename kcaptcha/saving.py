@@ -35,6 +35,39 @@ def build_metadata(config, training: dict, metrics: dict) -> dict:
     }
 
 
+def without_local_paths(metadata: dict) -> dict:
+    """`metadata` as a shipped model records it: no path of the machine it was trained on.
+
+    A shipped model travels with the package, where the absolute paths of its run folder, its data and the
+    model it started from mean nothing. Paths inside the repository become relative to its root
+    (`runs/digits`), a shipped source model its name (`alnum`); other paths are kept as they are.
+    """
+    root = os.path.realpath(os.path.dirname(os.path.dirname(SHIPPED_MODELS_DIR)))
+
+    def local(path):
+        if not isinstance(path, str) or not os.path.isabs(path):
+            return path
+        if is_shipped(path):
+            return os.path.basename(path)
+        real = os.path.realpath(path)
+        return os.path.relpath(real, root) if real.startswith(root + os.sep) else path
+
+    training = dict(metadata.get("training") or {})
+    for field in ("run_dir", "data"):
+        if field in training:
+            training[field] = local(training[field])
+    if isinstance(training.get("tuning"), dict):
+        training["tuning"] = {**training["tuning"], "tune_dir": local(training["tuning"].get("tune_dir"))}
+    if isinstance(training.get("initialized_from"), dict):
+        training["initialized_from"] = {**training["initialized_from"],
+                                        "model": local(training["initialized_from"].get("model"))}
+    config = dict(metadata.get("config") or {})
+    for field in ("init_from", "train_dir", "val_dir"):
+        if field in config:
+            config[field] = local(config[field])
+    return {**metadata, "training": training, "config": config}
+
+
 def check_can_save(destination: str, run_id: Optional[str], overwrite: bool = False) -> None:
     """Refuses to replace a saved model that the run `run_id` did not write, unless `overwrite`."""
     if overwrite or not os.path.isdir(destination) or not os.listdir(destination):
@@ -67,6 +100,8 @@ def save_model_folder(model, metadata: dict, destination: str, run_id: Optional[
     check_can_save(destination, run_id, overwrite)
     if run_id:  # what lets the same run replace this folder later
         metadata = {**metadata, "training": {**metadata.get("training", {}), "run_id": run_id}}
+    if is_shipped(destination):
+        metadata = without_local_paths(metadata)
     staging = files.staging_dir(destination)
     try:
         model.save(os.path.join(staging, MODEL_FILE))

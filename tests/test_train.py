@@ -220,6 +220,32 @@ def test_the_shipped_models_are_protected(repo_root, tmp_path):
     assert {name: os.path.getmtime(os.path.join(shipped, name)) for name in os.listdir(shipped)} == before
 
 
+def test_a_shipped_model_records_no_path_of_the_machine_it_was_trained_on(smoke_model_dir, tmp_path, monkeypatch):
+    """Saved into the shipped folder, a model's metadata names its run and source relative to the repository
+    (or by name); saved anywhere else, it keeps the absolute paths that find them on this machine."""
+    root = tmp_path / "repo"
+    shipped = root / "kcaptcha" / "saved_models"
+    monkeypatch.setattr(saving, "SHIPPED_MODELS_DIR", str(shipped))
+    model = keras.models.load_model(os.path.join(smoke_model_dir, saving.MODEL_FILE))
+    metadata = saving.read_metadata(smoke_model_dir)
+    elsewhere = str(tmp_path / "labelled")
+    metadata["training"] = {**metadata["training"], "run_dir": str(root / "runs" / "digits"), "data": elsewhere,
+                            "initialized_from": {"model": str(shipped / "alnum"), "layers_copied": 3}}
+    metadata["config"] = {**metadata["config"], "init_from": str(root / "saved_models" / "first")}
+
+    kept = saving.read_metadata(saving.save_model_folder(model, metadata, str(tmp_path / "mine")))
+    assert kept["training"]["run_dir"] == str(root / "runs" / "digits")
+    assert kept["training"]["initialized_from"]["model"] == str(shipped / "alnum")
+
+    saved = saving.read_metadata(saving.save_model_folder(model, metadata, str(shipped / "digits")))
+    assert saved["training"]["run_dir"] == os.path.join("runs", "digits")
+    assert saved["training"]["initialized_from"] == {"model": "alnum", "layers_copied": 3}
+    assert saved["config"]["init_from"] == os.path.join("saved_models", "first")
+    assert saved["training"]["data"] == elsewhere  # outside the repository: kept as it is
+    assert {k: v for k, v in saved.items() if k not in ("training", "config")} == \
+        {k: v for k, v in kept.items() if k not in ("training", "config")}
+
+
 @pytest.mark.slow
 def test_kill_9_then_restart_continues(tmp_path, repo_root):
     """A run killed with SIGKILL mid-training resumes from its last backup, and logs stay readable."""
