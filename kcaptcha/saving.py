@@ -50,7 +50,7 @@ def without_local_paths(metadata: dict) -> dict:
         if is_shipped(path):
             return os.path.basename(path)
         real = os.path.realpath(path)
-        return os.path.relpath(real, root) if real.startswith(root + os.sep) else path
+        return files.normalise_relative(os.path.relpath(real, root)) if real.startswith(root + os.sep) else path
 
     training = dict(metadata.get("training") or {})
     for field in ("run_dir", "data"):
