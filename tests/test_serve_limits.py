@@ -33,9 +33,11 @@ class HeldRecognizer:
 
     def __init__(self, height: int = 2, width: int = 3, fail_on=None, slow_pixels: int = 0):
         self.height, self.width, self.fail_on, self.slow_pixels = height, width, fail_on, slow_pixels
-        self.read, self.batch_sizes = [], []
+        self.read, self.batch_sizes, self.decoded = [], [], []
         self._open, self.busy = threading.Event(), threading.Event()
+        self._decoding_open, self.decoding = threading.Event(), threading.Event()
         self._open.set()
+        self._decoding_open.set()
 
     def hold(self):
         self._open.clear()
@@ -43,10 +45,21 @@ class HeldRecognizer:
     def release(self):
         self._open.set()
 
+    def hold_decoding(self):
+        """Makes `preprocess` (in the service's decoding thread) wait until `release_decoding()`."""
+        self._decoding_open.clear()
+
+    def release_decoding(self):
+        self._decoding_open.set()
+
     def preprocess(self, image):
+        self.decoding.set()
+        assert self._decoding_open.wait(30)
         if self.slow_pixels and image.size[0] * image.size[1] >= self.slow_pixels:
             time.sleep(0.3)  # a heavy image
-        return np.full((self.height, self.width), float(image.convert("L").getpixel((0, 0))), np.float32)
+        value = image.convert("L").getpixel((0, 0))
+        self.decoded.append(value)
+        return np.full((self.height, self.width), float(value), np.float32)
 
     def predict_batch(self, batch):
         values = [int(v) for v in np.asarray(batch).reshape(len(batch), -1)[:, 0]]
@@ -160,6 +173,27 @@ def test_work_for_a_client_that_left_is_skipped_and_not_saved(tmp_path, caplog):
     assert [path.name.split("_")[0] for path in tmp_path.rglob("*.png")] == ["1"]  # only the answered request
     assert len([r for r in caplog.records if "closed the connection" in r.message]) == 1
     assert "kcaptcha_client_disconnects_total 1.0" in app_metrics(app)
+
+
+def test_work_abandoned_before_it_was_decoded_is_dropped_unread(caplog):
+    fake = HeldRecognizer()
+    with running(create_app({"fake": fake}, max_wait_ms=0)) as (client, port), \
+            caplog.at_level(logging.INFO, "kcaptcha.serve"):
+        fake.hold_decoding()
+        first = post_in_background(client, 1)
+        wait_until(fake.decoding.is_set)  # image 1 holds the one decoding thread; image 2 waits behind it
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            body = (b'--q\r\nContent-Disposition: form-data; name="image_file"; filename="c.png"\r\n\r\n'
+                    + gray_png(2) + b"\r\n--q--\r\n")
+            sock.sendall(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=q\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            wait_until(lambda: client.get("/readyz").json()["models"]["fake"]["queued"] == 2)
+        wait_until(lambda: "closed the connection" in caplog.text)
+        fake.release_decoding()
+        assert first.result().json()["value"] == "1"
+        wait_until(lambda: client.get("/readyz").json()["models"]["fake"]["dropped"] == 1)
+        assert client.get("/readyz").json()["models"]["fake"]["queued"] == 0
+    assert fake.decoded == [1] and 2 not in fake.read
 
 
 def app_metrics(app) -> str:

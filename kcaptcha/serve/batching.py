@@ -30,6 +30,7 @@ class Batcher:
         self.recognizer, self.max_batch_size, self.on_batch = recognizer, max_batch_size, on_batch
         self.max_wait = max_wait_ms / 1000.0
         self.stats = {"images": 0, "batches": 0, "largest_batch": 0, "dropped": 0}
+        self._dropped_lock = threading.Lock()  # `drop` is called from the decoding threads too
         # Trace the model for any batch size now, not on the first concurrent requests.
         recognizer.predict_batch(np.zeros((2, recognizer.height, recognizer.width), np.float32))
         self._queue = queue.SimpleQueue()
@@ -81,10 +82,15 @@ class Batcher:
             if batch:
                 _deliver(self._predict(batch))
 
+    def drop(self, count: int = 1) -> None:
+        """Counts `count` inputs of abandoned requests as dropped unread, here or before they were decoded."""
+        with self._dropped_lock:
+            self.stats["dropped"] += count
+
     def _live(self, item) -> bool:
         """False (and counted as dropped) for an input whose request has been abandoned."""
         if item[1].abandoned:
-            self.stats["dropped"] += 1
+            self.drop()
             return False
         return True
 

@@ -6,7 +6,7 @@ from typing import Mapping, Optional, Sequence, Tuple
 
 from kcaptcha.serve.admission import BUSY_HEADERS
 from kcaptcha.serve.batching import Batcher, fail
-from kcaptcha.serve.decoders import DecodePool, Ticket
+from kcaptcha.serve.decoders import Abandoned, DecodePool, Ticket
 from kcaptcha.serve.limits import Limits
 from kcaptcha.serve.uploads import ApiError, Upload, UploadSaver
 
@@ -85,6 +85,8 @@ class RecognitionService:
         def deliver(arrays, error, seconds):  # in a decoding thread: the inputs go straight to the model
             decoding["ms"] = seconds * 1000
             if error is not None:
+                if isinstance(error, Abandoned):  # given up before its images reached the model's queue
+                    batcher.drop(len(futures))
                 return fail(futures, error)
             self.metrics.decode_seconds.labels(name).observe(seconds)
             for array, future in zip(arrays, futures):
