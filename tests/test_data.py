@@ -140,7 +140,7 @@ def test_the_captcha_pool_serves_batches_and_renews_itself(smoke_config):
 
 
 def test_a_colour_pool_holds_and_renews_rgb_captchas(smoke_config):
-    from kcaptcha.pool import CaptchaPool
+    from kcaptcha.pool import RENEW_CHUNK, CaptchaPool
 
     config = smoke_config.replace(augment=0.0)
     renderer = generate.CaptchaRenderer.from_config(config)
@@ -157,7 +157,10 @@ def test_a_colour_pool_holds_and_renews_rgb_captchas(smoke_config):
         while pool.renewed < 32 and time.time() < deadline:
             time.sleep(0.1)
         renewed = pool.variable.numpy()[0, :pool.pixels].reshape(config.height, config.width, 3)
-    assert np.array_equal(renewed, rgb(132))  # the first renewed row is the next captcha, in colour too
+    # The first row now holds a later captcha of the sequence, in colour too: the next one (132), or one of a
+    # later chunk when renewal went on between the last look at `renewed` and the read.
+    later = range(132, pool.rendered, RENEW_CHUNK)
+    assert any(np.array_equal(renewed, rgb(index)) for index in later), list(later)
 
 
 def test_folder_batches_mix_in_synthetic_captchas_by_the_given_fraction(tmp_path, smoke_config):
