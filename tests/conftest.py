@@ -10,6 +10,12 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The `slow` tests run first: the README's `-n 2` then spreads the short ones around them, and no worker
+    is left alone with a long test at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def repo_root():
     return REPO_ROOT

@@ -146,6 +146,7 @@ def read_trials(search_dir):
     return trials
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("error:Skipping variable loading for optimizer")  # the best model keeps its Adam state
 def test_two_trial_search_resumes_and_its_best_flagfile_trains(smoke_config, tmp_path):
     search = str(tmp_path / "search")
