@@ -90,6 +90,17 @@ def is_shipped(model_dir: str) -> bool:
         and os.path.basename(os.path.abspath(model_dir)) in SHIPPED
 
 
+def network_only(model):
+    """`model`'s layers and weights without its optimizer: what a saved folder is for (reading, exporting,
+    fine-tuning, which starts a fresh optimizer) needs no Adam slots or EMA copy, and they made `model.keras`
+    four times as large. A run resumes from its own checkpoints, which keep them."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    import keras  # here: the runtime install reads saved folders without Keras; only saving needs it
+
+    return keras.Model(model.input, model.output, name=model.name)  # the same structure: one input, not a list
+
+
 def save_model_folder(model, metadata: dict, destination: str, run_id: Optional[str] = None,
                       overwrite: bool = False) -> str:
     """Writes `destination/` with the model and metadata; an existing folder is replaced only at the end.
@@ -104,7 +115,7 @@ def save_model_folder(model, metadata: dict, destination: str, run_id: Optional[
         metadata = without_local_paths(metadata)
     staging = files.staging_dir(destination)
     try:
-        model.save(os.path.join(staging, MODEL_FILE))
+        network_only(model).save(os.path.join(staging, MODEL_FILE))
         files.atomic_write_json(os.path.join(staging, METADATA_FILE), metadata)
         old = None
         if os.path.exists(destination):

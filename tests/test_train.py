@@ -1,11 +1,14 @@
 import csv
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -244,6 +247,24 @@ def test_a_shipped_model_records_no_path_of_the_machine_it_was_trained_on(smoke_
     assert saved["training"]["data"] == elsewhere  # outside the repository: kept as it is
     assert {k: v for k, v in saved.items() if k not in ("training", "config")} == \
         {k: v for k, v in kept.items() if k not in ("training", "config")}
+
+
+def test_a_saved_model_holds_the_network_not_its_optimizer_state(smoke_model_dir):
+    """Adam's slots and the EMA copy made model.keras four times as large, and nothing that reads a saved folder
+    uses them: fine-tuning starts a fresh optimizer, and a run resumes from its own checkpoints, which keep them."""
+    def groups(path):
+        with zipfile.ZipFile(path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as f:
+            return set(f)
+
+    checkpoint = os.path.join(os.path.dirname(smoke_model_dir), "run", "best.keras")
+    saved = os.path.join(smoke_model_dir, saving.MODEL_FILE)
+    assert "optimizer" in groups(checkpoint) and "optimizer" not in groups(saved)
+    best, kept = keras.models.load_model(checkpoint), keras.models.load_model(saved)
+    assert len(best.get_weights()) == len(kept.get_weights())
+    assert all(np.array_equal(a, b) for a, b in zip(best.get_weights(), kept.get_weights()))
+    assert (kept.name, kept.input_shape, kept.output_shape) == (best.name, best.input_shape, best.output_shape)
+    for name in saving.SHIPPED:
+        assert groups(os.path.join(saving.SHIPPED_MODELS_DIR, name, saving.MODEL_FILE)) == {"layers", "vars"}, name
 
 
 @pytest.mark.slow
