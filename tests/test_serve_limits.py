@@ -151,6 +151,17 @@ def test_a_request_past_its_deadline_is_answered_503_and_its_waiting_work_droppe
         assert client.post("/b", files={"image_file": ("c.png", gray_png(5))}).json()["value"] == "5"
 
 
+def post_then_leave(client, port: int, value: int) -> None:
+    """POSTs gray image `value` to /b over a raw socket behind one waiting request, and closes the connection
+    once the service has counted both in the model's queue, without reading the answer."""
+    body = (b'--q\r\nContent-Disposition: form-data; name="image_file"; filename="c.png"\r\n\r\n' + gray_png(value)
+            + b"\r\n--q--\r\n")
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=q\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        wait_until(lambda: client.get("/readyz").json()["models"]["fake"]["queued"] == 2)
+
+
 def test_work_for_a_client_that_left_is_skipped_and_not_saved(tmp_path, caplog):
     fake = HeldRecognizer()
     app = create_app({"fake": fake}, max_wait_ms=0, save_uploads=str(tmp_path))
@@ -158,12 +169,7 @@ def test_work_for_a_client_that_left_is_skipped_and_not_saved(tmp_path, caplog):
         fake.hold()
         first = post_in_background(client, 1)
         wait_until(fake.busy.is_set)
-        body = (b'--q\r\nContent-Disposition: form-data; name="image_file"; filename="c.png"\r\n\r\n' + gray_png(2)
-                + b"\r\n--q--\r\n")
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=q\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            wait_until(lambda: client.get("/readyz").json()["models"]["fake"]["queued"] == 2)
+        post_then_leave(client, port, 2)
         wait_until(lambda: "closed the connection" in caplog.text)
         fake.release()
         assert first.result().json()["value"] == "1"
@@ -182,12 +188,7 @@ def test_work_abandoned_before_it_was_decoded_is_dropped_unread(caplog):
         fake.hold_decoding()
         first = post_in_background(client, 1)
         wait_until(fake.decoding.is_set)  # image 1 holds the one decoding thread; image 2 waits behind it
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            body = (b'--q\r\nContent-Disposition: form-data; name="image_file"; filename="c.png"\r\n\r\n'
-                    + gray_png(2) + b"\r\n--q--\r\n")
-            sock.sendall(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=q\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            wait_until(lambda: client.get("/readyz").json()["models"]["fake"]["queued"] == 2)
+        post_then_leave(client, port, 2)
         wait_until(lambda: "closed the connection" in caplog.text)
         fake.release_decoding()
         assert first.result().json()["value"] == "1"
