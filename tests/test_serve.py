@@ -351,8 +351,10 @@ def test_each_request_logs_one_json_line_and_a_client_that_leaves_one_info_line(
     with socket.create_connection(("127.0.0.1", int(server["url"].rsplit(":", 1)[1]))) as sock:
         sock.sendall(b"POST /b?probe=gone HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=q\r\n"
                      b"Content-Length: 100000\r\n\r\n--q\r\n")  # then hang up mid-body
-    deadline = time.time() + 10
-    while "probe=gone" not in log.read_text() and time.time() < deadline:
+    # Both requests' lines, in either order: the answered request's line can follow the other's (seen here).
+    deadline = time.time() + 30
+    while not all(probe in log.read_text() for probe in ("probe=gone", "probe=access", "closed the connection")) \
+            and time.time() < deadline:
         time.sleep(0.1)
     lines = log.read_text().splitlines()
     access = [json.loads(line) for line in lines if line.startswith("{") and '"probe=access"' in line]
