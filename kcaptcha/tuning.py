@@ -280,7 +280,8 @@ def write_results(kt_tuner, config: Config, details: dict, best_flagfile=None, s
 
 def save_best_model(kt_tuner, best, best_config: Config, best_row: dict, details: dict, save_dir: str,
                     overwrite: bool) -> str:
-    model = kt_tuner.get_best_models(1)[0]  # with its optimizer's state: new_model builds the optimizer
+    # new_model builds the optimizer, so the trial's checkpoint loads whole, unwarned; the folder saves the network.
+    model = kt_tuner.get_best_models(1)[0]
     metrics = {name: round(float(best.metrics.get_last_value(name)), 5)
                for name in best.metrics.metrics if name.startswith("val_")}
     summary = {

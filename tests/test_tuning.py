@@ -147,7 +147,7 @@ def read_trials(search_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("error:Skipping variable loading for optimizer")  # the best model keeps its Adam state
+@pytest.mark.filterwarnings("error:Skipping variable loading for optimizer")  # the best trial loads whole
 def test_two_trial_search_resumes_and_its_best_flagfile_trains(smoke_config, tmp_path):
     search = str(tmp_path / "search")
     outputs = dict(best_flagfile=str(tmp_path / "smoke.best.flags"), save_dir=str(tmp_path / "smoke.best"),
