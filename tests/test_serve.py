@@ -353,10 +353,12 @@ def test_each_request_logs_one_json_line_and_a_client_that_leaves_one_info_line(
                      b"Content-Length: 100000\r\n\r\n--q\r\n")  # then hang up mid-body
     # Both requests' lines, in either order: the answered request's line can follow the other's (seen here).
     deadline = time.time() + 30
-    while not all(probe in log.read_text() for probe in ("probe=gone", "probe=access", "closed the connection")) \
+    text = log.read_text()
+    while not all(probe in text for probe in ("probe=gone", "probe=access", "closed the connection")) \
             and time.time() < deadline:
         time.sleep(0.1)
-    lines = log.read_text().splitlines()
+        text = log.read_text()
+    lines = text.splitlines()
     access = [json.loads(line) for line in lines if line.startswith("{") and '"probe=access"' in line]
     assert len(access) == 1 and access[0]["status"] == 200 and access[0]["model"] == "second"
     assert access[0]["path"] == "/v1/models/second/predict" and access[0]["images"] == 1 and access[0]["ms"] > 0

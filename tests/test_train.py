@@ -260,8 +260,9 @@ def test_a_saved_model_holds_the_network_not_its_optimizer_state(smoke_model_dir
     saved = os.path.join(smoke_model_dir, saving.MODEL_FILE)
     assert "optimizer" in groups(checkpoint) and "optimizer" not in groups(saved)
     best, kept = keras.models.load_model(checkpoint), keras.models.load_model(saved)
-    assert len(best.get_weights()) == len(kept.get_weights())
-    assert all(np.array_equal(a, b) for a, b in zip(best.get_weights(), kept.get_weights()))
+    best_weights, kept_weights = best.get_weights(), kept.get_weights()
+    assert len(best_weights) == len(kept_weights)
+    assert all(np.array_equal(a, b) for a, b in zip(best_weights, kept_weights))
     assert (kept.name, kept.input_shape, kept.output_shape) == (best.name, best.input_shape, best.output_shape)
     for name in saving.SHIPPED:
         assert groups(os.path.join(saving.SHIPPED_MODELS_DIR, name, saving.MODEL_FILE)) == {"layers", "vars"}, name
