@@ -31,9 +31,10 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from kcaptcha import data, metrics
-    from kcaptcha.recognizer import load_model
-    from kcaptcha.train import train
+    from kcaptcha.data import pipeline as data
+    from kcaptcha.reading import metrics
+    from kcaptcha.reading.recognizer import load_model
+    from kcaptcha.training.train import train
 
     base = config_from_flags(FLAGS)
     heldout = data.synthetic_set(base, FLAGS.test_size, FLAGS.test_seed)

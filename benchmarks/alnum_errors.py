@@ -5,7 +5,7 @@
 It draws the held-out captchas of the model's task (the seed the shipped-model tables use), reads them with
 `kcaptcha.load_model`, and prints:
 - whole-image accuracy for each look of `--style=varied`: the `captcha` library's (a font and a size drawn
-  for every character) and kcaptcha's own (`kcaptcha.styles`: one font and size per image);
+  for every character) and kcaptcha's own (`kcaptcha.data.styles`: one font and size per image);
 - the same with look-alike characters folded (`o`->`0`, `l`,`i`,`j`->`1`) in truth and reading;
 - the most frequent confusions (same-length readings, character by character; other lengths counted apart);
 - for `o` and `0` in the `captcha` library's look, how often each is read as the other at each font size:
@@ -59,7 +59,7 @@ def recording_character_sizes(sizes: list):
 
 def render(renderer, index: int):
     """(label, image, look, per-character font sizes or None) of held-out captcha `index`."""
-    from kcaptcha.generate import LOOK_CAPTCHA_LIBRARY
+    from kcaptcha.data.generate import LOOK_CAPTCHA_LIBRARY
 
     look = renderer.look(index)
     sizes = []
@@ -85,8 +85,8 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
-    from kcaptcha.generate import CaptchaRenderer
-    from kcaptcha.recognizer import load_model
+    from kcaptcha.data.generate import CaptchaRenderer
+    from kcaptcha.reading.recognizer import load_model
 
     recognizer = load_model(FLAGS.model)
     renderer = CaptchaRenderer.from_metadata(recognizer.metadata, FLAGS.seed)

@@ -42,8 +42,10 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
-    from kcaptcha import export, models
-    from kcaptcha.generate import CaptchaRenderer
+    from kcaptcha import models
+
+    from kcaptcha.export import onnx as export
+    from kcaptcha.data.generate import CaptchaRenderer
 
     base = config_from_flags(FLAGS)
     sessions = {}

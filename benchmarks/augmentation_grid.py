@@ -2,7 +2,7 @@
 
     python benchmarks/augmentation_grid.py --flagfile=experiments/alnum.flags --output=docs/augmentation.png
 
-The first row is the captchas as drawn; the others are what `kcaptcha.augment.Augmenter` makes of them
+The first row is the captchas as drawn; the others are what `kcaptcha.data.augment.Augmenter` makes of them
 at the configured `--augment` strength (a new draw per image and per row).
 """
 
@@ -29,8 +29,8 @@ def main(argv):
     import tensorflow as tf
     from PIL import Image, ImageDraw
 
-    from kcaptcha.augment import Augmenter
-    from kcaptcha.generate import CaptchaRenderer
+    from kcaptcha.data.augment import Augmenter
+    from kcaptcha.data.generate import CaptchaRenderer
 
     config = config_from_flags(FLAGS)
     renderer = CaptchaRenderer.from_config(config, seed=config.seed + 7)

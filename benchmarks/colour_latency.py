@@ -3,7 +3,7 @@
     python benchmarks/colour_latency.py --model=runs/exp/saved_s5 --colour_model=runs/exp/colour_k3/colour.keras
 
 `--colour_model` is a model that `benchmarks/colour_probe.py --save_dir` saved (RGB in). Both are exported
-to float ONNX and to int8 (kcaptcha.export's quantization, calibrated on 256 captchas of the model's task),
+to float ONNX and to int8 (kcaptcha.export.onnx's quantization, calibrated on 256 captchas of the model's task),
 then timed in `--rounds` interleaved rounds: the median of `--single_calls` one-image calls, and three
 batches of 512 after one untimed. The network alone: no decoding or preprocessing, unlike benchmarks/latency.py.
 """
@@ -31,7 +31,9 @@ def main(argv):
     import keras
     import numpy as np
 
-    from kcaptcha import export, saving
+    from kcaptcha.export import onnx as export
+
+    from kcaptcha.export import saving
     from kcaptcha.config import Config
 
     model_dir = saving.resolve_model_dir(FLAGS.model)

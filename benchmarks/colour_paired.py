@@ -28,10 +28,12 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from kcaptcha import models, saving
+    from kcaptcha import models
+
+    from kcaptcha.export import saving
     from kcaptcha.config import Config
-    from kcaptcha.generate import LOOK_KCAPTCHA
-    from kcaptcha.vocab import Vocab
+    from kcaptcha.data.generate import LOOK_KCAPTCHA
+    from kcaptcha.reading.vocab import Vocab
 
     metadata = saving.read_metadata(saving.resolve_model_dir(FLAGS.model))
     config = Config.from_dict(metadata["config"])

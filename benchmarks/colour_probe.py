@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from kcaptcha.files import atomic_path  # noqa: E402
-from kcaptcha.images import LUMA_WEIGHTS  # noqa: E402
+from kcaptcha.data.images import LUMA_WEIGHTS  # noqa: E402
 
 flags.DEFINE_string("model", "alnum", "The model to start from (luma, ctc).")
 flags.DEFINE_integer("captchas", 60_000, "RGB training captchas, rendered once and shared by both arms.")
@@ -34,7 +34,7 @@ flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("gray_units", 8, "Hidden units of the colour arm's per-pixel gray.")
 flags.DEFINE_list("arms", ["colour", "luma"], "Which arms to train, in order.")
 flags.DEFINE_enum("source", "fixed", ["fixed", "pool"], "fixed: `--captchas` rendered once and shared by the "
-                  "arms; pool: each arm trains from its own kcaptcha.pool.CaptchaPool of `--pool_size` captchas of "
+                  "arms; pool: each arm trains from its own kcaptcha.data.pool.CaptchaPool of `--pool_size` captchas of "
                   "`--seed`, renewed in the background (RGB for the colour arm), as bin/train does.")
 flags.DEFINE_integer("pool_size", 20_000, "Captchas in the pool (--source=pool).")
 flags.DEFINE_integer("gray_kernel", 1, "Kernel size of the colour arm's hidden layer: 1 is a per-pixel gray, 3 lets "
@@ -57,7 +57,7 @@ def render(config, seed: int, count: int):
     """(labels, uint8 RGB [n, h, w, 3], looks) of captchas 0.. of `config`'s task at `seed`, in parallel."""
     import numpy as np
 
-    from kcaptcha.generate import CaptchaRenderer, render_arrays
+    from kcaptcha.data.generate import CaptchaRenderer, render_arrays
 
     renderer = CaptchaRenderer.from_config(config, seed=seed)
     pictures, labels = render_arrays(renderer, count, colour=True)
@@ -96,7 +96,7 @@ def misread_mask(model, pictures, labels, arm, metadata, vocab):
     """A boolean per captcha: whether the arm's `model` misreads it."""
     import numpy as np
 
-    from kcaptcha import decoding
+    from kcaptcha.reading import decoding
 
     logits = model.predict(to_input(pictures, arm), batch_size=256, verbose=0)
     return np.array([p.text != label for p, label in zip(decoding.decode(logits, metadata["output"], vocab), labels)])
@@ -104,7 +104,7 @@ def misread_mask(model, pictures, labels, arm, metadata, vocab):
 
 def misreads(model, pictures, labels, looks, arm, metadata, vocab):
     """(all, own look, library look) misread counts."""
-    from kcaptcha.generate import LOOK_KCAPTCHA
+    from kcaptcha.data.generate import LOOK_KCAPTCHA
 
     wrong = misread_mask(model, pictures, labels, arm, metadata, vocab)
     own = looks == LOOK_KCAPTCHA
@@ -118,12 +118,12 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from kcaptcha import saving
+    from kcaptcha.export import saving
     from kcaptcha.config import Config
-    from kcaptcha.export import load_keras_model
+    from kcaptcha.export.onnx import load_keras_model
     from kcaptcha.models import ctc
-    from kcaptcha.pool import CaptchaPool
-    from kcaptcha.vocab import Vocab
+    from kcaptcha.data.pool import CaptchaPool
+    from kcaptcha.reading.vocab import Vocab
 
     model_dir = saving.resolve_model_dir(FLAGS.model)
     metadata = saving.read_metadata(model_dir)

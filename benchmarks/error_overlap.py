@@ -32,7 +32,7 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from PIL import Image
 
-    from kcaptcha.evaluate import label_for
+    from kcaptcha.reading.evaluate import label_for
     from kcaptcha.files import LabelRule, list_images
 
     if len(FLAGS.models) < 2:

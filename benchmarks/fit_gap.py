@@ -44,9 +44,10 @@ def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import kcaptcha
-    from kcaptcha import metrics, saving
+    from kcaptcha.reading import metrics
+    from kcaptcha.export import saving
     from kcaptcha.config import Config
-    from kcaptcha.generate import CaptchaRenderer, render_arrays
+    from kcaptcha.data.generate import CaptchaRenderer, render_arrays
 
     metadata = saving.read_metadata(saving.resolve_model_dir(FLAGS.model))
     config = Config.from_dict(metadata["config"])

@@ -41,7 +41,7 @@ FLAGS = flags.FLAGS
 
 def train_round(paths, labels, chosen, init_from, folder) -> str:
     """Trains on the chosen images (a labels.csv of reviewed rows) starting from `init_from`; the new model."""
-    from kcaptcha import labels as labels_csv
+    from kcaptcha.data import labels as labels_csv
 
     train_dir = os.path.join(folder, "reviewed")
     os.makedirs(train_dir)

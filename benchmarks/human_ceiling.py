@@ -46,7 +46,7 @@ COLUMNS = 3
 
 def make(out: str) -> None:
     import kcaptcha
-    from kcaptcha.evaluate import label_for, predict_paths
+    from kcaptcha.reading.evaluate import label_for, predict_paths
     from kcaptcha.files import LabelRule, atomic_write_json, atomic_write_text, list_images
 
     if os.path.exists(os.path.join(out, "key.json")):

@@ -28,7 +28,7 @@ def main(argv):
     import numpy as np
 
     import kcaptcha
-    from kcaptcha import export
+    from kcaptcha.export import onnx as export
     from kcaptcha.files import LabelRule, list_images
 
     int8, float32 = (kcaptcha.load_model(FLAGS.model, backend=b) for b in ("int8", "float"))

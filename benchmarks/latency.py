@@ -31,7 +31,7 @@ FLAGS = flags.FLAGS
 def measure(recognizer, label):
     import numpy as np
 
-    from kcaptcha.generate import CaptchaRenderer
+    from kcaptcha.data.generate import CaptchaRenderer
 
     renderer = CaptchaRenderer.from_metadata(recognizer.metadata, 4242)
     images = [renderer.render(i)[1] for i in range(FLAGS.images)]

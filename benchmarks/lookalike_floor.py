@@ -50,7 +50,7 @@ def draw_characters(renderer, chars: str, per_char: int, seed: str, squeeze: flo
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from kcaptcha import generate
+    from kcaptcha.data import generate
 
     library = renderer._captcha  # the ImageCaptcha the renderer draws its `captcha` look with
     draw = ImageDraw.Draw(Image.new("RGB", (8, 8)))
@@ -98,7 +98,7 @@ def main(argv):
     import keras
     import numpy as np
 
-    from kcaptcha import generate
+    from kcaptcha.data import generate
 
     keras.utils.set_random_seed(0)
     chars = FLAGS.charset

@@ -4,7 +4,7 @@
 
 The held-out captchas of the first model's task (`--seed`, as `bin/generate` draws them) are drawn as
 they are, then again with one nuisance left out. The same random numbers are drawn, so the label, font,
-size, colours and placement stay; only the nuisance goes. In kcaptcha's own look (`kcaptcha.styles`):
+size, colours and placement stay; only the nuisance goes. In kcaptcha's own look (`kcaptcha.data.styles`):
 overlap (characters kept a tenth of a glyph apart), rotation, lines, dots, warp, blur, and all six at
 once. In the `captcha` library's look: its noise dots, its noise curve, overlap (each character pasted
 after the last instead of stepping back over it; wide text is squeezed to the width as the library
@@ -47,9 +47,11 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
-    from kcaptcha import saving, styles
+    from kcaptcha.export import saving
+
+    from kcaptcha.data import styles
     from kcaptcha.config import Config
-    from kcaptcha.generate import LOOK_KCAPTCHA, CaptchaRenderer
+    from kcaptcha.data.generate import LOOK_KCAPTCHA, CaptchaRenderer
 
     config = Config.from_dict(saving.read_metadata(saving.resolve_model_dir(FLAGS.models[0]))["config"])
     renderer = CaptchaRenderer.from_config(config, seed=FLAGS.seed)

@@ -49,9 +49,9 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
-    from kcaptcha import saving
+    from kcaptcha.export import saving
     from kcaptcha.config import Config
-    from kcaptcha.generate import LOOK_KCAPTCHA, CaptchaRenderer
+    from kcaptcha.data.generate import LOOK_KCAPTCHA, CaptchaRenderer
 
     config = Config.from_dict(saving.read_metadata(saving.resolve_model_dir(FLAGS.models[0]))["config"])
     renderer = CaptchaRenderer.from_config(config, seed=FLAGS.seed)

@@ -1,6 +1,6 @@
 """python benchmarks/pipeline.py [--input_dir=FOLDER] [--count=3000] [--batch_size=128]
 
-Images per second of kcaptcha's `tf.data` file pipeline (`kcaptcha.data.image_dataset`)
+Images per second of kcaptcha's `tf.data` file pipeline (`kcaptcha.data.pipeline.image_dataset`)
 against the parent project's loader (one file at a time in Python: PIL open, np.array, grayscale,
 flatten, /255 into a preallocated batch), on the same files in one run.
 
@@ -58,7 +58,7 @@ def main():
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from kcaptcha import generate
+    from kcaptcha.data import generate
     from kcaptcha.config import Config
 
     config = Config(batch_size=args.batch_size)
@@ -70,7 +70,7 @@ def main():
             generate.write_images(generate.CaptchaRenderer.from_config(config), folder, args.count, progress=False)
             print(f"generated {args.count} captchas {config.width}x{config.height} in "
                   f"{time.perf_counter() - start:.1f} s")
-        from kcaptcha import data  # TensorFlow after the generator pool is gone
+        from kcaptcha.data import pipeline as data  # TensorFlow after the generator pool is gone
         import tensorflow as tf
 
         paths = data.list_images(folder)

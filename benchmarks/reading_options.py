@@ -42,8 +42,8 @@ def compare(model: str, paths, labels) -> dict:
     import numpy as np
 
     import kcaptcha
-    from kcaptcha import decoding
-    from kcaptcha.vocab import Vocab
+    from kcaptcha.reading import decoding
+    from kcaptcha.reading.vocab import Vocab
 
     recognizer = kcaptcha.load_model(model, backend=FLAGS.backend)
     logits = np.concatenate([recognizer.logits(np.stack([recognizer.preprocess(p) for p in paths[i:i + 256]]))

@@ -106,7 +106,7 @@ def ddddocr_readings(paths, test):
 
 
 def table(results, labels_of) -> str:
-    from kcaptcha import metrics
+    from kcaptcha.reading import metrics
 
     groups = collections.defaultdict(lambda: {"truths": [], "readings": [], "seconds": []})
     for r in results:

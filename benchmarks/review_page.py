@@ -30,8 +30,8 @@ def main(argv):
     import numpy as np
     from playwright.sync_api import sync_playwright
 
-    from kcaptcha.generate import CaptchaRenderer
-    from kcaptcha.recognizer import load_model
+    from kcaptcha.data.generate import CaptchaRenderer
+    from kcaptcha.reading.recognizer import load_model
     from kcaptcha.serve import create_app
     from tests.test_serve import encoded
     from tests.test_serve_limits import running

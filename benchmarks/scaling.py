@@ -29,7 +29,7 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
-from kcaptcha import distribute  # noqa: E402
+from kcaptcha.training import distribute  # noqa: E402
 
 flags.DEFINE_integer("steps", 300, "Optimizer steps per configuration.")
 flags.DEFINE_integer("eval_every", 50, "Validate (and time) every this many steps.")
@@ -83,7 +83,7 @@ def steady_rate(run_dir):
 
 def heldout_accuracy(model_dir, heldout):
     import kcaptcha
-    from kcaptcha import metrics
+    from kcaptcha.reading import metrics
 
     readings = [p.text for p in kcaptcha.load_model(model_dir).predict(list(heldout.images))]
     return metrics.image_accuracy(heldout.labels, readings)
@@ -91,7 +91,7 @@ def heldout_accuracy(model_dir, heldout):
 
 def main(argv):
     del argv
-    from kcaptcha import data
+    from kcaptcha.data import pipeline as data
     from kcaptcha.flags import parse_flagfile
 
     os.chdir(REPO)

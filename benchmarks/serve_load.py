@@ -32,7 +32,7 @@ from absl import app, flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
-from kcaptcha.distribute import free_local_ports  # noqa: E402
+from kcaptcha.training.distribute import free_local_ports  # noqa: E402
 
 flags.DEFINE_string("model", "digits", "Model name or folder, served by both servers.")
 flags.DEFINE_integer("clients", 32, "Concurrent clients.", lower_bound=1)
@@ -63,7 +63,7 @@ def run_baseline_server(model: str, port: int) -> None:
     from flask import Flask, jsonify, request
     from werkzeug.serving import WSGIRequestHandler
 
-    from kcaptcha.recognizer import load_model
+    from kcaptcha.reading.recognizer import load_model
 
     recognizer = load_model(model)
     flask_app = Flask("baseline")
@@ -105,8 +105,8 @@ def multipart(parts, boundary: str = "kcaptchaload") -> bytes:
 def captcha_pngs(model: str, count: int = 64):
     """`count` PNG captchas of `model`'s task, in the look it was trained on (so that a model with a float32
     fallback reads the share of them twice that it would in use)."""
-    from kcaptcha import saving
-    from kcaptcha.generate import CaptchaRenderer
+    from kcaptcha.export import saving
+    from kcaptcha.data.generate import CaptchaRenderer
 
     renderer = CaptchaRenderer.from_metadata(saving.read_metadata(saving.resolve_model_dir(model)), 20240601)
     pngs = []

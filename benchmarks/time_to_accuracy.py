@@ -100,7 +100,7 @@ def _best(run_dir: str) -> float:
 
 def heldout(result: dict, images, labels) -> None:
     import kcaptcha
-    from kcaptcha import metrics
+    from kcaptcha.reading import metrics
 
     recognizer = kcaptcha.load_model(result["model"], backend="keras")
     result["parameters"] = recognizer.model.count_params()
@@ -135,7 +135,7 @@ def plot(results: list, path: str) -> None:
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from kcaptcha import data
+    from kcaptcha.data import pipeline as data
     from kcaptcha.flags import parse_flagfile
 
     cwd = os.getcwd()

@@ -16,6 +16,6 @@ def __getattr__(name):
         from kcaptcha.config import Config
         return Config
     if name in ("Recognizer", "load_model"):
-        from kcaptcha import recognizer
+        from kcaptcha.reading import recognizer
         return getattr(recognizer, name)
     raise AttributeError(f"module 'kcaptcha' has no attribute {name!r}")

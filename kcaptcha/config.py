@@ -10,7 +10,11 @@ import json
 import os
 from typing import Tuple
 
-from kcaptcha import distribute, inventory, models
+from kcaptcha import models
+
+from kcaptcha.training import distribute
+
+from kcaptcha.data import inventory
 from kcaptcha.files import LabelRule
 
 GROUPS = ("task", "model", "training", "run")

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from typing import Iterator, List, Optional, Sequence
 
-# The formats the training pipeline reads (`kcaptcha.images`), and the extension a file of each gets.
+# The formats the training pipeline reads (`kcaptcha.data.images`), and the extension a file of each gets.
 FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", "BMP": ".bmp"}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")  # what a folder walk picks up
 

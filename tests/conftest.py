@@ -36,7 +36,7 @@ def smoke_config():
 @pytest.fixture(scope="session")
 def smoke_model_dir(tmp_path_factory, smoke_config):
     """A really trained (tiny, 40-step) model folder, shared by the tests that only read it."""
-    from kcaptcha.train import train
+    from kcaptcha.training.train import train
 
     root = tmp_path_factory.mktemp("smoke_model")
     config = smoke_config.replace(max_steps=40, eval_every_steps=20, checkpoint_every_steps=20)
@@ -46,7 +46,7 @@ def smoke_model_dir(tmp_path_factory, smoke_config):
 
 def write_captchas(folder, config, count, seed=7, first=0):
     """Writes `count` generated captchas as `<label>_<index>.png`; returns the paths."""
-    from kcaptcha.generate import CaptchaRenderer
+    from kcaptcha.data.generate import CaptchaRenderer
 
     os.makedirs(folder, exist_ok=True)
     renderer = CaptchaRenderer.from_config(config, seed=seed)

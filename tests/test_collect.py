@@ -11,8 +11,10 @@ import time
 
 import pytest
 
-from kcaptcha import collect, labels
-from kcaptcha.generate import CaptchaRenderer
+from kcaptcha.data import collect
+
+from kcaptcha.data import labels
+from kcaptcha.data.generate import CaptchaRenderer
 
 # What the server answers, request after request: every bad kind once, then a repeat, between good images.
 SCRIPT = ["image", "404", "image", "500", "html", "image", "empty", "slow", "image", "truncated", "repeat",

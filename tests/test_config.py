@@ -8,7 +8,7 @@ from absl import flags
 
 from kcaptcha.config import Config
 from kcaptcha.flags import config_from_flags, define_flags, parse_flagfile
-from kcaptcha.vocab import Vocab
+from kcaptcha.reading.vocab import Vocab
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experiments",

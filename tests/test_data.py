@@ -7,8 +7,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from kcaptcha import data, generate, images
-from kcaptcha.vocab import Vocab
+from kcaptcha.data import pipeline as data
+
+from kcaptcha.data import generate
+
+from kcaptcha.data import images
+from kcaptcha.reading.vocab import Vocab
 
 
 def _encode(image, fmt, **kwargs):
@@ -117,7 +121,7 @@ def test_missing_and_empty_folders_are_clear(tmp_path, smoke_config):
 
 
 def test_the_captcha_pool_serves_batches_and_renews_itself(smoke_config):
-    from kcaptcha.pool import CaptchaPool
+    from kcaptcha.data.pool import CaptchaPool
 
     config = smoke_config.replace(augment=0.0)
     renderer = generate.CaptchaRenderer.from_config(config)
@@ -140,7 +144,7 @@ def test_the_captcha_pool_serves_batches_and_renews_itself(smoke_config):
 
 
 def test_a_colour_pool_holds_and_renews_rgb_captchas(smoke_config):
-    from kcaptcha.pool import RENEW_CHUNK, CaptchaPool
+    from kcaptcha.data.pool import RENEW_CHUNK, CaptchaPool
 
     config = smoke_config.replace(augment=0.0)
     renderer = generate.CaptchaRenderer.from_config(config)
@@ -164,7 +168,7 @@ def test_a_colour_pool_holds_and_renews_rgb_captchas(smoke_config):
 
 
 def test_folder_batches_mix_in_synthetic_captchas_by_the_given_fraction(tmp_path, smoke_config):
-    from kcaptcha.pool import CaptchaPool
+    from kcaptcha.data.pool import CaptchaPool
 
     config = smoke_config.replace(augment=0.0, batch_size=16, charset="01", min_length=4, max_length=4)
     folder = tmp_path / "real"
@@ -182,7 +186,7 @@ def test_folder_batches_mix_in_synthetic_captchas_by_the_given_fraction(tmp_path
 
 
 def test_synthetic_share_by_folder_size_starts_with_none_for_small_folders(smoke_config):
-    from kcaptcha.train import synthetic_fraction
+    from kcaptcha.training.train import synthetic_fraction
 
     def share(images, mix=-1.0):
         return synthetic_fraction(smoke_config.replace(synthetic_mix=mix), ([f"{i}.png" for i in range(images)], []))

@@ -12,7 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from kcaptcha import distribute, metrics
+from kcaptcha.training import distribute
+
+from kcaptcha.reading import metrics
 from kcaptcha.config import Config
 
 
@@ -73,7 +75,7 @@ def _digests(images):
 
 def test_each_worker_draws_its_own_synthetic_stream(smoke_config):
     """Worker 0 keeps the single-worker stream; another worker's captchas are all different images."""
-    from kcaptcha import generate
+    from kcaptcha.data import generate
 
     def stream(worker, first=0, count=48):
         config = smoke_config.replace(seed=distribute.data_seed(smoke_config.seed, worker))
@@ -89,7 +91,7 @@ def test_each_worker_draws_its_own_synthetic_stream(smoke_config):
 
 
 def test_each_worker_reads_its_own_shard_of_the_files(smoke_config, captcha_folder):
-    from kcaptcha import data
+    from kcaptcha.data import pipeline as data
 
     paths, labels = data.labelled_files(str(captcha_folder), smoke_config)
     config = smoke_config.replace(augment=0.0)
@@ -150,7 +152,7 @@ def _history(run_dir):
 def _check_chief_model_reads(smoke_config, run_dir, summary):
     """The chief's saved model reads the validation captchas, scoring exactly what every worker logged."""
     import kcaptcha
-    from kcaptcha import data
+    from kcaptcha.data import pipeline as data
 
     validation = data.synthetic_set(smoke_config, smoke_config.val_size, data.validation_seed(smoke_config))
     readings = [p.text for p in kcaptcha.load_model(summary["saved_to"]).predict(list(validation.images))]

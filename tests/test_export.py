@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import kcaptcha
-from kcaptcha import export, generate
+from kcaptcha.export import onnx as export
+from kcaptcha.data import generate
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_damaged_onnx_file_names_the_folder(exported_dir, tmp_path):
 
 
 def test_the_fallback_threshold_is_the_lowest_choice_whose_readings_agree():
-    from kcaptcha.decoding import Prediction
+    from kcaptcha.reading.decoding import Prediction
 
     def reading(text, confidence):
         return Prediction(text, confidence, (confidence,) * len(text))
@@ -125,7 +126,7 @@ def test_the_fallback_threshold_is_the_lowest_choice_whose_readings_agree():
 
 
 def test_a_model_trained_on_files_is_quantized_and_checked_on_its_own_images(tmp_path, smoke_config):
-    from kcaptcha.train import train
+    from kcaptcha.training.train import train
     from tests.conftest import write_captchas
 
     write_captchas(str(tmp_path / "train"), smoke_config, 30)

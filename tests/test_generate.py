@@ -90,8 +90,8 @@ def test_bad_flags_are_refused_with_a_message(tmp_path):
 
 
 def test_varied_style_is_reproducible_and_mixes_looks():
-    from kcaptcha.generate import CaptchaRenderer
-    from kcaptcha.styles import find_fonts
+    from kcaptcha.data.generate import CaptchaRenderer
+    from kcaptcha.data.styles import find_fonts
 
     fonts = find_fonts("abc123")
     assert fonts and all(path.endswith(".ttf") for path in fonts)
@@ -109,7 +109,7 @@ def test_a_nuisance_left_out_leaves_the_rest_of_the_captcha_as_drawn():
     drawn, so only the nuisance goes."""
     import random
 
-    from kcaptcha import styles
+    from kcaptcha.data import styles
 
     fonts = styles.find_fonts("abc123")
     changed = []
@@ -128,7 +128,7 @@ def test_a_nuisance_left_out_leaves_the_rest_of_the_captcha_as_drawn():
 
 
 def test_render_arrays_gives_the_renderers_gray_or_colour_captchas_in_parallel():
-    from kcaptcha.generate import CaptchaRenderer, render_arrays
+    from kcaptcha.data.generate import CaptchaRenderer, render_arrays
 
     renderer = CaptchaRenderer("abc123", 3, 5, 120, 40, seed=9, style="varied")
     gray, labels = render_arrays(renderer, 5, first=3, workers=2)
@@ -141,7 +141,7 @@ def test_render_arrays_gives_the_renderers_gray_or_colour_captchas_in_parallel()
 
 
 def test_varied_style_names_the_fonts_it_found(tmp_path):
-    from kcaptcha.styles import find_fonts
+    from kcaptcha.data.styles import find_fonts
 
     result = generate(f"--output_dir={tmp_path}", "--count=2", "--style=varied", *TASK)
     assert result.returncode == 0, result.stderr
@@ -151,7 +151,7 @@ def test_varied_style_names_the_fonts_it_found(tmp_path):
 
 
 def test_fonts_that_cannot_draw_the_charset_are_left_out():
-    from kcaptcha.styles import find_fonts
+    from kcaptcha.data.styles import find_fonts
 
     latin = set(find_fonts("abc"))
     assert latin and not find_fonts("abc\U0010fffd")  # a private-use character no font draws
@@ -159,7 +159,7 @@ def test_fonts_that_cannot_draw_the_charset_are_left_out():
 
 
 def test_look_names_the_look_each_captcha_is_drawn_in(monkeypatch):
-    from kcaptcha import generate
+    from kcaptcha.data import generate
 
     renderer = generate.CaptchaRenderer("abc123", 3, 5, 120, 40, seed=9, style="varied")
     drawn_in = []

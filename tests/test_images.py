@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kcaptcha import images
-from kcaptcha.generate import CaptchaRenderer
+from kcaptcha.data import images
+from kcaptcha.data.generate import CaptchaRenderer
 
 WIDTH, HEIGHT = 100, 60
 SIZES = [(100, 60), (200, 50), (37, 90), (640, 220), (99, 61)]

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from kcaptcha import labels
+from kcaptcha.data import labels
 
 
 def test_a_plain_csv_is_all_labels(tmp_path):

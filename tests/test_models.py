@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kcaptcha import decoding, models
-from kcaptcha.augment import Augmenter
-from kcaptcha.vocab import Vocab
+from kcaptcha import models
+
+from kcaptcha.reading import decoding
+from kcaptcha.data.augment import Augmenter
+from kcaptcha.reading.vocab import Vocab
 
 
 def frame_logits(charset: str, path: str) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""bin/predict, bin/evaluate and kcaptcha.evaluate with the shipped digits model, so wrong answers show."""
+"""bin/predict, bin/evaluate and kcaptcha.reading.evaluate with the shipped digits model, so wrong answers show."""
 
 import csv
 import io
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from kcaptcha import metrics
-from kcaptcha.evaluate import evaluate_paths
+from kcaptcha.reading import metrics
+from kcaptcha.reading.evaluate import evaluate_paths
 from kcaptcha.files import collect_inputs
 
 DIGITS_TASK = ["--charset=0123456789", "--min_length=4", "--max_length=4", "--width=100", "--height=60"]
@@ -24,7 +24,7 @@ def run_bin(repo_root, name, *args):
 
 def write_digits(folder, count, name=lambda index, label: f"{label}_{index}.png", seed=11, first=0):
     """Writes `count` captchas of the shipped digits model's task; returns {path: true label}."""
-    from kcaptcha.generate import CaptchaRenderer
+    from kcaptcha.data.generate import CaptchaRenderer
 
     renderer = CaptchaRenderer("0123456789", 4, 4, 100, 60, seed=seed)
     os.makedirs(folder, exist_ok=True)

@@ -1,4 +1,4 @@
-"""kcaptcha.prepare on real files: every kind of bad input, the split, and nothing ever lost."""
+"""kcaptcha.data.prepare on real files: every kind of bad input, the split, and nothing ever lost."""
 
 import collections
 import hashlib
@@ -11,8 +11,10 @@ import sys
 import pytest
 from PIL import Image
 
-from kcaptcha import files, inventory
-from kcaptcha import prepare as prep
+from kcaptcha import files
+
+from kcaptcha.data import inventory
+from kcaptcha.data import prepare as prep
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPTCHA_IMAGES_V2 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "captcha_images_v2")
@@ -179,7 +181,7 @@ def test_content_not_extension_decides(tmp_path, captcha_folder, smoke_config):
     report = run(raw, tmp_path / "out", smoke_config)
     entries = assert_conserved(report, tmp_path / "out")
     assert report["accepted"] == 2
-    assert entries["01_no_extension"]["output"].endswith("/01_no_extension.png")  # so kcaptcha.data lists it
+    assert entries["01_no_extension"]["output"].endswith("/01_no_extension.png")  # so kcaptcha.data.pipeline lists it
 
 
 def test_sizes_are_only_reported_and_duplicates_stay_together(captcha_folder, smoke_config, tmp_path):
@@ -312,7 +314,7 @@ def test_kcaptcha_data_reads_the_prepared_folders(captcha_folder, smoke_config, 
     report = run(raw, tmp_path / "out", smoke_config, labels_csv=str(raw / "labels.csv"), lowercase=True)
     entries = assert_conserved(report, tmp_path / "out")
     assert report["accepted"] == 12
-    from kcaptcha import data
+    from kcaptcha.data import pipeline as data
 
     # The split folders' names are <label>_<name> whatever rule read the raw folder: read by prefix.
     found, by_suffix = {}, smoke_config.replace(label_from="suffix")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import kcaptcha
-from kcaptcha import generate, images
+from kcaptcha.data import generate
+from kcaptcha.data import images
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_save_load_gives_identical_predictions(recognizer, smoke_model_dir, samp
 def test_prediction_shape_and_confidences(recognizer, samples, smoke_config):
     for _, image in samples:
         prediction = recognizer.predict(image)
-        assert isinstance(prediction, kcaptcha.recognizer.Prediction)
+        assert isinstance(prediction, kcaptcha.reading.recognizer.Prediction)
         assert set(prediction.text) <= set(smoke_config.charset)
         assert len(prediction.char_confidences) == len(prediction.text)
         assert all(0.0 <= c <= 1.0 for c in prediction.char_confidences) and 0.0 <= prediction.confidence <= 1.0

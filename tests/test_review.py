@@ -5,7 +5,9 @@ import threading
 
 import pytest
 
-from kcaptcha import files, labels
+from kcaptcha import files
+
+from kcaptcha.data import labels
 from kcaptcha.serve import create_app
 from kcaptcha.serve.review import ReviewQueue
 from tests.test_serve import MODEL, digit_captchas
@@ -14,7 +16,7 @@ from tests.test_serve_limits import running
 
 @pytest.fixture(scope="module")
 def recognizer():
-    from kcaptcha.recognizer import load_model
+    from kcaptcha.reading.recognizer import load_model
 
     return load_model(MODEL)
 

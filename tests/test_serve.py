@@ -25,7 +25,7 @@ from PIL import Image
 
 import kcaptcha
 from kcaptcha import serve
-from kcaptcha.distribute import free_local_ports
+from kcaptcha.training.distribute import free_local_ports
 from kcaptcha.serve import uploads
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,14 +54,14 @@ def encoded(image: Image.Image, image_format: str = "PNG") -> bytes:
 @pytest.fixture(scope="session")
 def recognizer():
     """The served model, read in this process: the confidences the server must give."""
-    from kcaptcha.recognizer import load_model
+    from kcaptcha.reading.recognizer import load_model
 
     return load_model(MODEL)
 
 
 def digit_captchas():
     """Eight digits captchas of the shipped model's size, as (true label, PNG bytes); all labels differ."""
-    from kcaptcha.generate import CaptchaRenderer
+    from kcaptcha.data.generate import CaptchaRenderer
 
     renderer = CaptchaRenderer("0123456789", 4, 4, 100, 60, seed=3)
     found = [renderer.render(index) for index in range(8)]

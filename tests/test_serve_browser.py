@@ -21,7 +21,7 @@ def captchas():
 @pytest.fixture(scope="module")
 def server():
     """The shipped model served as `digits` and `second` on loopback (in this process)."""
-    from kcaptcha.recognizer import load_model
+    from kcaptcha.reading.recognizer import load_model
 
     recognizer = load_model(MODEL)
     with running(create_app({MODEL: recognizer, "second": recognizer})) as (client, port):
@@ -117,8 +117,10 @@ def test_review_page_corrects_three_images_by_keyboard(browser, tmp_path):
     corrects, accepts and skips, and labels.csv holds each decision while the images stay as they were."""
     import time
 
-    from kcaptcha import files, labels
-    from kcaptcha.recognizer import load_model
+    from kcaptcha import files
+
+    from kcaptcha.data import labels
+    from kcaptcha.reading.recognizer import load_model
     from tests.test_review import collected_folder
 
     folder, rows = collected_folder(tmp_path, [0.6, 0.3, 0.9, 0.1])

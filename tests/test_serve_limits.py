@@ -16,8 +16,8 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
-from kcaptcha.distribute import free_local_ports
-from kcaptcha.recognizer import Prediction
+from kcaptcha.training.distribute import free_local_ports
+from kcaptcha.reading.recognizer import Prediction
 from kcaptcha.serve import create_app
 from kcaptcha.serve.server import HeaderDeadlineProtocol
 

@@ -10,10 +10,16 @@ import sys
 import numpy as np
 import pytest
 
-from kcaptcha import decoding, images, saving, serving_export
-from kcaptcha.generate import CaptchaRenderer
-from kcaptcha.recognizer import load_model
-from kcaptcha.vocab import Vocab
+from kcaptcha.reading import decoding
+
+from kcaptcha.data import images
+
+from kcaptcha.export import saving
+
+from kcaptcha.export import serving as serving_export
+from kcaptcha.data.generate import CaptchaRenderer
+from kcaptcha.reading.recognizer import load_model
+from kcaptcha.reading.vocab import Vocab
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECK_IMAGES = 500
@@ -123,7 +129,7 @@ def test_tflite_model_reads_pixels_like_the_recognizer(model_dir, tmp_path):
 
 def test_reading_in_the_graph_follows_the_numpy_rules_on_hand_made_logits():
     """Greedy CTC: repeats collapse, blanks split them; a length outside min..max is read again as the best
-    path of an allowed length, as `kcaptcha.decoding` does."""
+    path of an allowed length, as `kcaptcha.reading.decoding` does."""
     metadata = {"charset": "ab", "output": "ctc", "min_length": 2, "max_length": 3}
     frames = [[0, 0, 2, 0, 1], [2, 1, 1, 2, 2], [0, 2, 0, 2, 0]]  # "aab" (a, a split by a blank), "b", "aaa"
     logits = np.full((3, 5, 3), -1.0, np.float32)
@@ -181,7 +187,7 @@ def test_cli_exports_tflite_and_rejects_output_for_onnx_and_stray_arguments(tmp_
 def test_a_model_trained_on_files_checks_its_exports_on_its_own_images(tmp_path, smoke_config):
     """Not on synthetic captchas, which are not the user's look: its validation images first, then its
     training images, then warped copies of them up to the check size."""
-    from kcaptcha.train import train
+    from kcaptcha.training.train import train
     from tests.conftest import write_captchas
 
     train_paths = write_captchas(str(tmp_path / "train"), smoke_config, 30)

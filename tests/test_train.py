@@ -13,8 +13,12 @@ import keras
 import numpy as np
 import pytest
 
-from kcaptcha import metrics, models, saving
-from kcaptcha.train import train
+from kcaptcha import models
+
+from kcaptcha.reading import metrics
+
+from kcaptcha.export import saving
+from kcaptcha.training.train import train
 
 
 def history(run_dir):
@@ -25,7 +29,7 @@ def history(run_dir):
 def backup_step(run_dir):
     """The step of the run's Keras backup, read by restoring it into a fresh model."""
     from kcaptcha.config import Config
-    from kcaptcha.train import restore
+    from kcaptcha.training.train import restore
 
     config = Config.from_json(open(os.path.join(run_dir, "config.json")).read())
     return restore(models.new_model(config), run_dir)
@@ -67,8 +71,8 @@ def test_train_saves_model_metadata_logs_and_curves(tmp_path, smoke_config):
 
 def test_the_fonts_found_for_varied_synthetic_captchas_are_recorded(smoke_config):
     """Another machine finds other fonts, and draws other captchas from the same seed: say which were used."""
-    from kcaptcha import train as train_module
-    from kcaptcha.styles import find_fonts
+    from kcaptcha.training import train as train_module
+    from kcaptcha.data.styles import find_fonts
 
     varied = smoke_config.replace(style="varied")
     names = train_module._synthetic_fonts(varied)["fonts"]
@@ -79,7 +83,7 @@ def test_the_fonts_found_for_varied_synthetic_captchas_are_recorded(smoke_config
 def test_validation_scores_are_what_evaluate_computes(tmp_path, smoke_config):
     """The logged val_image_accuracy is the saved model's accuracy on the same images, read by a Recognizer."""
     import kcaptcha
-    from kcaptcha import data
+    from kcaptcha.data import pipeline as data
 
     config = smoke_config.replace(max_steps=30, eval_every_steps=30)
     summary = train(config, str(tmp_path / "run"), save_dir=str(tmp_path / "model"), verbose=0)
@@ -105,7 +109,7 @@ def test_of_equal_validation_scores_the_later_model_is_kept(tmp_path, smoke_conf
     scores, a barely trained model. The checkpoint and the summary keep the last."""
     from PIL import Image
 
-    from kcaptcha.train import AtomicModelCheckpoint, best_row
+    from kcaptcha.training.train import AtomicModelCheckpoint, best_row
     from tests.conftest import write_captchas
 
     # a real fit whose validation ties at every step: one blank image under each of the 16 labels, which
@@ -217,7 +221,7 @@ def test_the_shipped_models_are_protected(repo_root, tmp_path):
     before = {name: os.path.getmtime(os.path.join(shipped, name)) for name in os.listdir(shipped)}
     result = subprocess.run([sys.executable, os.path.join(repo_root, "bin", "train"),
                              "--flagfile=experiments/smoke.flags", "--name=digits", f"--model_dir={tmp_path / 'run'}",
-                             "--save_dir=saved_models/digits"], cwd=repo_root, capture_output=True, text=True,
+                             "--save_dir=kcaptcha/saved_models/digits"], cwd=repo_root, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 1 and "shipped model" in result.stderr, result.stderr[-2000:]
     assert {name: os.path.getmtime(os.path.join(shipped, name)) for name in os.listdir(shipped)} == before
@@ -316,7 +320,7 @@ def test_progress_counts_steps_not_epochs(tmp_path, smoke_config, capsys):
 def test_the_target_does_not_stop_training_before_min_steps():
     """Real folders of a few hundred images validate on a few dozen: read perfectly at step 200 of 1200
     (amazon_6letter, 250 labels) stopped a fine-tuning run at 96% on the test split. min_steps holds it."""
-    from kcaptcha.callbacks import TargetAccuracyStop
+    from kcaptcha.training.callbacks import TargetAccuracyStop
 
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")

@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kcaptcha import inventory, models, transfer
+from kcaptcha import models
+
+from kcaptcha.data import inventory
+
+from kcaptcha.training import transfer
 from kcaptcha.config import Config
-from kcaptcha.train import train
+from kcaptcha.training.train import train
 from tests.conftest import write_captchas
 
 

@@ -1,4 +1,4 @@
-"""Test-time augmentation (`kcaptcha.tta`, `load_model(..., tta=N)`, `--tta`): warped copies that vote."""
+"""Test-time augmentation (`kcaptcha.reading.tta`, `load_model(..., tta=N)`, `--tta`): warped copies that vote."""
 
 import os
 import subprocess
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import kcaptcha
-from kcaptcha import tta
-from kcaptcha.decoding import Prediction
-from kcaptcha.generate import CaptchaRenderer
-from kcaptcha.images import to_model_input
+from kcaptcha.reading import tta
+from kcaptcha.reading.decoding import Prediction
+from kcaptcha.data.generate import CaptchaRenderer
+from kcaptcha.data.images import to_model_input
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 

@@ -1,4 +1,4 @@
-"""kcaptcha.tuning and bin/tune: the pinned search space, a real 2-trial search, bad input, distribution."""
+"""kcaptcha.training.tuning and bin/tune: the pinned search space, a real 2-trial search, bad input, distribution."""
 
 import csv
 import glob
@@ -13,9 +13,15 @@ import keras
 import keras_tuner
 import pytest
 
-from kcaptcha import models, saving, train, tuning
-from kcaptcha.distribute import free_local_ports
-from kcaptcha import search as search_files
+from kcaptcha import models
+
+from kcaptcha.export import saving
+
+from kcaptcha.training import train
+
+from kcaptcha.training import tuning
+from kcaptcha.training.distribute import free_local_ports
+from kcaptcha.training import search as search_files
 from kcaptcha.config import Config
 from kcaptcha.flags import parse_flagfile
 

@@ -14,7 +14,7 @@ import sys
 from absl import flags
 
 from kcaptcha.cli import common
-from kcaptcha.recognizer import BACKENDS
+from kcaptcha.reading.recognizer import BACKENDS
 
 flags.DEFINE_string("url", None, "The endpoint that answers each GET with a new captcha image.")
 flags.DEFINE_integer("count", 100, "How many images the output folder should hold.", lower_bound=1)
@@ -33,11 +33,11 @@ def main(argv):
     common.no_arguments(argv)
     if not FLAGS.url.startswith(("http://", "https://")):
         raise common.UsageError(f"--url must be an http:// or https:// address. Received: {FLAGS.url!r}")
-    from kcaptcha.collect import collect
+    from kcaptcha.data.collect import collect
 
     recognizer = None
     if FLAGS.model:
-        from kcaptcha.recognizer import load_model
+        from kcaptcha.reading.recognizer import load_model
 
         recognizer = load_model(FLAGS.model, backend=FLAGS.backend, tta=FLAGS.tta)
 

@@ -46,7 +46,7 @@ def define_model_flags() -> None:
 
     flags.DEFINE_string("model", "digits", "A model name (./saved_models/<name>, else a shipped one) or a model "
                         "folder.")
-    from kcaptcha.recognizer import BACKENDS
+    from kcaptcha.reading.recognizer import BACKENDS
 
     flags.DEFINE_enum("backend", "auto", BACKENDS, BACKEND_HELP)
     flags.DEFINE_integer("tta", 0, TTA_HELP, lower_bound=0)
@@ -56,7 +56,7 @@ def define_model_flags() -> None:
 
 def label_rule(inputs):
     """The `LabelRule` for the command's inputs: by --label_from, except for bin/prepare's split folders."""
-    from kcaptcha import inventory
+    from kcaptcha.data import inventory
     from kcaptcha.files import LabelRule
 
     try:
@@ -73,7 +73,7 @@ def model_and_inputs(argv, example: str):
     if not inputs:
         raise UsageError(f"give one or more image folders or files, e.g. {example}")
     from kcaptcha.files import collect_inputs
-    from kcaptcha.recognizer import load_model
+    from kcaptcha.reading.recognizer import load_model
 
     rule, paths = label_rule(inputs), collect_inputs(inputs)
     return load_model(FLAGS.model, backend=FLAGS.backend, tta=FLAGS.tta), paths, rule

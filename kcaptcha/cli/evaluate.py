@@ -17,7 +17,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     recognizer, paths, rule = common.model_and_inputs(argv, "bin/evaluate data/test/")
-    from kcaptcha.evaluate import evaluate_paths, format_report
+    from kcaptcha.reading.evaluate import evaluate_paths, format_report
     from kcaptcha.files import atomic_write_json
 
     report = evaluate_paths(recognizer, paths, errors_dir=FLAGS.errors_dir, progress=FLAGS.progress, rule=rule)

@@ -35,7 +35,7 @@ _DEFAULT_OUTPUTS = {"savedmodel": os.path.join("savedmodel", "1"), "tflite": "mo
 
 def main(argv):
     common.no_arguments(argv, "give the model with --model=NAME_OR_PATH")
-    from kcaptcha import saving
+    from kcaptcha.export import saving
 
     model_dir = saving.resolve_model_dir(FLAGS.model)
     saving.read_metadata(model_dir)
@@ -43,11 +43,11 @@ def main(argv):
         if FLAGS.output:
             raise common.UsageError("--output is for --format=savedmodel|tflite; ONNX files go into the model "
                                     "folder")
-        from kcaptcha.export import export_onnx
+        from kcaptcha.export.onnx import export_onnx
 
         print(json.dumps(export_onnx(model_dir, quantize=FLAGS.quantize), indent=2))
         return
-    from kcaptcha import serving_export
+    from kcaptcha.export import serving as serving_export
 
     output = FLAGS.output or os.path.join(model_dir, _DEFAULT_OUTPUTS[FLAGS.format])
     write = serving_export.export_savedmodel if FLAGS.format == "savedmodel" else serving_export.export_tflite

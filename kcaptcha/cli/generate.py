@@ -26,7 +26,7 @@ def main(argv):
     config = common.config_or_exit()
     if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
         raise NotADirectoryError(f"--output_dir is a file, not a folder: {FLAGS.output_dir!r}")
-    from kcaptcha.generate import CaptchaRenderer, default_workers, font_names, write_images
+    from kcaptcha.data.generate import CaptchaRenderer, default_workers, font_names, write_images
 
     start = time.perf_counter()
     renderer = CaptchaRenderer.from_config(config)

@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     recognizer, paths, rule = common.model_and_inputs(argv, "bin/predict samples/")
-    from kcaptcha.evaluate import label_for, predict_paths
+    from kcaptcha.reading.evaluate import label_for, predict_paths
 
     writer = csv.writer(sys.stdout) if FLAGS.format == "csv" else None
     if writer:

@@ -26,8 +26,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     common.no_arguments(argv)
     config = common.config_or_exit()  # --charset=auto passes validation; prepare() then collects it
-    from kcaptcha.inventory import format_report
-    from kcaptcha.prepare import parse_split, prepare
+    from kcaptcha.data.inventory import format_report
+    from kcaptcha.data.prepare import parse_split, prepare
 
     report = prepare(FLAGS.input_dir, FLAGS.output_dir, config, split=parse_split(FLAGS.split),
                      labels_csv=FLAGS.labels_csv, lowercase=FLAGS.lowercase, move=FLAGS.move)

@@ -11,7 +11,7 @@ pixels, time); past the service's capacity it is answered 503 with Retry-After. 
 from absl import flags
 
 from kcaptcha.cli import common
-from kcaptcha.recognizer import BACKENDS
+from kcaptcha.reading.recognizer import BACKENDS
 
 flags.DEFINE_list("models", ["digits"], "Models to serve: shipped names or folders, optionally renamed as "
                   "name=path. The first is the default of POST /b.")

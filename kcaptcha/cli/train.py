@@ -29,8 +29,9 @@ FLAGS = flags.FLAGS
 def main(argv):
     common.no_arguments(argv)
     config = common.config_or_exit()
-    from kcaptcha import inventory, transfer
-    from kcaptcha.train import train
+    from kcaptcha.data import inventory
+    from kcaptcha.training import transfer
+    from kcaptcha.training.train import train
 
     given = common.given_fields()
     config, from_source = transfer.fill_from_source(config, given)
@@ -54,7 +55,7 @@ def main(argv):
         raise RuntimeError(f"lost contact with another worker ({error.message.splitlines()[0]}). Restart every "
                            "worker with the same command: training resumes from the last backup.") from None
     if FLAGS.export and "saved_to" in summary:  # only the chief saves
-        from kcaptcha.export import export_onnx
+        from kcaptcha.export.onnx import export_onnx
 
         try:
             summary["export"] = export_onnx(summary["saved_to"])

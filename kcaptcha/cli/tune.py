@@ -30,7 +30,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     common.no_arguments(argv)
     config = common.config_or_exit()
-    from kcaptcha import search, tuning
+    from kcaptcha.training import search
+    from kcaptcha.training import tuning
 
     try:
         result = tuning.tune(

@@ -7,7 +7,7 @@ Adding an architecture is one `Architecture` entry below plus its module, which 
     optimizer(config) -> keras.optimizers.Optimizer   # with its learning-rate schedule
     search_space(hp, config) -> dict    # optional: Config changes a keras-tuner trial makes
 
-`output` says how logits become text (see `kcaptcha.decoding`); it is written into every saved model's
+`output` says how logits become text (see `kcaptcha.reading.decoding`); it is written into every saved model's
 metadata, so reading a model needs neither this registry nor Keras. This module imports no Keras: the
 configuration, the runtime install and the captcha-drawing workers read it too.
 """

@@ -15,7 +15,7 @@ def adam(config):
     """Adam on the warm-up + cosine schedule, keeping an exponential moving average of the weights.
 
     Validation and the saved model use the averaged weights (`keras.callbacks.SwapEMAWeights`, added by
-    `kcaptcha.train.fit`): they do not swing with the last steps' noise while the learning rate is high.
+    `kcaptcha.training.train.fit`): they do not swing with the last steps' noise while the learning rate is high.
     """
     use_ema = config.ema_momentum > 0
     return keras.optimizers.Adam(warmup_cosine(config), use_ema=use_ema,

@@ -5,7 +5,7 @@ row of `width / 4` frames (`width / 2` when the labels are long for the image). 
 features becomes one vector, a light 1-D convolution (or GRU) adds context from its neighbours, and a
 dense layer gives per-frame logits over the charset plus a CTC blank (the last class). CTC needs no
 alignment between frames and characters, so any label length in min_length..max_length is read
-without a padding class; decoding collapses repeats and drops blanks (`kcaptcha.decoding`).
+without a padding class; decoding collapses repeats and drops blanks (`kcaptcha.reading.decoding`).
 """
 
 import keras

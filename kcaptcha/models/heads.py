@@ -8,7 +8,7 @@ import keras
 from keras import layers
 
 from kcaptcha.models.common import adam, conv_block
-from kcaptcha.vocab import Vocab
+from kcaptcha.reading.vocab import Vocab
 
 REFERENCE_WIDTHS = (24, 48, 96, 128, 160)  # conv filters at width_multiplier=1.0 (Config's default stack)
 

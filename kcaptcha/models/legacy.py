@@ -7,7 +7,7 @@ per-(position, class) binary cross-entropy at the parent's fixed learning rate o
 import keras
 from keras import layers
 
-from kcaptcha.vocab import Vocab
+from kcaptcha.reading.vocab import Vocab
 
 KEEP_PROB = 0.75  # the parent's dropout keep probability
 

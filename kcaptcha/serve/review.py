@@ -16,7 +16,9 @@ import threading
 import time
 from typing import Dict, List, Tuple
 
-from kcaptcha import files, labels
+from kcaptcha import files
+
+from kcaptcha.data import labels
 
 logger = logging.getLogger("kcaptcha.serve")
 ACTIONS = ("accept", "skip", "unreadable")  # accept: `accepted`, or `corrected` when the label was changed

@@ -54,7 +54,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
 def model_dirs(specs: Sequence[str]) -> Dict[str, str]:
     """`["digits", "fast=path/to/model"]` -> {name: model folder}, each folder checked; loads no model."""
-    from kcaptcha import saving
+    from kcaptcha.export import saving
 
     named = {}
     for spec in specs:
@@ -73,7 +73,7 @@ def load_recognizers(specs: Sequence[str], backend: str = "auto", tta: int = 0) 
     """`["digits", "fast=path/to/model"]` -> {name: Recognizer}, named by their metadata unless `name=`;
     `backend` and `tta` as `kcaptcha.load_model`'s."""
     named = model_dirs(specs)  # every folder checked before the slow loading starts
-    from kcaptcha.recognizer import Recognizer
+    from kcaptcha.reading.recognizer import Recognizer
 
     # spin=False: the event loop and the decoders need the cores between model calls
     return {name: Recognizer(model_dir, backend, spin=False, tta=tta) for name, model_dir in named.items()}

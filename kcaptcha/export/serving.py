@@ -4,16 +4,16 @@
   `image_bytes` (a batch of encoded PNG, JPEG or GIF files) and returns `text` and `confidence`, as
   `Recognizer.predict` reads them.
 - `export_tflite`: a TFLite model of builtin ops only (the stock runtime, no Flex delegate), for phones: it
-  takes `pixels`, float32 [n, height, width, 1] in [0, 1] as `kcaptcha.images` makes them (apps decode
+  takes `pixels`, float32 [n, height, width, 1] in [0, 1] as `kcaptcha.data.images` makes them (apps decode
   images with the platform's own decoders), and returns `ids` (int32 [n, characters], -1 past the text's
   end: indices into the charset) and `confidence`. The charset and input size go to `<file>.json` beside it.
 
-Both read as `kcaptcha.decoding` does: per position (softmax or sigmoid: the best class, blanks dropped) or
+Both read as `kcaptcha.reading.decoding` does: per position (softmax or sigmoid: the best class, blanks dropped) or
 per CTC frame (the best class, repeats collapsed, blanks dropped); the confidence is the product of the best
 probabilities (per position; for CTC per character, each its best frame's). A CTC text whose length the
 model never reads is read again as the best frame path of an allowed length, its confidence scaled by that
 path's probability relative to the greedy one's. Each export is checked against the Keras `Recognizer` on
-images like the user's, as the ONNX export is (`kcaptcha.export`): a model trained on files on its own
+images like the user's, as the ONNX export is (`kcaptcha.export.onnx`): a model trained on files on its own
 validation and left-over training images, topped up with warped copies of them; a model trained on synthetic
 captchas on fresh captchas of its task. Its agreement is returned with where the images came from.
 """
@@ -25,7 +25,13 @@ import tempfile
 
 import numpy as np
 
-from kcaptcha import decoding, files, images, saving
+from kcaptcha import files
+
+from kcaptcha.reading import decoding
+
+from kcaptcha.data import images
+
+from kcaptcha.export import saving
 
 MIN_AGREEMENT = 0.998
 SIGNATURE_INPUT = "image_bytes"
@@ -166,7 +172,7 @@ def export_savedmodel(model_dir: str, output: str, check_size: int = 500, seed: 
     """Writes the SavedModel folder `output` (replacing it whole) and checks it on `check_size` captchas."""
     import tensorflow as tf
 
-    from kcaptcha.export import load_keras_model
+    from kcaptcha.export.onnx import load_keras_model
 
     metadata = saving.read_metadata(model_dir)
     model = load_keras_model(model_dir)
@@ -192,7 +198,7 @@ def export_tflite(model_dir: str, output: str, check_size: int = 500, seed: int 
     """Writes the TFLite model `output` and `output.json` (charset, size) and checks it on `check_size` captchas."""
     import tensorflow as tf
 
-    from kcaptcha.export import load_keras_model
+    from kcaptcha.export.onnx import load_keras_model
 
     metadata = saving.read_metadata(model_dir)
     model = load_keras_model(model_dir)
@@ -210,7 +216,7 @@ def export_tflite(model_dir: str, output: str, check_size: int = 500, seed: int 
     files.atomic_write_bytes(output, flatbuffer)
     files.atomic_write_json(output + ".json", {
         "charset": metadata["charset"], "width": width, "height": height, "output": metadata["output"],
-        "input": "pixels: float32 [n, height, width, 1] in [0, 1], grayscale (kcaptcha.images)",
+        "input": "pixels: float32 [n, height, width, 1] in [0, 1], grayscale (kcaptcha.data.images)",
         "outputs": "ids: int32 [n, characters], indices into charset, -1 after the text; confidence: float32 [n]"})
     pil_images, where = check_images(metadata, check_size, seed)
     texts, confidences = run_tflite(output, np.stack([images.to_model_input(i, width, height) for i in pil_images]),
@@ -232,7 +238,7 @@ def run_tflite(path: str, pixels: np.ndarray, charset: str):
 
 def agreement(model_dir: str, pil_images, texts, confidences) -> dict:
     """How an export's readings compare with the Keras `Recognizer`'s on the same images."""
-    from kcaptcha.recognizer import Recognizer
+    from kcaptcha.reading.recognizer import Recognizer
 
     reference = Recognizer(model_dir, backend="keras").predict(list(pil_images))
     gaps = np.abs([r.confidence - float(c) for r, c in zip(reference, confidences)])
@@ -242,12 +248,12 @@ def agreement(model_dir: str, pil_images, texts, confidences) -> dict:
 
 def check_images(metadata: dict, count: int, seed: int):
     """(`count` PIL images to check an export on, where they came from): the model's own images when it was
-    trained on files that are still there (`kcaptcha.export`'s choice, at the model's input size), else fresh
+    trained on files that are still there (`kcaptcha.export.onnx`'s choice, at the model's input size), else fresh
     captchas of its task."""
     from PIL import Image
 
-    from kcaptcha.export import own_check_images
-    from kcaptcha.generate import CaptchaRenderer
+    from kcaptcha.export.onnx import own_check_images
+    from kcaptcha.data.generate import CaptchaRenderer
 
     own = own_check_images(metadata, count, seed)
     if own is None:

@@ -9,7 +9,7 @@ import os
 from typing import Optional
 
 from kcaptcha import files
-from kcaptcha import labels as labels_csv
+from kcaptcha.data import labels as labels_csv
 
 SPLITS = ("train", "val", "test")
 REASONS = ("unreadable", "empty_file", "not_an_image", "truncated", "unsupported_format", "no_label",

@@ -1,6 +1,6 @@
 """ONNX export of a saved model folder: `model.onnx` (float32) and `model.int8.onnx` (quantized).
 
-Both output the model's logits; `kcaptcha.decoding` applies the activation in float32, so confidences
+Both output the model's logits; `kcaptcha.reading.decoding` applies the activation in float32, so confidences
 mean the same on every backend. The int8 model is calibrated on the model's own training images (or,
 for a model trained on synthetic captchas, on captchas of its task and look) and checked against the
 Keras model on its validation images (or other captchas): the agreement (same text) and the confidence
@@ -16,8 +16,12 @@ import tempfile
 
 import numpy as np
 
-from kcaptcha import decoding, files, models, saving
-from kcaptcha.vocab import Vocab
+from kcaptcha import files, models
+
+from kcaptcha.reading import decoding
+
+from kcaptcha.export import saving
+from kcaptcha.reading.vocab import Vocab
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -50,14 +54,14 @@ def load_keras_model(model_dir: str):
 
 def _captchas(metadata: dict, count: int, seed: int) -> np.ndarray:
     """`count` synthetic captchas of the model's task, in the look it was trained on, as model inputs."""
-    from kcaptcha.generate import CaptchaRenderer
+    from kcaptcha.data.generate import CaptchaRenderer
 
     return model_inputs(CaptchaRenderer.from_metadata(metadata, seed), count)
 
 
 def model_inputs(renderer, count: int) -> np.ndarray:
     """`count` captchas of a `CaptchaRenderer` as a model takes them: float32 [n, height, width, 1] in [0, 1]."""
-    from kcaptcha.generate import render_arrays
+    from kcaptcha.data.generate import render_arrays
 
     pixels, _ = render_arrays(renderer, count)
     return pixels[..., None].astype(np.float32) / 255.0
@@ -76,10 +80,11 @@ def _own_images(metadata: dict, calibration_size: int, check_size: int, seed: in
 
     The check compares readings, so it needs images like the user's, not labels: the validation images and
     the training images left over from calibration, then, up to `check_size`, warped copies of all of them
-    (`kcaptcha.tta`'s warps). A model trained on 200 labels has some 20 validation images: checked on those
+    (`kcaptcha.reading.tta`'s warps). A model trained on 200 labels has some 20 validation images: checked on those
     alone, a 99.8% bar only meant "no flip in 20".
     """
-    from kcaptcha import images, tta
+    from kcaptcha.data import images
+    from kcaptcha.reading import tta
     from kcaptcha.files import list_images
 
     config = metadata.get("config") or {}

@@ -14,7 +14,13 @@ import time
 import keras
 import keras_tuner
 
-from kcaptcha import files, models, saving, search, train
+from kcaptcha import files, models
+
+from kcaptcha.export import saving
+
+from kcaptcha.training import search
+
+from kcaptcha.training import train
 from kcaptcha.config import Config
 
 TUNERS = ("hyperband", "random", "bayesian")

@@ -17,7 +17,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from kcaptcha.decoding import Prediction
+from kcaptcha.reading.decoding import Prediction
 
 SEED = 20261201
 # By default only the images read with a confidence under this are read in copies (`Recognizer(tta_below=)`).
@@ -25,7 +25,7 @@ SEED = 20261201
 # against 10 with every image read in copies (17 without copies); on alnum's held-out set 18%, 115 of 2000
 # against 113 (132): benchmarks/reading_options.py, docs/REAL_DATA.md.
 UNSURE_BELOW = 0.9
-# Half of `kcaptcha.augment.Augmenter`'s ranges at strength 1: larger warps helped no more.
+# Half of `kcaptcha.data.augment.Augmenter`'s ranges at strength 1: larger warps helped no more.
 ROTATION_DEGREES, SCALE, SHEAR, SHIFT = 4.0, 0.075, 0.15, (0.04, 0.03)
 
 

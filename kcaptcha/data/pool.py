@@ -17,8 +17,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from kcaptcha import generate
-from kcaptcha.vocab import Vocab
+from kcaptcha.data import generate
+from kcaptcha.reading.vocab import Vocab
 
 RENEW_CHUNK = 32  # captchas per background task
 # The share of its time the background process spends drawing: on 2 cores, drawing at full speed took

@@ -9,7 +9,7 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from kcaptcha import metrics
+from kcaptcha.reading import metrics
 from kcaptcha.files import LabelRule
 
 BATCH_SIZE = 256
@@ -50,7 +50,7 @@ def evaluate_paths(recognizer, paths: Sequence[str], errors_dir: Optional[str] =
     """Accuracy report of `recognizer` on labelled image files (labels from names by `rule`).
 
     Returns:
-        A dict: counts, whole-image and character accuracy (`kcaptcha.metrics`), per-position accuracy,
+        A dict: counts, whole-image and character accuracy (`kcaptcha.reading.metrics`), per-position accuracy,
         the most confused (true, predicted) character pairs, images/s and ms/image, misread images and
         unreadable files.
     """

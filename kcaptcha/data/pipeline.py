@@ -1,6 +1,6 @@
 """The `tf.data` pipelines: labelled image files, and batches from the pool of synthetic captchas.
 
-Images go through `kcaptcha.images.decode_image`, the same contract as reading and serving; labels come
+Images go through `kcaptcha.data.images.decode_image`, the same contract as reading and serving; labels come
 from file names by the configured `LabelRule` and are encoded by `Vocab`.
 """
 
@@ -11,12 +11,14 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from kcaptcha import generate, inventory
-from kcaptcha import labels as labels_csv
-from kcaptcha.augment import Augmenter
+from kcaptcha.data import generate
+
+from kcaptcha.data import inventory
+from kcaptcha.data import labels as labels_csv
+from kcaptcha.data.augment import Augmenter
 from kcaptcha.files import IMAGE_EXTENSIONS, list_images
-from kcaptcha.images import decode_image
-from kcaptcha.vocab import Vocab
+from kcaptcha.data.images import decode_image
+from kcaptcha.reading.vocab import Vocab
 
 AUTOTUNE = tf.data.AUTOTUNE
 CACHE_LIMIT_BYTES = 2 * 1024**3  # decoded float images above this are not cached in memory
@@ -32,7 +34,7 @@ class LabelledImages:
 
 def labelled_files(folder: str, config) -> Tuple[List[str], List[str]]:
     """The images under `folder` and their labels, checked against the config's vocab: the reviewed rows of
-    its labels.csv when it has one (`kcaptcha.labels`), else every image with the label its name carries."""
+    its labels.csv when it has one (`kcaptcha.data.labels`), else every image with the label its name carries."""
     listed = labels_csv.folder_labels(folder) if os.path.isdir(folder) else None
     paths = listed[0] if listed else list_images(folder)
     if not paths:
@@ -86,7 +88,7 @@ def file_batches(paths: Sequence[str], labels: Sequence[str], config, batch_size
 
 
 def pool_batches(pool, config, batch_size: int, seed: Optional[int] = None) -> tf.data.Dataset:
-    """Endless float (image, label ids) batches drawn from a `kcaptcha.pool.CaptchaPool`, not yet augmented."""
+    """Endless float (image, label ids) batches drawn from a `kcaptcha.data.pool.CaptchaPool`, not yet augmented."""
     dataset = pool.dataset(batch_size, seed=config.seed if seed is None else seed)
     return dataset.map(lambda pixels, ids: (tf.cast(pixels, tf.float32) * (1.0 / 255.0), ids),
                        num_parallel_calls=AUTOTUNE)
@@ -99,7 +101,7 @@ def training_batches(config, files=None, pool=None, synthetic_fraction: float = 
     Mixed, every batch holds round(batch_size * synthetic_fraction) synthetic captchas and the rest files.
     `batch_size` (default `config.batch_size`) is this replica's share of the global batch under a
     strategy, and `shard` this worker's share of the files (see `file_batches`); each worker's synthetic
-    captchas are its own already (its `pool` draws from its own seed, `kcaptcha.distribute.data_seed`).
+    captchas are its own already (its `pool` draws from its own seed, `kcaptcha.training.distribute.data_seed`).
     """
     batch_size = batch_size or config.batch_size
     synthetic = batch_size if files is None else round(batch_size * synthetic_fraction)

@@ -18,7 +18,7 @@ import numpy as np
 from captcha import image as captcha_image
 from PIL import Image
 
-from kcaptcha import styles
+from kcaptcha.data import styles
 from kcaptcha.files import create_new
 
 STYLES = ("captcha", "varied")
@@ -47,7 +47,7 @@ def _seeded_captcha(rng: SeededSecrets):
             captcha_image.secrets = original
 
 
-# The two looks of --style=varied: the `captcha` library's, and kcaptcha's own (`kcaptcha.styles`).
+# The two looks of --style=varied: the `captcha` library's, and kcaptcha's own (`kcaptcha.data.styles`).
 LOOK_CAPTCHA_LIBRARY = "captcha library"
 LOOK_KCAPTCHA = "kcaptcha"
 
@@ -62,7 +62,7 @@ class CaptchaRenderer:
 
     Styles: "captcha" is the `captcha` library's look (with `fonts`, or its own font); "varied" draws
     half of the images in that look with every font that can draw the charset (`fonts`, or those found
-    on the machine) and half in other looks (`kcaptcha.styles`): backgrounds, colours, spacing, lines,
+    on the machine) and half in other looks (`kcaptcha.data.styles`): backgrounds, colours, spacing, lines,
     dots, blur, warping.
     """
 

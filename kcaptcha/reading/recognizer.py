@@ -8,11 +8,17 @@ from typing import List, Sequence, Union
 
 import numpy as np
 
-from kcaptcha import decoding, export, images, saving
-from kcaptcha import tta as warped_copies  # `tta` is the argument's name
-from kcaptcha.decoding import Prediction
-from kcaptcha.images import ImageLike
-from kcaptcha.vocab import Vocab
+from kcaptcha.reading import decoding
+
+from kcaptcha.export import onnx as export
+
+from kcaptcha.data import images
+
+from kcaptcha.export import saving
+from kcaptcha.reading import tta as warped_copies  # `tta` is the argument's name
+from kcaptcha.reading.decoding import Prediction
+from kcaptcha.data.images import ImageLike
+from kcaptcha.reading.vocab import Vocab
 
 BACKENDS = ("auto", "keras", "onnx", "int8", "float")
 
@@ -96,7 +102,7 @@ class Recognizer:
                 f"tta={self.tta}, tta_below={self.tta_below})")
 
     def preprocess(self, item: ImageLike, index: int = 0) -> np.ndarray:
-        """One image -> float32 [height, width] in [0, 1] (`kcaptcha.images`' contract)."""
+        """One image -> float32 [height, width] in [0, 1] (`kcaptcha.data.images`' contract)."""
         return images.to_model_input(item, self.width, self.height, index)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -121,7 +127,7 @@ class Recognizer:
         """Readings of an already preprocessed float32 batch [n, height, width(, 1)].
 
         With `tta`, each image read with a confidence under `tta_below` (every image for 1) is read again in
-        `tta` warped copies, in one more model call, and its readings vote (`kcaptcha.tta`).
+        `tta` warped copies, in one more model call, and its readings vote (`kcaptcha.reading.tta`).
         """
         readings = self.read(batch)
         if not self.tta:
@@ -182,9 +188,9 @@ def load_model(name_or_path: str = "digits", backend: str = "auto", spin: bool =
         spin: onnxruntime's threads spin briefly between calls (its default), for the lowest latency per
             call; pass False where other work needs the cores between calls (bin/serve does).
         tta: also read each image the model is unsure of in this many slightly warped copies and keep the
-            text they agree on (`kcaptcha.tta`): fewer misreads for models trained on few images.
+            text they agree on (`kcaptcha.reading.tta`): fewer misreads for models trained on few images.
         tta_below: the images read in copies are those read with a confidence under this; 1 for every
-            image (`tta + 1` times the work). The default (`kcaptcha.tta.UNSURE_BELOW`) reads 8% of the
+            image (`tta + 1` times the work). The default (`kcaptcha.reading.tta.UNSURE_BELOW`) reads 8% of the
             images in copies for captcha_images_v2 models, 18% for the shipped alnum, with almost all the
             gain of reading every one.
     """

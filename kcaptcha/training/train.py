@@ -20,11 +20,18 @@ from typing import Dict, Optional, Sequence
 import keras
 import numpy as np
 
-from kcaptcha import callbacks as kc_callbacks
-from kcaptcha import data, distribute, files, generate, inventory, models, plots, saving, transfer
+from kcaptcha.training import callbacks as kc_callbacks
+from kcaptcha import files, models
+from kcaptcha.data import pipeline
+from kcaptcha.training import distribute
+from kcaptcha.data import generate
+from kcaptcha.data import inventory
+from kcaptcha.training import plots
+from kcaptcha.export import saving
+from kcaptcha.training import transfer
 from kcaptcha.config import Config
-from kcaptcha.pool import CaptchaPool
-from kcaptcha.vocab import Vocab
+from kcaptcha.data.pool import CaptchaPool
+from kcaptcha.reading.vocab import Vocab
 
 MONITOR = "val_image_accuracy"
 TRAIN_SAMPLE_SIZE = 512  # training images scored at each validation, to show over-fitting
@@ -56,21 +63,21 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
             os.replace(written, final)
 
 
-def evaluation_sets(config) -> Dict[str, data.LabelledImages]:
+def evaluation_sets(config) -> Dict[str, pipeline.LabelledImages]:
     """{log prefix: labelled images} scored at every validation, and the training (paths, labels) if any."""
     if config.uses_synthetic_data:
-        return {"val_": data.synthetic_set(config, config.val_size, data.validation_seed(config))}, None
-    paths, labels = data.labelled_files(config.train_dir, config)
+        return {"val_": pipeline.synthetic_set(config, config.val_size, pipeline.validation_seed(config))}, None
+    paths, labels = pipeline.labelled_files(config.train_dir, config)
     if config.val_dir:
-        val_paths, val_labels = data.labelled_files(config.val_dir, config)
+        val_paths, val_labels = pipeline.labelled_files(config.val_dir, config)
     else:  # hold out a fixed 10% of the training folder
         order = np.random.default_rng(config.seed).permutation(len(paths))
         cut = max(1, len(paths) // 10)
         val_paths, val_labels = [paths[i] for i in order[:cut]], [labels[i] for i in order[:cut]]
         paths, labels = [paths[i] for i in order[cut:]], [labels[i] for i in order[cut:]]
     sample = np.random.default_rng(config.seed + 1).permutation(len(paths))[:TRAIN_SAMPLE_SIZE]
-    sets = {"val_": data.LabelledImages(data.image_dataset(val_paths, config), val_labels),
-            "": data.LabelledImages(data.image_dataset([paths[i] for i in sample], config),
+    sets = {"val_": pipeline.LabelledImages(pipeline.image_dataset(val_paths, config), val_labels),
+            "": pipeline.LabelledImages(pipeline.image_dataset([paths[i] for i in sample], config),
                                     [labels[i] for i in sample])}
     return sets, (paths, labels)
 
@@ -97,7 +104,7 @@ def training_data(config, train_files, start_index: int = 0, workers: Optional[d
     fraction = synthetic_fraction(config, train_files)
 
     def batches(pool):
-        return workers.distribute(lambda batch_size, index, count: data.training_batches(
+        return workers.distribute(lambda batch_size, index, count: pipeline.training_batches(
             config, train_files, pool, fraction, batch_size, (count, index)), config.batch_size)
 
     if fraction == 0.0:
@@ -239,7 +246,7 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
 
     Re-running a finished run with the same configuration trains no further; it only saves again. Under
     `--strategy=multi_worker` every worker runs this with the same arguments (`model_dir` a folder they all
-    see); only the chief writes it and `save_dir` (see `kcaptcha.distribute`).
+    see); only the chief writes it and `save_dir` (see `kcaptcha.training.distribute`).
 
     Returns:
         A summary: steps, wall time, stop reason, best validation metrics, and the saved folder.

@@ -6,7 +6,7 @@ and an interrupted run continues where it stopped. Requests are spaced by `inter
 and are retried with exponential backoff; a response that is not a complete image (an error status, HTML,
 an empty body, a truncated file, one over `max_bytes`) is counted and skipped. With a `recognizer`, each
 image gets a row in `labels.csv`: the model's reading and confidence, status `unreviewed`, ready for a
-person to accept or correct (`kcaptcha.labels`).
+person to accept or correct (`kcaptcha.data.labels`).
 """
 
 import collections
@@ -20,7 +20,9 @@ from typing import Callable, Optional
 
 from PIL import Image
 
-from kcaptcha import files, labels
+from kcaptcha import files
+
+from kcaptcha.data import labels
 
 MAX_BYTES = 5 * 1024 * 1024
 USER_AGENT = "kcaptcha-collect"

@@ -1,7 +1,7 @@
 """Validate a folder of labelled images, quarantine the bad ones and split the rest into train/val/test.
 
 Every file under the input folder (recursively) ends up in exactly one place under the output folder:
-`train/`, `val/` or `test/`, named `<label>_<name>` so that `kcaptcha.data` reads the label from the
+`train/`, `val/` or `test/`, named `<label>_<name>` so that `kcaptcha.data.pipeline` reads the label from the
 name, or `rejected/<reason>/` under its own name. Nothing is deleted or overwritten (a name already
 taken by other content gets a `-1`, `-2`, ... suffix), and `manifest.json` says where each file went.
 The split is a pure function of the set of accepted files and the seed, so a re-run changes nothing.
@@ -17,7 +17,11 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kcaptcha import files, inventory, labels
+from kcaptcha import files
+
+from kcaptcha.data import inventory
+
+from kcaptcha.data import labels
 from kcaptcha.files import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, LabelRule
 
 SPLITS = inventory.SPLITS

@@ -16,7 +16,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from kcaptcha import saving
+from kcaptcha.export import saving
 from kcaptcha.config import Config
 
 
@@ -42,7 +42,7 @@ def fill_from_source(config: Config, given) -> (Config, list):
 
 def copy_weights(model, init_from: str, charset: str) -> Dict:
     """Copies the source model's weights into `model` where they fit; returns what was copied and what not."""
-    from kcaptcha.export import load_keras_model
+    from kcaptcha.export.onnx import load_keras_model
 
     model_dir = source_dir(init_from)
     source = load_keras_model(model_dir)

@@ -1,7 +1,7 @@
 """Only the training callbacks Keras lacks: scoring readings, stopping at a target, step and time limits,
 and a progress line that counts steps.
 
-Checkpoints, resume, the best model, early stopping and logs use Keras' own callbacks (see `kcaptcha.train`).
+Checkpoints, resume, the best model, early stopping and logs use Keras' own callbacks (see `kcaptcha.training.train`).
 """
 
 import sys
@@ -11,11 +11,13 @@ from typing import Callable, Dict, Optional
 import keras
 import numpy as np
 
-from kcaptcha import decoding, metrics
+from kcaptcha.reading import decoding
+
+from kcaptcha.reading import metrics
 
 
 class Validation(keras.callbacks.Callback):
-    """At every epoch end, reads each labelled set and adds its scores (`kcaptcha.metrics`) to the logs.
+    """At every epoch end, reads each labelled set and adds its scores (`kcaptcha.reading.metrics`) to the logs.
 
     Keras' compiled metrics compare label ids position by position, which cannot score a CTC reading and
     would differ from `bin/evaluate`; this decodes the logits exactly as a `Recognizer` does instead.
@@ -26,11 +28,11 @@ class Validation(keras.callbacks.Callback):
 
     Args:
         sets: {log prefix: `LabelledImages`}, e.g. {"val_": validation set, "": a sample of training images}.
-        output: the architecture's output kind (see `kcaptcha.decoding`).
+        output: the architecture's output kind (see `kcaptcha.reading.decoding`).
         vocab: the model's `Vocab`.
         clock_offset: training seconds before this run (a resumed run continues its clock).
         extra: returns more {name: number} to log (e.g. how many captchas the pool has drawn).
-        workers: the run's `kcaptcha.distribute.Workers` (None: one worker).
+        workers: the run's `kcaptcha.training.distribute.Workers` (None: one worker).
     """
 
     def __init__(self, sets: Dict[str, object], output: str, vocab, clock_offset: float = 0.0,
