@@ -1,16 +1,16 @@
 """Ways of reading with one trained model, side by side on the same test images.
 
-    python benchmarks/reading_options.py --model=alnum --test_dir=/tmp/heldout_alnum
-    python benchmarks/reading_options.py --results=benchmarks/results/real_data.jsonl --runs_dir=runs/keep
+    python benchmarks/reading_options.py --models=alnum --test_dirs=/tmp/heldout_alnum
+    python benchmarks/reading_options.py --models=runs/fold0/model,runs/fold1/model \
+        --test_dirs=data/fold0/test,data/fold1/test --tta=8 --tta_below=0.9
 
-- greedy: CTC decoding with no length rule (kcaptcha before 2026-12-01: a text of a length the model never
-  reads kept, with confidence 0);
-- default: how `Recognizer` reads now (such a text read again as the best frame path of an allowed length);
+- greedy: CTC decoding with no length rule (a text of a length the model never reads kept as it is);
+- default: how `Recognizer` reads (such a text read again as the best frame path of an allowed length);
 - tta=N: the default, also on N warped copies that vote (`load_model(..., tta=N, tta_below=1)`), for every
   image;
 - tta=N<C: the same for the images the default reads with a confidence under C only (`tta_below=C`).
-With --results, every run of benchmarks/real_data.py kept under --runs_dir (`--runs_dir` there too) is read
-on its own test split. Times are whole `predict` calls over the test images, on the --backend asked for.
+Each model reads the test folder in the same place of --test_dirs; the last table row adds them up. Times
+are whole `predict` calls over the test images, on the --backend asked for.
 """
 
 import os
@@ -21,18 +21,15 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
-from real_sets import SETS, labelled, read_results  # noqa: E402
-
-flags.DEFINE_string("model", None, "A model (name or folder) to read --test_dir with.")
-flags.DEFINE_string("test_dir", None, "Labelled test images for --model.")
-flags.DEFINE_string("label_from", "prefix", "Where --test_dir's file names carry their labels (as bin/evaluate).")
-flags.DEFINE_string("results", None, "A benchmarks/real_data.py results file: read each run kept under --runs_dir.")
-flags.DEFINE_string("runs_dir", "runs/keep", "Where benchmarks/real_data.py --runs_dir kept its runs.")
-flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(REPO), "shared", "data"), "Where the real sets are.")
+flags.DEFINE_list("models", None, "Models (names or folders), each reading the test folder in the same place "
+                  "of --test_dirs.")
+flags.DEFINE_list("test_dirs", None, "Labelled test folders, one per model.")
+flags.DEFINE_string("label_from", "prefix", "Where the test file names carry their labels (as bin/evaluate).")
 flags.DEFINE_list("tta", ["4", "8", "16"], "Warped copies to compare (load_model's tta).")
 flags.DEFINE_list("tta_below", ["1"], "With each --tta: read in copies the images read with a confidence under "
                   "this (load_model's tta_below; 1: every image).")
-flags.DEFINE_string("backend", "keras", "The backend every reading runs on (kept runs have no ONNX export).")
+flags.DEFINE_string("backend", "keras", "The backend every reading runs on (a run saved with --noexport has "
+                    "no ONNX export).")
 FLAGS = flags.FLAGS
 
 
@@ -77,24 +74,13 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from kcaptcha.files import LabelRule, list_images
 
+    if not FLAGS.models or not FLAGS.test_dirs or len(FLAGS.models) != len(FLAGS.test_dirs):
+        raise app.UsageError("give --models and --test_dirs, one test folder per model")
+    rule = LabelRule.parse(FLAGS.label_from)
     reports = []
-    if FLAGS.model:
-        if not FLAGS.test_dir:
-            raise app.UsageError("--model needs --test_dir")
-        rule = LabelRule.parse(FLAGS.label_from)
-        paths = list_images(FLAGS.test_dir)
-        reports.append(compare(FLAGS.model, paths, [rule.label(p) for p in paths]))
-    if FLAGS.results:
-        for run in read_results(FLAGS.results):
-            folder = os.path.join(FLAGS.runs_dir, f"{run['set']}_{run['split']}_{run['size']}_{run['mode']}", "model")
-            if run["mode"] == "ddddocr" or not os.path.isdir(folder):
-                continue
-            set_paths, set_labels = labelled(os.path.join(FLAGS.data_dir, SETS[run["set"]]))
-            by_name = {os.path.basename(p): (p, label) for p, label in zip(set_paths, set_labels)}
-            paths, labels = zip(*(by_name[name] for name in run["test"]))
-            reports.append(compare(folder, list(paths), list(labels)))
-    if not reports:
-        raise app.UsageError("nothing to read: give --model and --test_dir, or --results with kept runs")
+    for model, test_dir in zip(FLAGS.models, FLAGS.test_dirs):
+        paths = list_images(test_dir)
+        reports.append(compare(model, paths, [rule.label(p) for p in paths]))
     names = list(reports[0]["misread"])
     print(f"| model | images | {' | '.join(names)} |")
     print(f"|---|---|{'---|' * len(names)}")
