@@ -7,8 +7,8 @@ request one `Recognizer.predict` call on one image, same model), then against `b
 requests/s, p50/p99 latency and errors for both, and checks the targets: at least 3x the baseline's
 throughput, p99 under 100 ms, zero errors. `--check` makes a missed target exit 1.
 
-With --abuse, runs instead the abusive cases of issue 11 against fresh `bin/serve` servers, each case for
-this checkout and, with --before_repo, for another checkout (the code before), and prints the table of
+With --abuse, runs instead abusive cases against fresh `bin/serve` servers, each case for this checkout
+and, with --before_repo, for another checkout (another version to compare), and prints the table of
 both side by side (measured in one run, so a busy machine weighs on both alike): heavy requests (64
 images of 4096x4096) and normal /b latency meanwhile, abandoned requests, 64 stalled 16 MB uploads and
 64 stalled headers (memory, closing), 310,000 text fields (/healthz meanwhile), deep JSON, capitalised
@@ -45,10 +45,10 @@ flags.DEFINE_integer("workers", 1, "bin/serve's --workers (server processes).")
 flags.DEFINE_bool("check", False, "Exit 1 when a target is missed.")
 flags.DEFINE_string("json_out", None, "Also write the results to this JSON file.")
 flags.DEFINE_integer("baseline_server", None, "Internal: run the Flask baseline on this port.")
-flags.DEFINE_bool("abuse", False, "Run the abusive cases (issue 11) instead of the load test.")
+flags.DEFINE_bool("abuse", False, "Run the abusive cases instead of the load test.")
 flags.DEFINE_list("abuse_cases", ["heavy", "abandoned", "stalled", "parsing", "errors", "saving", "mixed", "workers"],
                   "Which abusive cases to run.")
-flags.DEFINE_string("before_repo", None, "With --abuse: a checkout of the code before (e.g. `git worktree add` or "
+flags.DEFINE_string("before_repo", None, "With --abuse: another checkout to compare (e.g. `git worktree add` or "
                     "`git archive HEAD | tar -x -C DIR`), measured side by side with this one.")
 flags.DEFINE_string("work_dir", "/tmp/kcaptcha_serve_load", "With --abuse: where server logs and uploads go.")
 FLAGS = flags.FLAGS
@@ -213,8 +213,8 @@ def measure(name: str, command, port: int, payloads) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# --abuse: the abusive cases of issue 11, each against a fresh server, for this checkout and (--before_repo) the
-# code before it, side by side in one run.
+# --abuse: the abusive cases, each against a fresh server, for this checkout and (--before_repo) another, side by
+# side in one run.
 
 
 class Server:
@@ -309,7 +309,7 @@ async def _under_attack(port: int, attack: bytes, attackers: int, duration: floa
 
 
 def case_heavy(server, normal) -> dict:
-    """Issue: 64 images of 4096x4096 (zero PNGs) in one ~1 MB request; normal /b meanwhile."""
+    """Heavy: 64 images of 4096x4096 (zero PNGs) in one ~1 MB request; normal /b meanwhile."""
     zeros = _png_of_zeros(4096, 4096)
     heavy = post("/v1/models/digits/predict", multipart([("file", f"{i}.png", zeros) for i in range(64)]),
                  "multipart/form-data; boundary=kcaptchaload")
