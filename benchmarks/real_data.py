@@ -1,25 +1,35 @@
-"""Learning curves on real captchas: whole-image accuracy against the number of labelled images.
+"""The six-site benchmark: each recipe on every shared real set, scored on one fixed test split per set.
 
-    python benchmarks/real_data.py                                  # both sets, every size, scratch and alnum
-    python benchmarks/real_data.py --sets=v2 --sizes=200 --folds=5 --modes=init
+    nohup nice -n 5 python benchmarks/real_data.py --errors_png=benchmarks/results/real_sites_errors.png \
+        > benchmarks/results/real_sites.log 2>&1 &             # every row, hours of CPU; rerun to resume
+    python benchmarks/real_data.py --rows=general@0,ddddocr@0  # the rows without training, minutes
 
-- captcha_images_v2 (1040 images): 5-fold; each fold's images are read by models that never saw them,
-  trained on `size` images drawn from the other folds ("all": every one of them).
-- amazon_6letter (4040 images): a fixed test split of 1000; models train on `size` of the other 3040.
-Each run is the real command, `bin/train --train_dir=<those images> --label_from=stem [--init_from=alnum]`
-(its folder defaults: charset, lengths and size from the images; 10% held out for validation), capped
-at `--max_minutes`. Beside them, in the same run, ddddocr (a general pretrained reader, `pip install
-'kcaptcha[bench]'`) reads the same test images with no training, compared case-insensitively. Results
-are appended to `--results` as they come, so an interrupted run continues where it stopped.
+Run from the repository root. The sets and their test splits are `benchmarks/real_sets.py`'s: a set's paths
+sorted, permuted with seed 0, the first min(500, 25%) are its test images, the rest its training split.
+Rows (`--rows`), each on every set (`--sets`):
+- `default@N` (N = 50, 100, 200, all): `bin/train` with every default on N labelled training-split images
+  (drawn with `--seed`: the same N for every row at that N, the 50 among the 100 among the 200;
+  bin/train holds 10% of them out to validate);
+- `scratch@200`, `alnum@200`: the same 200 images, with `--init_from=none` / `--init_from=alnum`;
+- `unlabelled@50`: the 50 images, and the rest of the training split, unlabelled, as `--unlabelled_dir`;
+- `general@0`: the `general` model, no training; `ddddocr@0`: ddddocr (`pip install 'kcaptcha[bench]'`).
+Training files are linked as `<lowercased label>_<n>.<ext>`; images that do not decode are left out (counted).
+Readings are compared case-insensitively (the six sites read case-blind). Each training is capped at
+`--max_minutes` and runs in a subprocess in `--runs_dir/<set>/<row>`, so an interrupted one resumes there;
+each (set, row) is appended to `--results` when done and not run again. A row that cannot run yet (a flag
+bin/train lacks, no `general` model) is recorded as skipped with the reason and tried again next time.
+It prints one Markdown table: per row, each set's whole-image accuracy, their mean and the worst set, the mean
+character accuracy, training minutes and ms per image read; `--errors_png` draws each row's misreads on its
+worst set.
 """
 
-import collections
+import dataclasses
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -28,175 +38,224 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
-from real_sets import SETS, labelled, read_results  # noqa: E402
-from sheets import contact_sheet  # noqa: E402
+from real_sets import DEFAULT_DATA, SETS, labelled, read_results, readable, test_split  # noqa: E402
 
-flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(REPO), "shared", "data"), "Where the sets are.")
-flags.DEFINE_list("sets", ["v2", "amazon"], f"Which sets: {', '.join(SETS)}.")
-flags.DEFINE_list("sizes", ["100", "250", "500", "1000", "all"], "Labelled training images per run.")
-flags.DEFINE_list("modes", ["scratch", "init"], "scratch, and/or init (bin/train --init_from=--init_from).")
-flags.DEFINE_string("init_from", "alnum", "The model fine-tuned in mode init.")
-flags.DEFINE_integer("folds", 5, "captcha_images_v2 folds (every image is read once by a model that never saw it).")
-flags.DEFINE_integer("amazon_test", 1000, "amazon_6letter test images.")
-flags.DEFINE_float("max_minutes", 10.0, "Most minutes of training per run.")
-flags.DEFINE_string("results", "benchmarks/results/real_data.jsonl", "Runs done so far (one JSON per line).")
-flags.DEFINE_list("splits", [], "Only these splits (e.g. fold0 for one v2 fold, when time is short); all by default.")
-flags.DEFINE_list("train_flags", [], "More bin/train flags for every run, e.g. --train_flags=--max_steps=2000.")
-flags.DEFINE_string("errors_png", None, "Draw the misread test images of each set's best run (of --sizes and "
-                    "--modes) into this PNG (one file per set: <name>.<set>.png).")
-flags.DEFINE_bool("ddddocr", True, "Also read the test images with ddddocr, if installed.")
-flags.DEFINE_integer("seed", 0, "Seed of the folds, the test split and the training subsets.")
-flags.DEFINE_string("runs_dir", None, "Keep each run's folder (history.csv, checkpoints, model) under this folder, "
-                    "as <set>_<split>_<size>_<mode>; an interrupted run resumes there. By default they are temporary.")
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One recipe: `size` labelled images (None: the whole training split; 0: no training), extra bin/train
+    flags, and whether the rest of the training split is given unlabelled."""
+
+    size: Optional[int]
+    train_flags: Tuple[str, ...] = ()
+    unlabelled: bool = False
+
+
+ROWS = {
+    "default@50": Row(50), "default@100": Row(100), "default@200": Row(200), "default@all": Row(None),
+    "scratch@200": Row(200, ("--init_from=none",)), "alnum@200": Row(200, ("--init_from=alnum",)),
+    "unlabelled@50": Row(50, unlabelled=True), "general@0": Row(0), "ddddocr@0": Row(0),
+}
+
+flags.DEFINE_string("data_dir", DEFAULT_DATA, "Where the six sets are.")
+flags.DEFINE_list("sets", list(SETS), f"Which sets: {', '.join(SETS)}.")
+flags.DEFINE_list("rows", list(ROWS), f"Which rows: {', '.join(ROWS)}.")
+flags.DEFINE_string("runs_dir", os.path.join(REPO, "runs", "real_sites"), "Run folders, <set>/<row>.")
+flags.DEFINE_string("results", os.path.join(REPO, "benchmarks", "results", "real_sites.jsonl"),
+                    "Rows done so far, one JSON per (set, row).")
+flags.DEFINE_float("max_minutes", 20.0, "Most minutes of training per run.")
+flags.DEFINE_integer("seed", 0, "Seed that draws the labelled training images (the test split stays fixed).")
+flags.DEFINE_string("errors_png", None, "Draw each row's misread test images of its worst set into "
+                    "<root>.<row>.png.")
 FLAGS = flags.FLAGS
 
 
-def splits(name: str, paths):
-    """[(split name, test indices, the indices training may draw from)] for a set."""
-    order = np.random.default_rng(FLAGS.seed).permutation(len(paths))
-    if name == "v2":
-        folds = np.array_split(order, FLAGS.folds)
-        return [(f"fold{k}", fold, np.concatenate([f for j, f in enumerate(folds) if j != k]))
-                for k, fold in enumerate(folds)]
-    return [("test", order[:FLAGS.amazon_test], order[FLAGS.amazon_test:])]
+class Skipped(Exception):
+    """A row that cannot run yet; the message says why."""
 
 
-def run(name, split, size, mode, paths, test, pool, folder) -> dict:
-    count = len(pool) if size == "all" else min(int(size), len(pool))
-    chosen = np.random.default_rng(FLAGS.seed + 1).permutation(pool)[:count]
-    train_dir = os.path.join(folder, "train")
-    os.makedirs(train_dir, exist_ok=True)
-    for index in chosen:
-        link = os.path.join(train_dir, os.path.basename(paths[index]))
-        if not os.path.lexists(link):
-            os.symlink(os.path.abspath(paths[index]), link)
-    command = [sys.executable, os.path.join(REPO, "bin", "train"), f"--train_dir={train_dir}", "--label_from=stem",
-               f"--model_dir={folder}/run", f"--save_dir={folder}/model", "--noexport", f"--name=real_{name}",
-               f"--max_train_seconds={int(FLAGS.max_minutes * 60)}"]
-    if mode == "init":
-        command.append(f"--init_from={FLAGS.init_from}")
-    command += FLAGS.train_flags
+def training_folders(folder: str, paths, labels, pool, row: Row) -> dict:
+    """Links the row's labelled images into `folder/train` (and the rest into `folder/unlabelled`)."""
+    order = np.random.default_rng(FLAGS.seed).permutation(pool)
+    chosen = order if row.size is None else order[:row.size]
+    groups = {"train": [(i, f"{labels[i].lower()}_{i}") for i in chosen]}
+    if row.unlabelled:
+        groups["unlabelled"] = [(i, f"{i:05d}") for i in order[len(chosen):]]
+    for group, names in groups.items():
+        os.makedirs(os.path.join(folder, group), exist_ok=True)
+        for index, stem in names:
+            link = os.path.join(folder, group, stem + os.path.splitext(paths[index])[1].lower())
+            if not os.path.lexists(link):
+                os.symlink(os.path.abspath(paths[index]), link)
+    return {"labelled": len(chosen), "unlabelled": len(groups.get("unlabelled", ()))}
+
+
+def train(name: str, row_name: str, folder: str) -> dict:
+    """Runs bin/train on `folder/train` in a subprocess (resuming `folder/run`); its JSON summary."""
+    row = ROWS[row_name]
+    command = [sys.executable, os.path.join(REPO, "bin", "train"), f"--train_dir={folder}/train",
+               f"--name=real_{name}_{row_name.replace('@', '_')}", f"--model_dir={folder}/run",
+               f"--save_dir={folder}/model", "--noexport", f"--max_train_seconds={int(FLAGS.max_minutes * 60)}",
+               *row.train_flags]
+    if row.unlabelled:
+        command.append(f"--unlabelled_dir={folder}/unlabelled")
     started = time.time()
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    seconds = time.time() - started
     if result.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    import kcaptcha
-
-    recognizer = kcaptcha.load_model(f"{folder}/model", backend="keras")
-    readings = [p.text for p in recognizer.predict([paths[i] for i in test])]
-    summary = json.loads(result.stdout[result.stdout.index("{"):])
-    return {"set": name, "split": split, "size": size, "labelled": count, "mode": mode,
-            "test": [os.path.basename(paths[i]) for i in test], "readings": readings,
-            "command_seconds": round(seconds, 1), "train_seconds": summary.get("wall_seconds"),
+        reason = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        raise Skipped(f"bin/train failed: {reason[-300:]}")
+    lines = result.stdout.splitlines()
+    summary = json.loads("\n".join(lines[len(lines) - 1 - lines[::-1].index("{"):]))
+    return {"train_seconds": summary.get("wall_seconds"), "command_seconds": round(time.time() - started, 1),
             "steps": summary.get("steps"), "stop_reason": summary.get("stop_reason")}
 
 
-def ddddocr_readings(paths, test):
-    try:
+def bin_train_knows(flag: str) -> bool:
+    result = subprocess.run([sys.executable, os.path.join(REPO, "bin", "train"), "--helpfull"], cwd=REPO,
+                            capture_output=True, text=True)
+    return f"--{flag}" in result.stdout + result.stderr
+
+
+def reader(row_name: str, folder: str):
+    """A function reading a list of paths into a list of texts."""
+    if row_name == "ddddocr@0":
         import ddddocr
-    except ImportError:
-        return None
-    reader = ddddocr.DdddOcr(show_ad=False)
-    readings = []
-    for index in test:
-        with open(paths[index], "rb") as f:
-            readings.append(reader.classification(f.read()))
-    return readings
+
+        ocr = ddddocr.DdddOcr(show_ad=False)
+
+        def read(paths):
+            texts = []
+            for path in paths:
+                with open(path, "rb") as f:
+                    texts.append(ocr.classification(f.read()))
+            return texts
+        return read
+    import kcaptcha
+
+    try:
+        recognizer = kcaptcha.load_model("general" if row_name == "general@0" else f"{folder}/model")
+    except (FileNotFoundError, ValueError) as error:
+        raise Skipped(str(error)) from None
+    return lambda paths: [p.text for p in recognizer.predict(paths)]
 
 
-def table(results, labels_of) -> str:
-    from kcaptcha.reading import metrics
+def run_row(name: str, row_name: str, paths, labels) -> dict:
+    """Trains (unless the row needs no training) and reads the set's test split: the row's record."""
+    test, train_split = test_split(len(paths))
+    pool = [i for i in train_split if readable(paths[i])]
+    folder = os.path.join(FLAGS.runs_dir, name, row_name)
+    record = {"set": name, "row": row_name, "date": time.strftime("%Y-%m-%d"), "seed": FLAGS.seed,
+              "unreadable_left_out": len(train_split) - len(pool)}
+    if ROWS[row_name].size != 0:
+        if ROWS[row_name].unlabelled and not bin_train_knows("unlabelled_dir"):
+            raise Skipped("bin/train has no --unlabelled_dir flag yet")
+        record.update(training_folders(folder, paths, labels, pool, ROWS[row_name]))
+        record.update(train(name, row_name, folder))
+    read = reader(row_name, folder)
+    test_paths = [paths[i] for i in test]
+    read(test_paths[:1])  # warm up (graph tracing, sessions) before timing
+    started = time.time()
+    readings = read(test_paths)
+    record["ms_per_image"] = round(1000 * (time.time() - started) / len(test_paths), 2)
+    record["test"] = [os.path.basename(p) for p in test_paths]
+    record["truths"] = [labels[i] for i in test]
+    record["readings"] = readings
+    record.update(scores(record))
+    return record
 
-    groups = collections.defaultdict(lambda: {"truths": [], "readings": [], "seconds": []})
-    for r in results:
-        group = groups[(r["set"], r["size"], r["mode"])]
-        group["truths"] += [labels_of[r["set"]][name] for name in r["test"]]
-        group["readings"] += r["readings"]
-        group["seconds"].append(r.get("train_seconds") or 0)
-        group["labelled"] = r["labelled"]
-    lines = [f"{'set':7} {'labelled':>8} {'mode':8} {'images read':>11} {'whole-image':>11} {'character':>9} "
-             f"{'train min':>9}"]
-    for (name, size, mode), g in sorted(groups.items(), key=lambda kv: (kv[0][0], _order(kv[0][1]), kv[0][2])):
-        truths, readings = g["truths"], g["readings"]
-        if mode == "ddddocr":
-            truths, readings = [t.lower() for t in truths], [r.lower() for r in readings]
-        scores = metrics.scores(truths, readings)
-        lines.append(f"{name:7} {g.get('labelled', 0):>8} {mode:8} {len(truths):>11} "
-                     f"{scores['image_accuracy']:>11.4f} {scores['character_accuracy']:>9.4f} "
-                     f"{np.mean(g['seconds']) / 60:>9.1f}")
-    return "\n".join(lines)
+
+def scores(record) -> dict:
+    from kcaptcha.reading.metrics import scores as score
+
+    return score([t.lower() for t in record["truths"]], [r.lower() for r in record["readings"]])
 
 
-def draw_errors(results, labels_of, paths_of, output: str) -> None:
-    """Each set's misread images from its most accurate trained group, captioned `true -> read`."""
-    for name in {r["set"] for r in results}:
-        groups = collections.defaultdict(list)
-        for r in results:
-            if r["set"] == name and r["mode"] != "ddddocr":
-                groups[(r["size"], r["mode"])].append(r)
-        if not groups:
+def latest(records, sets, rows) -> dict:
+    """{(set, row): its record}: the latest done one, else the latest skip."""
+    chosen = {}
+    for r in records:
+        key = (r["set"], r["row"])
+        if r["set"] in sets and r["row"] in rows and not ("skipped" in r and "skipped" not in chosen.get(key, r)):
+            chosen[key] = r
+    return chosen
+
+
+def table(chosen, sets, rows) -> str:
+    """The Markdown table: a row per recipe, each set's whole-image accuracy, mean and worst set."""
+    head = ["row", *sets, "mean", "worst", "char. mean", "train min", "ms/image"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes = []
+    for row in rows:
+        done = {s: chosen[(s, row)] for s in sets if (s, row) in chosen and "skipped" not in chosen[(s, row)]}
+        skips = {chosen[(s, row)]["skipped"] for s in sets if "skipped" in chosen.get((s, row), {})}
+        notes += [f"- {row} skipped: {reason}" for reason in sorted(skips)]
+        cells = [f"{done[s]['image_accuracy']:.3f}" if s in done else
+                 ("skipped" if "skipped" in chosen.get((s, row), {}) else "–") for s in sets]
+        if done:
+            accuracy = {s: r["image_accuracy"] for s, r in done.items()}
+            worst = min(accuracy, key=accuracy.get)
+            share = "" if len(done) == len(sets) else f" ({len(done)}/{len(sets)} sets)"
+            minutes = [(r.get("train_seconds") or 0) / 60 for r in done.values()]
+            cells += [f"{np.mean(list(accuracy.values())):.3f}{share}", f"{accuracy[worst]:.3f} ({worst})",
+                      f"{np.mean([r['character_accuracy'] for r in done.values()]):.3f}", f"{np.mean(minutes):.1f}" if ROWS[row].size != 0 else "–",
+                      f"{np.mean([r['ms_per_image'] for r in done.values()]):.1f}"]
+        else:
+            cells += ["–"] * 5
+        lines.append("| " + " | ".join([row, *cells]) + " |")
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def draw_errors(chosen, sets, rows, output: str, most: int = 240) -> None:
+    """Each row's misread test images of its worst set, captioned `true -> read`."""
+    from sheets import contact_sheet
+
+    for row in rows:
+        done = [chosen[(s, row)] for s in sets if "skipped" not in chosen.get((s, row), {"skipped": 1})]
+        if not done:
             continue
-
-        def correct(runs):
-            return sum(labels_of[name][t] == p for r in runs for t, p in zip(r["test"], r["readings"]))
-
-        (size, mode), runs = max(groups.items(), key=lambda kv: correct(kv[1]) / sum(len(r["test"]) for r in kv[1]))
-        wrong = [(t, p) for r in runs for t, p in zip(r["test"], r["readings"]) if labels_of[name][t] != p]
+        worst = min(done, key=lambda r: r["image_accuracy"])
+        folder = os.path.join(FLAGS.data_dir, SETS[worst["set"]])
+        wrong = [(os.path.join(folder, n), f"{t} -> {r or '(nothing)'}")
+                 for n, t, r in zip(worst["test"], worst["truths"], worst["readings"]) if t.lower() != r.lower()]
         if not wrong:
             continue
-        cells = [(paths_of[name][test], f"{labels_of[name][test]} -> {read or '(nothing)'}") for test, read in wrong]
-        sheet = contact_sheet(cells, (210, 64), title=f"{name}: misread by the best run ({size} labelled, {mode})",
-                              keep_aspect=True)
+        shown = "" if len(wrong) <= most else f", the first {most}"
+        sheet = contact_sheet(wrong[:most], (180, 56), columns=6, keep_aspect=True,
+                              title=f"{row} on {worst['set']} (its worst set): {len(wrong)} misread{shown}")
         root, ext = os.path.splitext(output)
-        sheet.save(f"{root}.{name}{ext or '.png'}")
-        print(f"wrote {root}.{name}{ext or '.png'}: {len(wrong)} misread")
-
-
-def _order(size):
-    return 10**9 if size == "all" else int(size)
+        path = f"{root}.{row.replace('@', '_')}{ext or '.png'}"
+        sheet.save(path)
+        print(f"wrote {path}: {len(wrong)} misread on {worst['set']}")
 
 
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    done = read_results(FLAGS.results)
-    keys = {(r["set"], r["split"], r["size"], r["mode"]) for r in done}
-    labels_of, paths_of = {}, {}
+    unknown = [n for n in FLAGS.sets if n not in SETS] + [r for r in FLAGS.rows if r not in ROWS]
+    if unknown:
+        raise app.UsageError(f"Unknown sets or rows: {', '.join(unknown)}. Sets: {', '.join(SETS)}; "
+                             f"rows: {', '.join(ROWS)}.")
+    records = read_results(FLAGS.results)
+    done = {(r["set"], r["row"]) for r in records if "skipped" not in r}
     for name in FLAGS.sets:
         paths, labels = labelled(os.path.join(FLAGS.data_dir, SETS[name]))
-        labels_of[name] = {os.path.basename(p): label for p, label in zip(paths, labels)}
-        paths_of[name] = {os.path.basename(p): p for p in paths}
-        for split, test, pool in splits(name, paths):
-            if FLAGS.splits and split not in FLAGS.splits:
+        for row in FLAGS.rows:
+            if (name, row) in done:
                 continue
-            jobs = [(size, mode) for size in FLAGS.sizes for mode in FLAGS.modes]
-            if FLAGS.ddddocr:
-                jobs.append(("0", "ddddocr"))
-            for size, mode in jobs:
-                if (name, split, size, mode) in keys:
-                    continue
-                if mode == "ddddocr":
-                    readings = ddddocr_readings(paths, test)
-                    if readings is None:
-                        continue
-                    result = {"set": name, "split": split, "size": size, "labelled": 0, "mode": mode,
-                              "test": [os.path.basename(paths[i]) for i in test], "readings": readings}
-                elif FLAGS.runs_dir:
-                    folder = os.path.join(FLAGS.runs_dir, f"{name}_{split}_{size}_{mode}")
-                    result = run(name, split, size, mode, paths, test, pool, folder)
-                else:
-                    with tempfile.TemporaryDirectory() as folder:
-                        result = run(name, split, size, mode, paths, test, pool, folder)
-                with open(FLAGS.results, "a") as f:
-                    f.write(json.dumps(result) + "\n")
-                done.append(result)
-                print(f"{name} {split} {size} {mode}: {np.mean([a == b for a, b in zip(result['readings'], [labels_of[name][n] for n in result['test']])]):.4f}"
-                      f" ({result.get('train_seconds')} s)", flush=True)
-    print(table([r for r in done if r["set"] in FLAGS.sets], labels_of))
+            try:
+                record = run_row(name, row, paths, labels)
+                print(f"{name} {row}: whole-image {record['image_accuracy']:.4f}, character "
+                      f"{record['character_accuracy']:.4f}, {record['ms_per_image']} ms/image", flush=True)
+            except Skipped as reason:
+                record = {"set": name, "row": row, "date": time.strftime("%Y-%m-%d"), "skipped": str(reason)}
+                print(f"{name} {row}: skipped: {reason}", flush=True)
+            with open(FLAGS.results, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            records.append(record)
+    chosen = latest(records, FLAGS.sets, FLAGS.rows)
+    print(table(chosen, FLAGS.sets, FLAGS.rows))
     if FLAGS.errors_png:
-        asked = [r for r in done if r["set"] in FLAGS.sets and r["mode"] in FLAGS.modes and r["size"] in FLAGS.sizes]
-        draw_errors(asked, labels_of, paths_of, FLAGS.errors_png)
+        draw_errors(chosen, FLAGS.sets, FLAGS.rows, FLAGS.errors_png)
 
 
 if __name__ == "__main__":

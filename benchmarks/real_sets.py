@@ -53,7 +53,8 @@ def read_results(path: str) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _readable(path: str) -> bool:
+def readable(path: str) -> bool:
+    """Whether the image at `path` decodes whole (a truncated file does not)."""
     from PIL import Image
 
     try:
@@ -73,7 +74,7 @@ def write_training_folder(data_dir: str, output_dir: str, names) -> dict:
     for name in names:
         paths, labels = labelled(os.path.join(data_dir, SETS[name]))
         _, train = test_split(len(paths))
-        train = [index for index in train if _readable(paths[index])]
+        train = [index for index in train if readable(paths[index])]
         for index in train:
             stem = os.path.basename(paths[index])
             link = os.path.join(output_dir, f"{labels[index].lower()}_{name}_{stem}")
