@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 # The formats the training pipeline reads (`kcaptcha.data.images`), and the extension a file of each gets.
 FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", "BMP": ".bmp"}
@@ -148,6 +148,65 @@ def staging_dir(destination: str) -> str:
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)
     return staging
+
+
+def replace_folder(folder: str, write: Callable[[str], None]) -> str:
+    """Runs `write(staging)` into a new folder beside `folder`, then swaps it into `folder`'s place.
+
+    The old folder is renamed aside, the new one renamed in, and only then is the old one deleted: a failed
+    `write` or a failed rename leaves the old folder as it was (put back if it had been moved), and a
+    process killed between the two renames leaves it whole beside the new one as `.<name>.*.old`.
+    Deleting the old folder first would lose both when the new one then fails to arrive.
+
+    Returns:
+        The absolute path of `folder`.
+    """
+    folder = os.path.abspath(folder)
+    staging = staging_dir(folder)
+    old = None
+    try:
+        write(staging)
+        if os.path.lexists(folder):
+            old = staging + ".old"
+            os.replace(folder, old)
+        os.replace(staging, folder)
+    except BaseException:
+        if old and os.path.lexists(old) and not os.path.lexists(folder):
+            os.replace(old, folder)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def numbered_name(name: str, number: int) -> str:
+    """`name` itself for 0, else `name` with `-<number>` before its extension: `a.png`, `a-1.png`, `a-2.png`."""
+    if not number:
+        return name
+    stem, extension = os.path.splitext(name)
+    return f"{stem}-{number}{extension}"
+
+
+def claim_free_name(folder: str, name: str, claim: Callable[[str], bool], tries: int = 1_000_000) -> str:
+    """The first of `name`, `name-1`, `name-2`... (`numbered_name`) that `claim` takes; never another file's name.
+
+    Args:
+        folder: where the name is wanted (for the error message).
+        name: a file name with its extension.
+        claim: takes a candidate name and returns True when it took it (wrote the file, or reserved the
+            name), False when the name is taken.
+        tries: how many numbers to try before giving up.
+
+    Raises:
+        FileExistsError: when `tries` names are all taken.
+    """
+    for number in range(tries):
+        candidate = numbered_name(name, number)
+        if claim(candidate):
+            return candidate
+    raise FileExistsError(f"No free name for {name!r} in {folder}: it and {tries - 1} numbered names "
+                          "(-1, -2...) are taken")
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

@@ -166,3 +166,62 @@ def test_a_staging_folder_gets_the_permissions_of_any_new_folder(tmp_path):
         os.umask(previous)
     assert os.path.dirname(staging) == str(tmp_path / "models") and not os.listdir(staging)
     assert os.stat(staging).st_mode & 0o777 == 0o755
+
+
+def test_replace_folder_swaps_in_the_new_folder_whole(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+
+    def write(staging):
+        assert os.path.dirname(staging) == str(tmp_path)  # beside it: the renames stay on one file system
+        with open(os.path.join(staging, "new.txt"), "w") as f:
+            f.write("new")
+
+    assert files.replace_folder(str(target), write) == str(target)
+    assert os.listdir(target) == ["new.txt"] and os.listdir(tmp_path) == ["model"]  # no staging or old copy left
+    files.replace_folder(str(tmp_path / "fresh"), write)  # no folder before: made
+    assert os.listdir(tmp_path / "fresh") == ["new.txt"]
+
+
+@pytest.mark.parametrize("fails", ["write", "rename"])
+def test_a_failed_folder_replacement_keeps_the_old_folder(tmp_path, monkeypatch, fails):
+    """Never without a model: neither a failed write nor a failed final rename may cost the old folder."""
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    real_replace, failed = os.replace, []
+
+    def replace(source, destination):
+        if fails == "rename" and destination == str(target) and not failed:  # the new folder's rename, once
+            failed.append(source)
+            raise OSError("disk gone")
+        real_replace(source, destination)
+
+    def write(staging):
+        with open(os.path.join(staging, "new.txt"), "w") as f:
+            f.write("new")
+        if fails == "write":
+            raise RuntimeError("crash while writing")
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    with pytest.raises((OSError, RuntimeError)):
+        files.replace_folder(str(target), write)
+    assert os.listdir(target) == ["old.txt"] and (target / "old.txt").read_text() == "old"
+    assert os.listdir(tmp_path) == ["model"]
+
+
+def test_claim_free_name_numbers_a_taken_name_before_its_extension(tmp_path):
+    taken = {"a.png", "a-1.png"}
+
+    def claim(name):
+        if name in taken:
+            return False
+        taken.add(name)
+        return True
+
+    assert [files.claim_free_name("out", "a.png", claim) for _ in range(2)] == ["a-2.png", "a-3.png"]
+    assert files.claim_free_name("out", "b.tar.gz", claim) == "b.tar.gz"
+    assert files.claim_free_name("out", "b.tar.gz", claim) == "b.tar-1.gz"
+    with pytest.raises(FileExistsError, match="No free name for 'a.png' in out"):
+        files.claim_free_name("out", "a.png", claim, tries=4)

@@ -184,14 +184,14 @@ class _Destinations:
         self.claimed = set()
 
     def claim(self, folder: str, name: str, sha256: str) -> str:
-        stem, extension = os.path.splitext(name)
-        for attempt in range(1_000_000):
-            relative = f"{folder}/{stem}-{attempt}{extension}" if attempt else f"{folder}/{name}"
+        def free(candidate: str) -> bool:
+            relative = f"{folder}/{candidate}"
             full = os.path.join(self.output_dir, relative)
-            if relative not in self.claimed and (not os.path.lexists(full) or files.sha256(full) == sha256):
-                self.claimed.add(relative)
-                return relative
-        raise RuntimeError(f"No free name for {name!r} in {folder!r}")
+            return relative not in self.claimed and (not os.path.lexists(full) or files.sha256(full) == sha256)
+
+        relative = f"{folder}/{files.claim_free_name(folder, name, free)}"
+        self.claimed.add(relative)
+        return relative
 
 
 def _transfer(source: str, destination: str, move: bool) -> str:

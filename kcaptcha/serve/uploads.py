@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kcaptcha.files import FORMAT_EXTENSIONS, create_new
+from kcaptcha.files import FORMAT_EXTENSIONS, claim_free_name, create_new
 
 logger = logging.getLogger("kcaptcha.serve")
 # The formats training reads, plus WEBP (saved as PNG). No TIFF: a large attack surface, and no captchas.
@@ -95,14 +95,15 @@ def save_upload(folder: str, text: str, upload: Upload, timestamp: str) -> str:
         Image.open(io.BytesIO(data)).save(buffer, "PNG")
         extension, data = FORMAT_EXTENSIONS["PNG"], buffer.getvalue()
     stem = "".join("-" if c in "/\\\0" else c for c in text) + "_" + timestamp
-    for attempt in range(1000):
-        path = os.path.join(folder, f"{stem}-{attempt}{extension}" if attempt else f"{stem}{extension}")
+
+    def create(name: str) -> bool:
         try:
-            create_new(path, data)
-            return path
+            create_new(os.path.join(folder, name), data)
+            return True
         except FileExistsError:
-            continue
-    raise FileExistsError(f"No free name for {stem}{extension} in {folder}")
+            return False
+
+    return os.path.join(folder, claim_free_name(folder, stem + extension, create, tries=1000))
 
 
 class UploadSaver:
