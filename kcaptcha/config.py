@@ -11,11 +11,8 @@ import os
 from typing import Tuple
 
 from kcaptcha import models
-
-from kcaptcha.training import distribute
-
-from kcaptcha.data import inventory
 from kcaptcha.files import LabelRule
+from kcaptcha.training import distribute
 
 GROUPS = ("task", "model", "training", "run")
 
@@ -74,11 +71,10 @@ class Config:
                           "or 10% of --train_dir).")
     label_from: str = _field("training", "prefix", LabelRule.HELP)
     synthetic_mix: float = _field("training", -1.0, "With train_dir: the fraction of each batch that is synthetic "
-                                  "captchas of the same charset, lengths and size (-1: by the folder's size: 0 up to "
-                                  f"{inventory.FEW_IMAGES} training images, 0.5 up to {inventory.SOME_IMAGES}, 0.25 "
-                                  f"up to {inventory.MANY_IMAGES}, else 0).")
+                                  "captchas of the same charset, lengths and size (-1: by the folder's size tier, which "
+                                  "bin/train names when it starts; docs/REAL_DATA.md).")
     init_from: str = _field("training", "", "Start from this saved model (a name or folder): its architecture, and "
-                            "its weights wherever they fit ('' to start from scratch).")
+                            "its weights wherever they fit ('' or 'none' to start from scratch).")
     val_size: int = _field("training", 2000, "Number of synthetic validation images when val_dir is empty.")
     pool_size: int = _field("training", 10000, "Synthetic captchas held in memory for training, renewed in the "
                             "background (each is seen a few times, differently augmented).")

@@ -190,7 +190,7 @@ def test_sizes_are_only_reported_and_duplicates_stay_together(captcha_folder, sm
     report = run(captcha_folder, tmp_path / "out", smoke_config.replace(width=100, height=60))
     entries = assert_conserved(report, tmp_path / "out")
     assert report["rejected_total"] == 0
-    assert report["warnings"]["size_mismatch"] == 15 and report["image_sizes"] == {"48x24": 15}
+    assert "size_mismatch" not in report["warnings"] and report["image_sizes"] == {"48x24": 15}  # train reads any
     assert report["warnings"]["duplicates"] == 3
     by_content = collections.defaultdict(set)
     for entry in entries.values():
@@ -244,9 +244,10 @@ def test_move_loses_nothing(captcha_folder, smoke_config, tmp_path):
     before = sorted(sha(captcha_folder / p) for p in files_under(captcha_folder))
     report = run(captcha_folder, tmp_path / "out", smoke_config, move=True)
     assert_conserved(report, tmp_path / "out")
-    assert files_under(captcha_folder) == []
+    assert files_under(captcha_folder) == ["sub/notes.txt"] and report["ignored"] == ["sub/notes.txt"]  # a document
     after = [sha(tmp_path / "out" / p) for p in files_under(tmp_path / "out") if not p.endswith(".json")]
-    assert sorted(after) == before and report["rejected"] == {"empty_file": 1, "not_an_image": 1}
+    after.append(sha(captcha_folder / "sub" / "notes.txt"))
+    assert sorted(after) == before and report["rejected"] == {"empty_file": 1}
     with pytest.raises(ValueError, match="--move"):
         run(captcha_folder, tmp_path / "out", smoke_config, move=True)
 
@@ -264,10 +265,9 @@ def test_labels_csv(captcha_folder, smoke_config, tmp_path):
     assert report["files_in"] == 5  # the CSV itself is not an input
     assert entries["0123.png"]["label"] == "01" and entries["nested/3210.png"]["label"] == "32"  # the CSV wins
     assert os.path.basename(entries["nested/3210.png"]["output"]) == "32_3210.png"
-    assert entries["01_from_name.png"]["label"] == "01" and entries["23.png"]["label"] == "23"  # unlisted: by name
-    assert entries["_unlisted.png"]["reason"] == "no_label"
-    assert "labels CSV" in entries["_unlisted.png"]["message"]
-    assert report["rejected"] == {"no_label": 1} and report["warnings"]["csv_missing"] == 1
+    for unlisted in ("01_from_name.png", "23.png", "_unlisted.png"):  # a CSV labels only its rows, never a name
+        assert entries[unlisted]["reason"] == "no_label" and "labels CSV" in entries[unlisted]["message"]
+    assert report["rejected"] == {"no_label": 3} and report["warnings"]["csv_missing"] == 1
     assert report["offenders"]["csv_missing"] == [{"path": "ghost.png", "message": (
         "listed in the labels CSV but not in the folder")}]
 
@@ -293,13 +293,13 @@ def test_cli_with_auto_charset_and_flagfile(tmp_path, captcha_folder):
 def test_the_captcha_images_v2_data_set(tmp_path, smoke_config):
     if not os.path.isdir(CAPTCHA_IMAGES_V2):
         pytest.skip(f"data set not present: {CAPTCHA_IMAGES_V2}")
-    config = smoke_config.replace(charset="auto", min_length=5, max_length=5, width=200, height=50)
-    report = run(CAPTCHA_IMAGES_V2, tmp_path / "out", config, split=(0.9, 0.05, 0.05),
-                 labels_csv=os.path.join(CAPTCHA_IMAGES_V2, "labels.csv"))
+    # As a new user runs it: no charset, no lengths, no CSV named; they come from the folder's labels.csv.
+    report = run(CAPTCHA_IMAGES_V2, tmp_path / "out", smoke_config, split=(0.9, 0.05, 0.05), given=())
     assert_conserved(report, tmp_path / "out")
-    assert report["charset"] == "2345678bcdefgmnpwxy"
+    assert report["charset"] == "2345678bcdefgmnpwxy" and (report["min_length"], report["max_length"]) == (5, 5)
+    assert report["labels_csv"] == os.path.join(CAPTCHA_IMAGES_V2, "labels.csv")
     assert report["accepted"] == 1040 and report["splits"] == {"train": 936, "val": 52, "test": 52}
-    assert report["rejected"] == {"not_an_image": 1}  # its README.txt
+    assert report["rejected"] == {} and report["ignored"] == ["README.txt", "labels.csv"]
     assert report["warnings"] == {}
 
 
@@ -313,7 +313,8 @@ def test_kcaptcha_data_reads_the_prepared_folders(captcha_folder, smoke_config, 
     (raw / "labels.csv").write_text("\n".join(f"sub dir/{p.name},{p.stem}" for p in (raw / "sub dir").iterdir()))
     report = run(raw, tmp_path / "out", smoke_config, labels_csv=str(raw / "labels.csv"), lowercase=True)
     entries = assert_conserved(report, tmp_path / "out")
-    assert report["accepted"] == 12
+    # With a CSV, an image it does not list is unlabelled, whatever its name says.
+    assert report["accepted"] == 6 and report["rejected"] == {"no_label": 6}
     from kcaptcha.data import pipeline as data
 
     # The split folders' names are <label>_<name> whatever rule read the raw folder: read by prefix.
@@ -322,4 +323,4 @@ def test_kcaptcha_data_reads_the_prepared_folders(captcha_folder, smoke_config, 
         if report["splits"][split]:
             paths, labels = data.labelled_files(str(tmp_path / "out" / split), by_suffix)
             found.update(zip((files.normalise_relative(os.path.relpath(p, tmp_path / "out")) for p in paths), labels))
-    assert found == {e["output"]: e["label"] for e in entries.values()}
+    assert found == {e["output"]: e["label"] for e in entries.values() if e["split"]}

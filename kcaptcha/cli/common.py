@@ -54,29 +54,22 @@ def define_model_flags() -> None:
     define_flags(fields=("label_from",))
 
 
-def label_rule(inputs):
-    """The `LabelRule` for the command's inputs: by --label_from, except for bin/prepare's split folders."""
-    from kcaptcha.data import inventory
-    from kcaptcha.files import LabelRule
-
-    try:
-        if inputs and all(inventory.read_report(item) for item in inputs):
-            return inventory.label_rule_for(inputs[0], FLAGS.label_from)
-        return LabelRule.parse(FLAGS.label_from)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-
-
 def model_and_inputs(argv, example: str):
-    """(recognizer, image paths, label rule) from --model, --backend, --tta, --label_from and the arguments."""
+    """(recognizer, image paths, labels or None) from --model, --backend, --tta, --label_from and the arguments;
+    a folder's labels come from its labels.csv when it has one (`kcaptcha.data.folder`)."""
     inputs = argv[1:]
     if not inputs:
         raise UsageError(f"give one or more image folders or files, e.g. {example}")
-    from kcaptcha.files import collect_inputs
+    from kcaptcha.data.folder import labelled_paths
+    from kcaptcha.files import LabelRule
     from kcaptcha.reading.recognizer import load_model
 
-    rule, paths = label_rule(inputs), collect_inputs(inputs)
-    return load_model(FLAGS.model, backend=FLAGS.backend, tta=FLAGS.tta), paths, rule
+    try:
+        LabelRule.parse(FLAGS.label_from)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    paths, labels = labelled_paths(inputs, FLAGS.label_from)
+    return load_model(FLAGS.model, backend=FLAGS.backend, tta=FLAGS.tta), paths, labels
 
 
 def config_or_exit():

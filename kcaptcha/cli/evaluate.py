@@ -1,7 +1,8 @@
 """bin/evaluate [--model=digits] [--errors_dir=misread/] [--output_json=report.json] labelled_dir/
 
-Whole-image, character and per-position accuracy on a folder of labelled images (labels from file names:
-<label>_<anything>.<ext> or <label>.<ext> by default, see --label_from), the most confused character
+Whole-image, character and per-position accuracy on a folder of labelled images (labels from its labels.csv,
+else from file names: <label>_<anything>.<ext> or <label>.<ext> by default, see --label_from; an image whose
+label the model cannot spell counts as misread), the most confused character
 pairs, images/s and ms/image, and the list of misread images.
 """
 
@@ -16,11 +17,11 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    recognizer, paths, rule = common.model_and_inputs(argv, "bin/evaluate data/test/")
+    recognizer, paths, labels = common.model_and_inputs(argv, "bin/evaluate data/test/")
     from kcaptcha.reading.evaluate import evaluate_paths, format_report
     from kcaptcha.files import atomic_write_json
 
-    report = evaluate_paths(recognizer, paths, errors_dir=FLAGS.errors_dir, progress=FLAGS.progress, rule=rule)
+    report = evaluate_paths(recognizer, paths, labels, errors_dir=FLAGS.errors_dir, progress=FLAGS.progress)
     tta = (f", {recognizer.tta} warped copies voting where the confidence is under {recognizer.tta_below:g}"
            if recognizer.tta else "")
     print(f"model: {recognizer.model_dir} ({recognizer.backend}{tta})")

@@ -1,8 +1,8 @@
 """bin/predict [--model=digits] [--format=tsv|csv|json] dir/ [more dirs or files]
 
-One line per image: path<TAB>text<TAB>confidence. Folders are searched recursively. When file names carry
-labels the model could read (<label>_<anything>.<ext> or <label>.<ext>, see --label_from), an accuracy
-summary goes to stderr at the end. Unreadable files are
+One line per image: path<TAB>text<TAB>confidence. Folders are searched recursively. When a folder's labels.csv
+or the file names carry labels the model could read (<label>_<anything>.<ext> or <label>.<ext>, see
+--label_from), an accuracy summary goes to stderr at the end. Unreadable files are
 reported and skipped, and the exit status is then 1.
 """
 
@@ -21,8 +21,10 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    recognizer, paths, rule = common.model_and_inputs(argv, "bin/predict samples/")
-    from kcaptcha.reading.evaluate import label_for, predict_paths
+    recognizer, paths, labels = common.model_and_inputs(argv, "bin/predict samples/")
+    from kcaptcha.reading.evaluate import predict_paths
+
+    label_of = dict(zip(paths, labels))
 
     writer = csv.writer(sys.stdout) if FLAGS.format == "csv" else None
     if writer:
@@ -39,8 +41,8 @@ def main(argv):
             writer.writerow([path, prediction.text, f"{prediction.confidence:.4f}"])
         else:
             print(f"{path}\t{prediction.text}\t{prediction.confidence:.4f}")
-        label = label_for(path, recognizer.vocab, rule)
-        if label is not None:
+        label = label_of[path]
+        if label is not None and not recognizer.vocab.check(label):  # a name like scan_01.png is no label
             labelled += 1
             right += label == prediction.text
     sys.stdout.flush()

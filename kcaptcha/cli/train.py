@@ -1,16 +1,17 @@
 """bin/train --flagfile=experiments/digits.flags [--model_dir=runs/digits] [--save_dir=...] [--fresh]
 
 Trains a recogniser (on-the-fly synthetic captchas unless --train_dir is given), resuming from the
-backup in --model_dir, and saves the best model to --save_dir (default saved_models/<name>), which it
-never does over a model another run saved (a shipped one included) unless given --overwrite.
+backup in --model_dir, and saves the best model to --save_dir (default ./saved_models/<name>), which it
+never does over a model another run saved (a shipped one included) unless given --overwrite. It ends with
+one line; the run folder's summary.json holds the details.
 
 On several machines: the same command on each, with --strategy=multi_worker and TF_CONFIG naming the
 cluster and this worker (docs/SCALING.md); only the chief saves and exports.
 """
 
-import json
 import os
 import sys
+import time
 
 from absl import flags
 
@@ -19,7 +20,8 @@ from kcaptcha.flags import define_flags
 
 define_flags()
 flags.DEFINE_string("model_dir", None, "Run folder for checkpoints and logs (default: runs/<name>).")
-flags.DEFINE_string("save_dir", None, "Where to save the trained model (default: saved_models/<name>).")
+flags.DEFINE_string("save_dir", None, "Where to save the trained model (default: saved_models/<name> in the "
+                    "working folder).")
 flags.DEFINE_bool("fresh", False, "Ignore the backup in --model_dir and start over.")
 flags.DEFINE_bool("overwrite", False, "Replace the model in --save_dir even if another run saved it.")
 flags.DEFINE_bool("export", True, "Also export the saved model to ONNX (float32 and int8), as bin/export does.")
@@ -27,28 +29,30 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    started = time.monotonic()
     common.no_arguments(argv)
     config = common.config_or_exit()
-    from kcaptcha.data import inventory
-    from kcaptcha.training import transfer
-    from kcaptcha.training.train import train
+    from kcaptcha.export import saving
+    from kcaptcha.training.resolve import previous_run_id, resolve
 
     given = common.given_fields()
-    config, from_source = transfer.fill_from_source(config, given)
-    config, from_folder = inventory.fill_from_folder(config, given)
-    for note in from_source + from_folder:
-        print(note, flush=True)
     try:
-        config.validate()
+        config, notes = resolve(config, given)
     except ValueError as error:
         raise common.UsageError(str(error)) from None
-
+    for note in notes:
+        print(note, flush=True)
+    model_dir = FLAGS.model_dir or os.path.join("runs", config.name)
+    save_dir = FLAGS.save_dir or os.path.join("saved_models", config.name)
+    saving.check_can_save(save_dir, previous_run_id(model_dir, FLAGS.fresh), FLAGS.overwrite)  # before the slow imports
+    print("Loading TensorFlow ...", flush=True)
     import tensorflow as tf
 
+    from kcaptcha.training.train import train
+
     try:
-        summary = train(config, FLAGS.model_dir or os.path.join("runs", config.name), fresh=FLAGS.fresh,
-                        save_dir=FLAGS.save_dir or os.path.join("saved_models", config.name),
-                        overwrite=FLAGS.overwrite)
+        summary = train(config, model_dir, fresh=FLAGS.fresh, save_dir=save_dir, overwrite=FLAGS.overwrite,
+                        given=config.field_names())  # resolved above
     except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError) as error:
         if config.strategy != "multi_worker":
             raise
@@ -63,13 +67,10 @@ def main(argv):
             summary["export"] = f"failed: {type(error).__name__}: {error} (the Keras model is saved; "\
                                 "retry with bin/export)"
             print(f"warning: ONNX export failed: {error}", file=sys.stderr)
-    if config.train_dir and "saved_to" in summary:
-        print(f"Compare reading with --tta=8 (bin/predict, bin/evaluate, bin/serve; about twice the work) on your "
-              f"test images: bin/evaluate --model={summary['saved_to']} --tta=8 TEST_FOLDER. On captcha_images_v2 "
-              f"it cut the misreads of models fine-tuned with --init_from=alnum by a third to two thirds, of others "
-              f"by a tenth.",
-              flush=True)
-    print(json.dumps(summary, indent=2))
+    from kcaptcha.training.train import summary_line, write_summary
+
+    write_summary(summary)
+    print(summary_line(summary, time.monotonic() - started), flush=True)
 
 
 def run():

@@ -1,22 +1,18 @@
 """The `tf.data` pipelines: labelled image files, and batches from the pool of synthetic captchas.
 
 Images go through `kcaptcha.data.images.decode_image`, the same contract as reading and serving; labels come
-from file names by the configured `LabelRule` and are encoded by `Vocab`.
+from `kcaptcha.data.folder.LabelledFolder` and are encoded by `Vocab`.
 """
 
 import dataclasses
-import os
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
 from kcaptcha.data import generate
-
-from kcaptcha.data import inventory
-from kcaptcha.data import labels as labels_csv
 from kcaptcha.data.augment import Augmenter
-from kcaptcha.files import IMAGE_EXTENSIONS, list_images
+from kcaptcha.data.folder import LabelledFolder
 from kcaptcha.data.images import decode_image
 from kcaptcha.reading.vocab import Vocab
 
@@ -33,24 +29,9 @@ class LabelledImages:
 
 
 def labelled_files(folder: str, config) -> Tuple[List[str], List[str]]:
-    """The images under `folder` and their labels, checked against the config's vocab: the reviewed rows of
-    its labels.csv when it has one (`kcaptcha.data.labels`), else every image with the label its name carries."""
-    listed = labels_csv.folder_labels(folder) if os.path.isdir(folder) else None
-    paths = listed[0] if listed else list_images(folder)
-    if not paths:
-        raise ValueError(f"No {'reviewed ' if listed is not None else ''}images "
-                         f"({', '.join(IMAGE_EXTENSIONS)}) found in {folder!r}")
-    vocab, rule = Vocab.from_config(config), inventory.label_rule_for(folder, config.label_from)
-    labels = []
-    for index, path in enumerate(paths):
-        label = listed[1][index] if listed else rule.label(path)
-        problem = "its name carries no label" if label is None else vocab.check(label)
-        if problem:
-            source = "its labels.csv" if listed else f"file names by label_from={rule!r}"
-            raise ValueError(f"Bad training label {label!r} in {path}: {problem} (labels from {source}). "
-                             "Run bin/prepare to validate and split the folder first.")
-        labels.append(label)
-    return paths, labels
+    """The labelled images under `folder` and their labels (`kcaptcha.data.folder.LabelledFolder`), checked
+    against the config's vocab: a `ValueError` names the first image whose label the model cannot hold."""
+    return LabelledFolder.open(folder, config.label_from).checked(Vocab.from_config(config))
 
 
 def image_dataset(paths: Sequence[str], config, batch_size: int = 256, cache: bool = True) -> tf.data.Dataset:

@@ -11,7 +11,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import os
-import unicodedata
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,12 +20,13 @@ from kcaptcha import files
 
 from kcaptcha.data import inventory
 
-from kcaptcha.data import labels
+from kcaptcha.data.folder import LabelSource
 from kcaptcha.files import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, LabelRule
 
 SPLITS = inventory.SPLITS
 AUTO = "auto"  # the charset that means: collect it from the labels
 _NEVER_IN_LABELS = "_/\\"  # a label is the file-name prefix before '_', so these can never round-trip
+DOCUMENT_EXTENSIONS = (".txt", ".md", ".rst", ".csv", ".json", ".html", ".pdf")  # left where they are
 
 
 @dataclasses.dataclass
@@ -64,15 +64,21 @@ def _inside(path: str, folder: str) -> bool:
     return os.path.commonpath([path, folder]) == folder
 
 
-def find_files(input_dir: str, skip: Iterable[str] = ()) -> List[str]:
-    """Every regular file under `input_dir` except `skip`, as sorted '/'-separated relative paths."""
+def find_files(input_dir: str, skip: Iterable[str] = ()) -> Tuple[List[str], List[str]]:
+    """(every regular file under `input_dir` to check, the documents and `skip` left alone), as sorted
+    '/'-separated relative paths. A data set's README, licence and labels CSV are no rejected images."""
     if not os.path.exists(input_dir):
         raise FileNotFoundError(f"Input folder not found: {input_dir!r}")
     if not os.path.isdir(input_dir):
         raise NotADirectoryError(f"Input is not a folder: {input_dir!r}")
     skip = {os.path.realpath(p) for p in skip}
-    return sorted(files.normalise_relative(os.path.relpath(path, input_dir)) for path in files.walk_files(input_dir)
-                  if os.path.realpath(path) not in skip)
+    checked, ignored = [], []
+    for path in files.walk_files(input_dir):
+        relative = files.normalise_relative(os.path.relpath(path, input_dir))
+        document = path.lower().endswith(DOCUMENT_EXTENSIONS) or os.path.basename(path).upper().startswith(
+            ("README", "LICENSE", "LICENCE"))
+        (ignored if os.path.realpath(path) in skip or document else checked).append(relative)
+    return sorted(checked), sorted(ignored)
 
 
 def check_image(input_dir: str, relative_path: str) -> FileCheck:
@@ -107,19 +113,6 @@ def check_image(input_dir: str, relative_path: str) -> FileCheck:
     except Exception as error:  # noqa: BLE001
         return dataclasses.replace(check, reason="truncated", message=f"image data cannot be decoded: {error}")
     return check
-
-
-def label_for(relative_path: str, labels_csv: Optional[Dict[str, str]], lowercase: bool,
-              rule: LabelRule) -> Optional[str]:
-    """The CSV's label, else the one the file name carries by `rule`; None if there is neither."""
-    if labels_csv is not None and relative_path in labels_csv:
-        label = labels_csv[relative_path]
-    else:
-        label = rule.label(relative_path)
-        if label is None:
-            return None
-    label = unicodedata.normalize("NFC", label)
-    return label.lower() if lowercase else label
 
 
 def auto_charset(labels: Iterable[str]) -> str:
@@ -215,36 +208,41 @@ def _transfer(source: str, destination: str, move: bool) -> str:
 
 def prepare(input_dir: str, output_dir: str, config, split: Sequence[float] = (0.9, 0.05, 0.05),
             labels_csv: Optional[str] = None, lowercase: bool = False, move: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, given: Optional[Iterable[str]] = None) -> dict:
     """Checks every file under `input_dir`, then copies (or moves) it into `output_dir`.
 
     Args:
         input_dir: folder of labelled images, searched recursively.
         output_dir: gets `train/`, `val/`, `test/`, `rejected/<reason>/`, `manifest.json`, `report.json`.
         config: a `Config`; uses charset (`AUTO`: the sorted characters of the labels found), min_length,
-            max_length, width, height, label_from, seed and data_workers.
+            max_length, label_from, seed and data_workers.
         split: train, val and test fractions, summing to 1.
         labels_csv: optional `filename,label` CSV; file names are relative to `input_dir`.
         lowercase: lower-case labels before checking them.
         move: move files instead of copying them.
         progress: show progress bars (on a terminal).
+        given: the fields of `config` to check the labels against; the charset and lengths not given come
+            from the labels. None: all given.
 
     Returns:
         The report (also written to `output_dir/report.json`).
     """
     split = check_split(split)
     _check_folders(input_dir, output_dir)
-    paths = find_files(input_dir, skip=[labels_csv] if labels_csv else [])
-    csv_labels = labels.training_labels(labels_csv) if labels_csv else None
+    source = LabelSource.for_folder(input_dir, config.label_from, labels_csv, lowercase)
+    paths, ignored = find_files(input_dir, skip=[source.csv_path] if source.csv_path else [])
     if not paths:
         hint = " (a previous --move emptied it?)" if os.path.exists(os.path.join(output_dir, "manifest.json")) else ""
         raise ValueError(f"No files found in the input folder {input_dir!r}{hint}.")
     checks = check_files(input_dir, paths, config.data_workers, progress)
-    charset = label_files(checks, config, csv_labels, lowercase)
+    given = config.field_names() if given is None else frozenset(given)
+    charset, low, high = label_files(checks, config, source, given)
     splits = assign_splits([c for c in checks if c.reason is None], split, config.seed)
     manifest, outcomes, claimed = place_files(checks, splits, input_dir, output_dir, move, progress)
-    report = inventory.build_report(checks, splits, claimed, output_dir, charset, config, csv_labels)
-    report.update(input_dir=input_dir, output_dir=output_dir, labels_csv=labels_csv, lowercase=lowercase,
+    report = inventory.build_report(checks, splits, claimed, output_dir, config.replace(
+        charset=charset, min_length=low, max_length=high), source.csv)
+    report.update(input_dir=input_dir, output_dir=output_dir, labels_csv=source.csv_path, lowercase=lowercase,
+                  ignored=ignored,
                   mode="move" if move else "copy", split_fractions=dict(zip(SPLITS, split)),
                   written=outcomes["written"], already_present=outcomes["present"])
     files.atomic_write_json(os.path.join(output_dir, "manifest.json"), manifest, indent=1)
@@ -273,17 +271,22 @@ def check_files(input_dir: str, paths: Sequence[str], workers: int, progress: bo
                          desc="check", unit="file", disable=None if progress else True))
 
 
-def label_files(checks: Sequence[FileCheck], config, csv_labels, lowercase: bool) -> str:
-    """Labels every readable image and rejects those whose label cannot be trained on; returns the charset."""
-    rule = LabelRule.parse(config.label_from)
+def label_files(checks: Sequence[FileCheck], config, source: LabelSource, given) -> Tuple[str, int, int]:
+    """Labels every readable image and rejects those whose label cannot be trained on; returns the charset
+    and lengths checked against: the config's where `given`, else what the labels hold."""
     images = [c for c in checks if c.reason is None]
     for check in images:
-        check.label = label_for(check.path, csv_labels, lowercase, rule)
-    charset = auto_charset(c.label for c in images if c.label) if config.charset == AUTO else config.charset
+        check.label = source.label(check.path)
+    found = [c.label for c in images if c.label]
+    charset = config.charset
+    if config.charset == AUTO or "charset" not in given:
+        charset = auto_charset(found)
+    low = config.min_length if "min_length" in given or not found else min(map(len, found))
+    high = config.max_length if "max_length" in given or not found else max(map(len, found))
     for check in images:
-        check.reason, check.message = check_label(check.label, charset, config.min_length, config.max_length,
-                                                  csv_labels is not None, rule)
-    return charset
+        check.reason, check.message = check_label(check.label, charset, low, high, source.csv is not None,
+                                                  source.rule)
+    return charset, low, high
 
 
 def place_files(checks, splits, input_dir: str, output_dir: str, move: bool, progress: bool):

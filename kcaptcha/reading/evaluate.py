@@ -10,15 +10,8 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 
 from kcaptcha.reading import metrics
-from kcaptcha.files import LabelRule
 
 BATCH_SIZE = 256
-
-
-def label_for(path: str, vocab, rule: LabelRule = LabelRule("prefix")) -> Optional[str]:
-    """The label `path`'s name carries by `rule`, if the model could read it; else None."""
-    label = rule.label(path)
-    return label if label and not vocab.check(label) else None
 
 
 def predict_paths(recognizer, paths: Sequence[str], batch_size: int = BATCH_SIZE,
@@ -45,20 +38,24 @@ def predict_paths(recognizer, paths: Sequence[str], batch_size: int = BATCH_SIZE
             bar.update(len(chunk))
 
 
-def evaluate_paths(recognizer, paths: Sequence[str], errors_dir: Optional[str] = None, top_confusions: int = 10,
-                   progress: bool = True, rule: LabelRule = LabelRule("prefix")) -> Dict:
-    """Accuracy report of `recognizer` on labelled image files (labels from names by `rule`).
+def evaluate_paths(recognizer, paths: Sequence[str], labels: Sequence[Optional[str]], errors_dir: Optional[str] = None,
+                   top_confusions: int = 10, progress: bool = True) -> Dict:
+    """Accuracy report of `recognizer` on image files and their `labels` (None: unlabelled, not scored).
+
+    A label the model cannot spell (a character outside its charset, a length outside its range) is scored
+    like any other: the image counts as misread.
 
     Returns:
         A dict: counts, whole-image and character accuracy (`kcaptcha.reading.metrics`), per-position accuracy,
         the most confused (true, predicted) character pairs, images/s and ms/image, misread images and
         unreadable files.
     """
-    labels = {path: label_for(path, recognizer.vocab, rule) for path in paths}
+    labels = dict(zip(paths, labels))
     labelled = [path for path in paths if labels[path] is not None]
     if not labelled:
-        raise ValueError(f"None of the images has a label in its name (by label_from={rule!r}) that fits "
-                         f"the model's charset {recognizer.vocab.charset!r} and length")
+        raise ValueError("None of the images has a label (from its name by --label_from, or its folder's "
+                         "labels.csv)")
+    outside = sum(bool(recognizer.vocab.check(labels[path])) for path in labelled)
     started = time.perf_counter()
     results = list(predict_paths(recognizer, labelled, progress=progress))
     seconds = time.perf_counter() - started
@@ -77,6 +74,7 @@ def evaluate_paths(recognizer, paths: Sequence[str], errors_dir: Optional[str] =
         "labelled": len(labelled),
         "evaluated": len(read),
         "unlabelled": len(paths) - len(labelled),
+        "labels_the_model_cannot_spell": outside,
         "unreadable": unreadable,
         **metrics.scores(truths, texts),
         "per_position_accuracy": metrics.per_position_accuracy(truths, texts, recognizer.vocab.max_length),
@@ -91,7 +89,9 @@ def evaluate_paths(recognizer, paths: Sequence[str], errors_dir: Optional[str] =
 def format_report(report: Dict, max_errors: int = 20) -> str:
     lines = [
         f"images: {report['images']}  evaluated: {report['evaluated']}  unlabelled: {report['unlabelled']}  "
-        f"unreadable: {len(report['unreadable'])}",
+        f"unreadable: {len(report['unreadable'])}"
+        + (f"  labels outside the model's charset or lengths (counted as misread): "
+           f"{report['labels_the_model_cannot_spell']}" if report.get("labels_the_model_cannot_spell") else ""),
         f"whole-image accuracy: {report['image_accuracy']:.4f}",
         f"character accuracy:   {report['character_accuracy']:.4f} (1 - character error rate)",
         "per-position accuracy: " + " ".join(f"{v:.4f}" for v in report["per_position_accuracy"]),

@@ -154,8 +154,18 @@ class Progress(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.start_step = step_of(self.model)
         self.started = self.shown = time.monotonic()
+        self.first_step = None
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.first_step is None:
+            # The rate (and so the ETA) counts from the end of the first step: building the training step
+            # takes as long as dozens of steps, and counting it made the first ETA half as long again.
+            self.first_step = (step_of(self.model), time.monotonic())
+            self.stream.write(("\r" if self.live else "") + f"step {self.first_step[0]}/{self.max_steps}  "
+                              f"training (the first step took {self.first_step[1] - self.started:.0f} s: building "
+                              "the training step)" + ("\033[K" if self.live else "\n"))
+            self.stream.flush()
+            self.shown = time.monotonic()
         if self.live and time.monotonic() - self.shown >= self.interval:
             self.shown = time.monotonic()
             self.stream.write("\r" + self.line() + "\033[K")
@@ -168,10 +178,11 @@ class Progress(keras.callbacks.Callback):
 
     def line(self) -> str:
         step = step_of(self.model)
-        seconds = time.monotonic() - self.started
-        rate = (step - self.start_step) / seconds if seconds > 0 else 0.0
+        first_step, first_time = self.first_step or (self.start_step, self.started)
+        seconds = time.monotonic() - first_time
+        rate = (step - first_step) / seconds if seconds > 0 and step > first_step else 0.0
         left = (self.max_steps - step) / rate if rate > 0 else None
-        parts = [f"step {step}/{self.max_steps}", f"{rate:.1f} steps/s", f"ETA {_duration(left)}"]
+        parts = [f"step {step}/{self.max_steps}", f"{rate:.1f} steps/s", f"ETA {duration(left)}"]
         if "val_image_accuracy" in self.latest:
             parts.append(f"val_image_accuracy {self.latest['val_image_accuracy']:.4f} "
                          f"(step {self.latest.get('step', '?')})")
@@ -180,7 +191,8 @@ class Progress(keras.callbacks.Callback):
         return "  ".join(parts)
 
 
-def _duration(seconds) -> str:
+def duration(seconds) -> str:
+    """`1h02m` or `3m07s`; `?` for None."""
     if seconds is None:
         return "?"
     seconds = int(seconds)

@@ -15,23 +15,21 @@ import shutil
 import sys
 import time
 import uuid
-from typing import Dict, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence
 
 import keras
 import numpy as np
 
-from kcaptcha.training import callbacks as kc_callbacks
 from kcaptcha import files, models
-from kcaptcha.data import pipeline
-from kcaptcha.training import distribute
-from kcaptcha.data import generate
-from kcaptcha.data import inventory
-from kcaptcha.training import plots
-from kcaptcha.export import saving
-from kcaptcha.training import transfer
 from kcaptcha.config import Config
+from kcaptcha.data import generate, pipeline
+from kcaptcha.data.folder import LabelledFolder
 from kcaptcha.data.pool import CaptchaPool
+from kcaptcha.export import saving
 from kcaptcha.reading.vocab import Vocab
+from kcaptcha.training import callbacks as kc_callbacks
+from kcaptcha.training import distribute, plots, transfer
+from kcaptcha.training.resolve import previous_run_id, resolve
 
 MONITOR = "val_image_accuracy"
 TRAIN_SAMPLE_SIZE = 512  # training images scored at each validation, to show over-fitting
@@ -67,29 +65,26 @@ def evaluation_sets(config) -> Dict[str, pipeline.LabelledImages]:
     """{log prefix: labelled images} scored at every validation, and the training (paths, labels) if any."""
     if config.uses_synthetic_data:
         return {"val_": pipeline.synthetic_set(config, config.val_size, pipeline.validation_seed(config))}, None
-    paths, labels = pipeline.labelled_files(config.train_dir, config)
+    vocab = Vocab.from_config(config)
+    folder = LabelledFolder.open(config.train_dir, config.label_from)
+    folder.checked(vocab)
     if config.val_dir:
-        val_paths, val_labels = pipeline.labelled_files(config.val_dir, config)
-    else:  # hold out a fixed 10% of the training folder
-        order = np.random.default_rng(config.seed).permutation(len(paths))
-        cut = max(1, len(paths) // 10)
-        val_paths, val_labels = [paths[i] for i in order[:cut]], [labels[i] for i in order[:cut]]
-        paths, labels = [paths[i] for i in order[cut:]], [labels[i] for i in order[cut:]]
+        (paths, labels), (val_paths, val_labels) = folder.labelled(), pipeline.labelled_files(config.val_dir, config)
+    else:  # hold out a fixed share of the training folder
+        (paths, labels), (val_paths, val_labels) = folder.holdout(config.seed)
     sample = np.random.default_rng(config.seed + 1).permutation(len(paths))[:TRAIN_SAMPLE_SIZE]
     sets = {"val_": pipeline.LabelledImages(pipeline.image_dataset(val_paths, config), val_labels),
             "": pipeline.LabelledImages(pipeline.image_dataset([paths[i] for i in sample], config),
-                                    [labels[i] for i in sample])}
+                                        [labels[i] for i in sample])}
     return sets, (paths, labels)
 
 
 def synthetic_fraction(config, train_files) -> float:
-    """The share of synthetic captchas in each batch: all without files, else `synthetic_mix`, or by the
-    folder's size (`inventory.folder_synthetic_share`)."""
+    """The share of synthetic captchas in each batch: all without files, else `synthetic_mix` (which
+    `resolve` sets by the folder's size when it is not given)."""
     if train_files is None:
         return 1.0
-    if config.synthetic_mix >= 0:
-        return config.synthetic_mix
-    return inventory.folder_synthetic_share(len(train_files[0]))
+    return max(0.0, config.synthetic_mix)
 
 
 @contextlib.contextmanager
@@ -241,17 +236,22 @@ def restore(model, run_dir: str) -> int:
 
 
 def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] = None, overwrite: bool = False,
-          verbose: int = 1) -> dict:
+          verbose: int = 1, given: Optional[Iterable[str]] = None) -> dict:
     """Trains `config` in `model_dir` (resuming unless `fresh`) and saves the best model to `save_dir`.
 
-    Re-running a finished run with the same configuration trains no further; it only saves again. Under
-    `--strategy=multi_worker` every worker runs this with the same arguments (`model_dir` a folder they all
-    see); only the chief writes it and `save_dir` (see `kcaptcha.training.distribute`).
+    The run is first resolved (`kcaptcha.training.resolve`): the fields not in `given` may be chosen from the
+    base model (`init_from`) and the training folder; `given=None` counts the fields that differ from
+    `Config()`'s as given. Re-running a finished run with the same configuration trains no further; it only
+    saves again. Under `--strategy=multi_worker` every worker runs this with the same arguments (`model_dir`
+    a folder they all see); only the chief writes it and `save_dir` (see `kcaptcha.training.distribute`).
 
     Returns:
         A summary: steps, wall time, stop reason, best validation metrics, and the saved folder.
     """
-    config.validate()
+    config, notes = resolve(config, given)
+    if verbose:
+        for note in notes:
+            print(note, flush=True)
     workers = distribute.make(config.strategy)  # before any other TensorFlow op, as multi-worker needs
     workers.per_replica_batch(config.batch_size)
     model_dir = os.path.abspath(model_dir)
@@ -259,7 +259,7 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
     run = {"run_id": None}
     if workers.is_chief:
         if save_dir:
-            saving.check_can_save(save_dir, _previous_run_id(model_dir, fresh), overwrite)
+            saving.check_can_save(save_dir, previous_run_id(model_dir, fresh), overwrite)
         run = open_run(config, model_dir, fresh)
     history = os.path.join(model_dir, "history.csv")
     # The chief's run folder is ready (or cleared by `fresh`): every worker now starts from its state.
@@ -302,6 +302,33 @@ def _synthetic_fonts(config) -> dict:
     return {"fonts": generate.font_names(fonts)} if fonts else {}
 
 
+SUMMARY_FILE = "summary.json"
+
+
+def write_summary(summary: dict) -> Optional[str]:
+    """Writes the chief's summary to `<run folder>/summary.json`; returns its path (None for a worker)."""
+    if "run_id" not in summary:
+        return None
+    path = os.path.join(summary["run_dir"], SUMMARY_FILE)
+    files.atomic_write_json(path, summary)
+    return path
+
+
+def summary_line(summary: dict, seconds: float) -> str:
+    """The one line that ends a training: where the model went, how well it read, why it stopped."""
+    if "run_id" not in summary:
+        return f"Worker {summary.get('worker')} done ({summary.get('steps')} steps); the chief saves the model."
+    metrics = summary.get("metrics") or {}
+    accuracy = (f"val_image_accuracy {metrics['val_image_accuracy']:.4f} at step {summary.get('best_step')}"
+                if "val_image_accuracy" in metrics else "no validation yet")
+    where = f"Saved {summary['saved_to']}" if summary.get("saved_to") else "Trained"
+    export = summary.get("export")
+    failed = "; ONNX export failed (see summary.json)" if isinstance(export, str) else ""
+    return (f"{where}: {accuracy}; stopped at step {summary['steps']} ({summary['stop_reason']}) after "
+            f"{kc_callbacks.duration(seconds)}{failed}. Details: "
+            f"{os.path.join(summary['run_dir'], SUMMARY_FILE)}")
+
+
 def _summarise(config, model, model_dir: str, run: dict, result: dict, save_dir: Optional[str],
                overwrite: bool) -> dict:
     """The chief's end of a run: learning curves, the summary, and the saved model (float32)."""
@@ -327,8 +354,3 @@ def _summarise(config, model, model_dir: str, run: dict, result: dict, save_dir:
             distribute.float32_copy(final, config), saving.build_metadata(config, summary, summary["metrics"]),
             save_dir, run["run_id"], overwrite)
     return summary
-
-
-def _previous_run_id(model_dir: str, fresh: bool) -> Optional[str]:
-    path = os.path.join(model_dir, "run.json")
-    return None if fresh or not os.path.exists(path) else files.read_json(path)["run_id"]

@@ -1,50 +1,28 @@
 """Starting from a saved model (`bin/train --init_from=NAME_OR_PATH`): what it decides, and its weights.
 
 - The new model takes the source's architecture and model fields (`Config`'s `model` group) unless they
-  are given on the command line. The learning rate is the run's own (`--learning_rate`, 0.002 by default,
-  after the usual warm-up). A quarter of it, the fine-tuning rate until 2026-12-01, fine-tuned `alnum` on
-  200-250 real captchas into models that misread more: 10 of 208 and 12 of 1000 test images, against 0
-  and 5 at the full rate (docs/REAL_DATA.md).
+  are given (`kcaptcha.training.resolve`). The learning rate is the run's own (`--learning_rate`, 0.002
+  by default, after the usual warm-up): a quarter of it fine-tuned `alnum` on 200-250 real captchas into
+  models that misread more (10 of 208 and 12 of 1000 test images, against 0 and 5; docs/REAL_DATA.md).
 - Every layer whose name and weight shapes match is copied: the convolutions whatever the image size.
 - The output layer is mapped character by character: a character the source knows (or knows in the other
   case, `A` from `a`) keeps its weights, a new one starts fresh, so a different charset re-learns only
   what it must. Any other layer that does not fit (the frame layer for another image height) starts fresh.
 """
 
-import os
 from typing import Dict, Optional
 
 import numpy as np
 
 from kcaptcha.export import saving
-from kcaptcha.config import Config
-
-
-def source_dir(init_from: str) -> str:
-    model_dir = saving.resolve_model_dir(init_from)
-    saving.read_metadata(model_dir)  # a clear error for a missing or damaged folder
-    return os.path.abspath(model_dir)
-
-
-def fill_from_source(config: Config, given) -> (Config, list):
-    """`config` with the source model's model fields where not `given`; the notes to show."""
-    if not config.init_from:
-        return config, []
-    metadata = saving.read_metadata(source_dir(config.init_from))
-    source = Config.from_dict(metadata["config"]) if "config" in metadata else None
-    changes = {}
-    if source is not None:
-        changes = {name: getattr(source, name) for name in Config.field_names("model") if name not in given}
-    config = config.replace(**changes)
-    shown = ", ".join(f"{k}={v}" for k, v in changes.items()) or "no model field taken"
-    return config, [f"Starting from {config.init_from} ({metadata.get('architecture')}): {shown}"]
+from kcaptcha.training.resolve import base_dir
 
 
 def copy_weights(model, init_from: str, charset: str) -> Dict:
     """Copies the source model's weights into `model` where they fit; returns what was copied and what not."""
     from kcaptcha.export.onnx import load_keras_model
 
-    model_dir = source_dir(init_from)
+    model_dir = base_dir(init_from)
     source = load_keras_model(model_dir)
     source_charset = saving.read_metadata(model_dir)["charset"]
     copied, mapped, fresh = [], [], []

@@ -1,0 +1,147 @@
+"""`resolve(config, given)`: a run's settings from what the user gave, the base model and the training folder.
+
+Every entry point calls it (`train()`, `tune()`, `bin/train`, `bin/tune`), so a setting is worked out once
+and the same way everywhere; the run's config.json and the saved model record the resolved values.
+
+- `init_from`: the base model's architecture and model fields, where not given (`none` means scratch).
+- `train_dir`: the task (charset, label lengths, image size) from the folder, where not given, and the
+  training settings of the folder's size tier (`Tier`), chosen by the one count of labelled images.
+"""
+
+import dataclasses
+import math
+import os
+from typing import Iterable, List, Optional, Tuple
+
+from kcaptcha.config import Config
+from kcaptcha.data.folder import LabelledFolder
+from kcaptcha.export import saving
+
+MAX_MODEL_HEIGHT = 64  # taller images are scaled down to this height, keeping their aspect ratio
+NO_BASE = "none"  # --init_from=none: train from scratch
+
+
+@dataclasses.dataclass(frozen=True)
+class Tier:
+    """The training settings for a folder of up to `max_images` labelled images (docs/REAL_DATA.md).
+
+    `synthetic_share`: none up to 500 images (from 200 captcha_images_v2 images, half of every batch
+    synthetic left two of five runs on CTC's blank plateau for all 1200 steps), then half, a quarter, none.
+    `whole_schedule`: a validation set of a folder this small (10% of it) is too small to stop on.
+    """
+
+    name: str
+    max_images: float
+    max_steps: int
+    synthetic_share: float
+    eval_every_steps: int
+    patience: int
+    whole_schedule: bool
+
+
+TIERS = (
+    Tier("few", 500, 1200, 0.0, 100, 20, True),
+    Tier("some", 1000, 2000, 0.5, 100, 20, True),
+    Tier("many", 5000, 3000, 0.25, 100, 20, False),
+    Tier("lots", math.inf, 6000, 0.0, 250, 10, False),
+)
+
+
+def tier_for(images: int) -> Tier:
+    """The tier of a folder of `images` labelled images."""
+    return next(tier for tier in TIERS if images <= tier.max_images)
+
+
+def default_given(config: Config) -> frozenset:
+    """The fields of `config` that differ from `Config()`'s: for the Python API, where no flags say what
+    was given, a field left at its default may be chosen from the folder and the base model."""
+    defaults = Config()
+    return frozenset(name for name in Config.field_names() if getattr(config, name) != getattr(defaults, name))
+
+
+def resolve(config: Config, given: Optional[Iterable[str]] = None) -> Tuple[Config, List[str]]:
+    """The run `config` describes, with what the base model and the training folder imply where not `given`.
+
+    Args:
+        config: the settings so far (flags or a `Config`).
+        given: the fields the user set; the others may be chosen. None: those that differ from the defaults.
+
+    Returns:
+        (the resolved, validated `Config`, notes for people saying what was chosen and why).
+
+    Raises:
+        ValueError: a setting or folder that cannot be trained on, naming it.
+        FileNotFoundError: a missing base model or folder.
+    """
+    given = default_given(config) if given is None else frozenset(given)
+    notes = []
+    if config.init_from == NO_BASE:
+        config = config.replace(init_from="")
+    elif config.init_from:
+        config, note = _from_base(config, given)
+        notes.append(note)
+    if config.train_dir:
+        config, folder_notes = _from_folder(config, given)
+        notes += folder_notes
+    return config.validate(), notes
+
+
+def _from_base(config: Config, given: frozenset) -> Tuple[Config, str]:
+    """`config` with the base model's model fields where not `given`."""
+    metadata = saving.read_metadata(base_dir(config.init_from))
+    changes = {}
+    if "config" in metadata:
+        source = Config.from_dict(metadata["config"])
+        changes = {name: getattr(source, name) for name in Config.field_names("model") if name not in given}
+    shown = ", ".join(f"{k}={v}" for k, v in changes.items()) or "no model field taken"
+    return config.replace(**changes), f"Starting from {config.init_from} ({metadata.get('architecture')}): {shown}"
+
+
+def base_dir(init_from: str) -> str:
+    """The folder of the base model `init_from` (a name or a path); a clear error when there is none."""
+    model_dir = saving.resolve_model_dir(init_from)
+    saving.read_metadata(model_dir)  # a clear error for a missing or damaged folder
+    return os.path.abspath(model_dir)
+
+
+def _from_folder(config: Config, given: frozenset) -> Tuple[Config, List[str]]:
+    """`config` with the task and the size tier's training settings that the training folder implies."""
+    if not os.path.isdir(config.train_dir):
+        raise ValueError(f"train_dir is not a folder: {config.train_dir!r}")
+    folder = LabelledFolder.open(config.train_dir, config.label_from)
+    found = folder.describe()
+    width, height = found["width"], found["height"]
+    scaled = ""
+    if height > MAX_MODEL_HEIGHT:
+        width, height = max(16, round(width * MAX_MODEL_HEIGHT / height / 4) * 4), MAX_MODEL_HEIGHT
+        scaled = f" (the images are {found['width']}x{found['height']}, read scaled down to {width}x{height})"
+    task = {"charset": found["charset"], "min_length": found["min_length"], "max_length": found["max_length"],
+            "width": width, "height": height}
+    tier = tier_for(folder.count)
+    training = {"style": "varied", "eval_every_steps": tier.eval_every_steps, "patience": tier.patience,
+                "max_steps": tier.max_steps, "target_accuracy": 1.0, "synthetic_mix": tier.synthetic_share}
+    if tier.whole_schedule:  # its validation set is too small to stop on: run the whole short schedule
+        training["min_steps"] = config.max_steps if "max_steps" in given else tier.max_steps
+    task_changes = {k: v for k, v in task.items() if k not in given}
+    training_changes = {k: v for k, v in training.items() if k not in given}
+    if "synthetic_mix" in given and config.synthetic_mix < 0:  # -1 given explicitly: by the folder's size too
+        training_changes["synthetic_mix"] = tier.synthetic_share
+    notes = []
+    unlabelled = f", {found['unlabelled']} unlabelled" if found["unlabelled"] else ""
+    head = f"{folder.count} labelled images in {config.train_dir}{unlabelled} (labels from {found['source']})"
+    if task_changes:
+        notes.append(f"{head}; chose " + ", ".join(f"{k}={v!r}" for k, v in task_changes.items()) + scaled)
+    else:
+        notes.append(head)
+    if training_changes:
+        notes.append(f"For a folder of {folder.count} labelled images (tier '{tier.name}', up to "
+                     f"{tier.max_images:g}), chose " + ", ".join(f"{k}={v}" for k, v in training_changes.items()))
+    return config.replace(**task_changes, **training_changes), notes
+
+
+def previous_run_id(model_dir: str, fresh: bool = False) -> Optional[str]:
+    """The id of the run in `model_dir` (which may replace the model it saved), or None (none, or `fresh`)."""
+    from kcaptcha import files
+
+    path = os.path.join(model_dir, "run.json")
+    return None if fresh or not os.path.exists(path) else files.read_json(path)["run_id"]

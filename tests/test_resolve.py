@@ -1,0 +1,89 @@
+"""kcaptcha.training.resolve: one resolved run from the flags, the base model and the training folder."""
+
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from kcaptcha.config import Config
+from kcaptcha.training import resolve
+from tests.conftest import write_captchas
+
+
+def test_the_base_model_decides_the_model_fields_unless_given(smoke_model_dir):
+    config = Config(init_from=smoke_model_dir, conv_filters=(4, 8))
+    chosen, notes = resolve.resolve(config, given={"init_from"})
+    source = Config.from_dict(json.loads(open(os.path.join(smoke_model_dir, "metadata.json")).read())["config"])
+    assert chosen.conv_filters == source.conv_filters
+    assert chosen.learning_rate == config.learning_rate  # the run's own rate: a lower one fine-tuned worse
+    kept, _ = resolve.resolve(config, given={"init_from", "conv_filters", "learning_rate"})
+    assert kept.conv_filters == (4, 8) and kept.learning_rate == config.learning_rate
+    assert notes and smoke_model_dir in notes[0]
+    with pytest.raises(FileNotFoundError, match="Model folder not found"):
+        resolve.resolve(Config(init_from="/no/such/model"), given=set())
+
+
+def test_init_from_none_trains_from_scratch():
+    config, notes = resolve.resolve(Config(init_from="none"), given={"init_from"})
+    assert config.init_from == "" and notes == []
+
+
+def test_a_folder_decides_the_task_when_not_given(tmp_path, smoke_config):
+    folder = tmp_path / "raw"
+    write_captchas(str(folder), smoke_config.replace(charset="abc", min_length=3, max_length=5), 12)
+    Image.new("RGB", (300, 120), "white").save(folder / "abcab_odd.png")  # a taller one, but not the most common
+    config, notes = resolve.resolve(Config(train_dir=str(folder)), given={"train_dir"})
+    assert set(config.charset) <= set("abc") and (config.min_length, config.max_length) == (3, 5)
+    assert (config.width, config.height) == (smoke_config.width, smoke_config.height)
+    assert config.style == "varied" and config.eval_every_steps == 100 and "13 labelled images" in notes[0]
+    assert config.min_steps == config.max_steps  # a dozen validation images must not end the run early
+    given, _ = resolve.resolve(Config(train_dir=str(folder), charset="abcdef"), given={"train_dir", "charset"})
+    assert given.charset == "abcdef"
+
+
+def test_tall_images_are_scaled_to_the_model_height_and_the_notes_say_so(tmp_path):
+    folder = tmp_path / "tall"
+    folder.mkdir()
+    for index in range(3):
+        Image.new("L", (240, 80), 255).save(folder / f"ab{index}_x.png")
+    config, notes = resolve.resolve(Config(train_dir=str(folder)), given={"train_dir"})
+    assert (config.width, config.height) == (192, 64)
+    assert "the images are 240x80, read scaled down to 192x64" in notes[0]
+
+
+def _blank_folder(folder, count):
+    folder.mkdir()
+    image = Image.new("L", (40, 20), 255)
+    for index in range(count):
+        image.save(folder / f"{index % 10}{index % 7}_{index}.png")
+
+
+@pytest.mark.parametrize("count, steps, share", [(500, 1200, 0.0), (540, 2000, 0.5), (1000, 2000, 0.5),
+                                                  (1001, 3000, 0.25)])
+def test_one_count_decides_the_step_budget_and_the_synthetic_share(tmp_path, count, steps, share):
+    """A 540-image folder (486 after the validation hold-out) is in one tier for every setting."""
+    _blank_folder(tmp_path / "folder", count)
+    config, notes = resolve.resolve(Config(train_dir=str(tmp_path / "folder")), given={"train_dir"})
+    assert (config.max_steps, config.synthetic_mix) == (steps, share)
+    assert f"synthetic_mix={share}" in notes[-1]
+
+
+def test_the_python_api_resolves_what_differs_from_the_defaults(tmp_path, smoke_config):
+    write_captchas(str(tmp_path / "raw"), smoke_config, 12)
+    config, _ = resolve.resolve(Config(train_dir=str(tmp_path / "raw"), max_steps=77))
+    assert config.max_steps == 77 and config.min_steps == 77  # given: kept
+    assert config.charset == "0123" and config.style == "varied"  # left at the default: from the folder
+
+
+def test_labels_csv_decides_over_the_names(tmp_path):
+    folder = tmp_path / "collected"
+    folder.mkdir()
+    image = Image.new("L", (40, 20), 255)
+    for name in ("a.png", "b.png", "c.png"):
+        image.save(folder / name)
+    (folder / "labels.csv").write_text("filename,label,confidence,status\na.png,xyz,0.9,accepted\n"
+                                       "b.png,xy,,corrected\nc.png,qq,0.3,unreviewed\n")
+    config, notes = resolve.resolve(Config(train_dir=str(folder)), given={"train_dir"})
+    assert config.charset == "xyz" and (config.min_length, config.max_length) == (2, 3)
+    assert "2 labelled images" in notes[0] and "1 unlabelled" in notes[0] and "labels.csv" in notes[0]
