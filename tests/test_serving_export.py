@@ -17,6 +17,7 @@ from kcaptcha.data import images
 from kcaptcha.export import saving
 
 from kcaptcha.export import serving as serving_export
+from kcaptcha.export.onnx import MIN_AGREEMENT
 from kcaptcha.data.generate import CaptchaRenderer
 from kcaptcha.reading.recognizer import load_model
 from kcaptcha.reading.vocab import Vocab
@@ -97,7 +98,7 @@ def readings_to_check(model_dir):
 
 def assert_agrees(reference, texts, confidences):
     agreement = np.mean([r.text == t for r, t in zip(reference, texts)])
-    assert agreement >= serving_export.MIN_AGREEMENT, [(r.text, t) for r, t in zip(reference, texts) if r.text != t]
+    assert agreement >= MIN_AGREEMENT, [(r.text, t) for r, t in zip(reference, texts) if r.text != t]
     same = [i for i, (r, t) in enumerate(zip(reference, texts)) if r.text == t]
     np.testing.assert_allclose([reference[i].confidence for i in same], np.asarray(confidences)[same], atol=2e-3)
 
@@ -106,7 +107,7 @@ def test_savedmodel_signature_reads_encoded_images_like_the_recognizer(model_dir
     import tensorflow as tf
 
     report = serving_export.export_savedmodel(model_dir, str(tmp_path / "savedmodel" / "1"), check_size=20)
-    assert report["agreement"] >= serving_export.MIN_AGREEMENT and report["check_images"] == 20
+    assert report["agreement"] >= MIN_AGREEMENT and report["check_images"] == 20
     metadata, pil_images, reference = readings_to_check(model_dir)
     signature = tf.saved_model.load(str(tmp_path / "savedmodel" / "1")).signatures["serving_default"]
     assert set(signature.structured_outputs) == {"text", "confidence"}
@@ -117,7 +118,7 @@ def test_savedmodel_signature_reads_encoded_images_like_the_recognizer(model_dir
 def test_tflite_model_reads_pixels_like_the_recognizer(model_dir, tmp_path):
     path = str(tmp_path / "model.tflite")
     report = serving_export.export_tflite(model_dir, path, check_size=20)
-    assert report["agreement"] >= serving_export.MIN_AGREEMENT
+    assert report["agreement"] >= MIN_AGREEMENT
     metadata, pil_images, reference = readings_to_check(model_dir)
     sidecar = json.loads(open(path + ".json").read())
     assert sidecar["charset"] == metadata["charset"] and (sidecar["width"], sidecar["height"]) == (
@@ -125,6 +126,17 @@ def test_tflite_model_reads_pixels_like_the_recognizer(model_dir, tmp_path):
     pixels = np.stack([images.to_model_input(image, sidecar["width"], sidecar["height"]) for image in pil_images])
     texts, confidences = serving_export.run_tflite(path, pixels, sidecar["charset"])
     assert_agrees(reference, texts, confidences)
+
+
+def test_an_exports_agreement_is_the_share_of_texts_read_as_keras_reads_them(smoke_model_dir):
+    """SavedModel, TFLite and ONNX exports are compared with Keras alike (`onnx.compare`) and held to one bar."""
+    pil_images = fresh_captchas(saving.read_metadata(smoke_model_dir), 10)
+    reference = load_model(smoke_model_dir, backend="keras").predict(pil_images)
+    texts = [r.text for r in reference]
+    texts[3] += "?"
+    report = serving_export.agreement(smoke_model_dir, pil_images, texts, [r.confidence + 0.01 for r in reference])
+    assert report["agreement"] == 0.9 and report["check_images"] == 10 and MIN_AGREEMENT == 0.998
+    assert report["max_confidence_gap"] == pytest.approx(0.01, abs=1e-6)
 
 
 def test_reading_in_the_graph_follows_the_numpy_rules_on_hand_made_logits():

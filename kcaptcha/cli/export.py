@@ -48,15 +48,16 @@ def main(argv):
         print(json.dumps(export_onnx(model_dir, quantize=FLAGS.quantize), indent=2))
         return
     from kcaptcha.export import serving as serving_export
+    from kcaptcha.export.onnx import MIN_AGREEMENT
 
     output = FLAGS.output or os.path.join(model_dir, _DEFAULT_OUTPUTS[FLAGS.format])
     write = serving_export.export_savedmodel if FLAGS.format == "savedmodel" else serving_export.export_tflite
     result = write(model_dir, output, check_size=FLAGS.check_size)
     print(json.dumps(result, indent=2))
-    if result["agreement"] < serving_export.MIN_AGREEMENT:
+    if result["agreement"] < MIN_AGREEMENT:
         raise RuntimeError(f"the {FLAGS.format} export at {output} agrees with the Keras model on "
                            f"{result['agreement']:.1%} of {result['check_images']} captchas (at least "
-                           f"{serving_export.MIN_AGREEMENT:.1%} needed)")
+                           f"{MIN_AGREEMENT:.1%} needed)")
 
 
 def run():

@@ -225,15 +225,15 @@ def fallback_threshold(reference: list, quantized: list, exact: list) -> dict:
 
 def fallback_check(reference: list, quantized: list, exact: list, below: float) -> dict:
     """Reading again in float32 the int8 readings under `below`: the share read twice and the agreement."""
-    return {"int8_fallback_below": below,
-            "int8_fallback_agreement": compare(reference, with_fallback(quantized, exact, below))["agreement"],
-            "int8_fallback_share": float(np.mean([q.confidence < below for q in quantized]))}
+    read_twice = []
 
+    def float_readings(unsure):
+        read_twice.extend(unsure)
+        return [exact[i] for i in unsure]
 
-def with_fallback(quantized: list, exact: list, below: float) -> list:
-    """The int8 readings, each under `below` replaced by the float32 one: what a Recognizer running the int8
-    export with the float32 one as fallback reads (it runs float32 on those images only)."""
-    return [e if q.confidence < below else q for q, e in zip(quantized, exact)]
+    readings = decoding.with_fallback(quantized, below, float_readings)
+    return {"int8_fallback_below": below, "int8_fallback_agreement": compare(reference, readings)["agreement"],
+            "int8_fallback_share": len(read_twice) / len(quantized)}
 
 
 def onnx_files(metadata: dict, backend: str = "auto"):

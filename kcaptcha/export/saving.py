@@ -6,7 +6,6 @@ there). A name is looked up in `./saved_models/` first (where `bin/train` saves)
 
 import datetime
 import os
-import shutil
 from typing import Optional
 
 from kcaptcha import files, models
@@ -113,21 +112,12 @@ def save_model_folder(model, metadata: dict, destination: str, run_id: Optional[
         metadata = {**metadata, "training": {**metadata.get("training", {}), "run_id": run_id}}
     if is_shipped(destination):
         metadata = without_local_paths(metadata)
-    staging = files.staging_dir(destination)
-    try:
+
+    def write(staging: str) -> None:
         network_only(model).save(os.path.join(staging, MODEL_FILE))
         files.atomic_write_json(os.path.join(staging, METADATA_FILE), metadata)
-        old = None
-        if os.path.exists(destination):
-            old = staging + ".old"
-            os.replace(destination, old)
-        os.replace(staging, destination)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return destination
+
+    return files.replace_folder(destination, write)
 
 
 def resolve_model_dir(name_or_path: str) -> str:

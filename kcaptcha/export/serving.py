@@ -20,7 +20,6 @@ captchas on fresh captchas of its task. Its agreement is returned with where the
 
 import io
 import os
-import shutil
 import tempfile
 
 import numpy as np
@@ -33,7 +32,6 @@ from kcaptcha.data import images
 
 from kcaptcha.export import saving
 
-MIN_AGREEMENT = 0.998
 SIGNATURE_INPUT = "image_bytes"
 
 
@@ -165,7 +163,7 @@ def _write_savedmodel(model, function, input_spec, folder: str) -> None:
     archive = keras.export.ExportArchive()  # tracks the Keras 3 variables, which a bare tf.Module misses
     archive.track(model)
     archive.add_endpoint("serving_default", function, input_signature=[input_spec])
-    _replace(folder, lambda tmp: archive.write_out(tmp, verbose=False))
+    files.replace_folder(folder, lambda staging: archive.write_out(staging, verbose=False))
 
 
 def export_savedmodel(model_dir: str, output: str, check_size: int = 500, seed: int = 4242) -> dict:
@@ -237,13 +235,13 @@ def run_tflite(path: str, pixels: np.ndarray, charset: str):
 
 
 def agreement(model_dir: str, pil_images, texts, confidences) -> dict:
-    """How an export's readings compare with the Keras `Recognizer`'s on the same images."""
+    """How an export's readings compare with the Keras `Recognizer`'s on the same images (`onnx.compare`)."""
+    from kcaptcha.export.onnx import compare
     from kcaptcha.reading.recognizer import Recognizer
 
     reference = Recognizer(model_dir, backend="keras").predict(list(pil_images))
-    gaps = np.abs([r.confidence - float(c) for r, c in zip(reference, confidences)])
-    return {"agreement": float(np.mean([r.text == t for r, t in zip(reference, texts)])),
-            "max_confidence_gap": float(gaps.max()), "check_images": len(reference)}
+    exported = [decoding.Prediction(text, float(confidence), ()) for text, confidence in zip(texts, confidences)]
+    return {**compare(reference, exported), "check_images": len(reference)}
 
 
 def check_images(metadata: dict, count: int, seed: int):
@@ -268,18 +266,4 @@ def _png(image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def _replace(folder: str, write) -> None:
-    """Runs `write(tmp)` into a fresh folder beside `folder`, then puts it in `folder`'s place."""
-    folder = os.path.abspath(folder)
-    staging = files.staging_dir(folder)
-    try:
-        write(staging)
-        if os.path.exists(folder):
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 

@@ -6,7 +6,7 @@ and int8 ONNX give the same confidences (an int8 softmax would cap them at (254/
 
 import dataclasses
 import math
-from typing import List, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -48,6 +48,27 @@ def decode(logits: np.ndarray, output: str, vocab) -> List[Prediction]:
     if output == "ctc":
         return _decode_ctc(logits, vocab)
     raise ValueError(f"output must be 'softmax', 'sigmoid' or 'ctc'. Received: output={output!r}")
+
+
+def with_fallback(readings: Sequence[Prediction], below: float,
+                  read_again: Callable[[List[int]], Sequence[Prediction]]) -> List[Prediction]:
+    """`readings` with each one whose confidence is under `below` replaced by a second reading.
+
+    How an int8 export with its float32 export as fallback reads (`Recognizer`), and what the export checks
+    that pairing on (`kcaptcha.export.onnx.fallback_check`): the int8 model's flips are readings it is unsure of.
+
+    Args:
+        readings: the first (int8) readings.
+        below: the confidence under which a reading is read again (metadata's `int8_fallback_below`).
+        read_again: the indices of those readings -> their second (float32) readings, in the same order;
+            called only when there are some, so the second model runs on those images alone.
+    """
+    readings = list(readings)
+    unsure = [i for i, reading in enumerate(readings) if reading.confidence < below]
+    if unsure:
+        for i, reading in zip(unsure, read_again(unsure)):
+            readings[i] = reading
+    return readings
 
 
 def _decode_ctc(logits: np.ndarray, vocab) -> List[Prediction]:

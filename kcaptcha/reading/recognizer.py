@@ -117,11 +117,8 @@ class Recognizer:
         readings = self.decode(self._infer(batch))
         if self._fallback is None:
             return readings
-        unsure = [i for i, reading in enumerate(readings) if reading.confidence < self.fallback_below]
-        if unsure:
-            for i, reading in zip(unsure, self.decode(self._fallback(batch[unsure]))):
-                readings[i] = reading
-        return readings
+        return decoding.with_fallback(readings, self.fallback_below,
+                                      lambda unsure: self.decode(self._fallback(batch[unsure])))
 
     def predict_batch(self, batch: np.ndarray) -> List[Prediction]:
         """Readings of an already preprocessed float32 batch [n, height, width(, 1)].
