@@ -140,6 +140,21 @@ def test_render_arrays_gives_the_renderers_gray_or_colour_captchas_in_parallel()
         assert (colour[k] == np.asarray(renderer.render(index)[1])).all()
 
 
+def test_captchas_drawn_in_memory_are_gray_as_every_model_sees_a_picture():
+    """The captcha pool trains on `render_gray`; the same captcha saved to a file is read through
+    `kcaptcha.data.images` (the tf.data pipeline, `Recognizer`): one grayscale rule, within uint8 rounding."""
+    from kcaptcha.data import images
+    from kcaptcha.data.generate import CaptchaRenderer
+
+    renderer = CaptchaRenderer("abc123", 3, 5, 120, 40, seed=9, style="varied")
+    for index in range(8):
+        _, picture = renderer.render(index)
+        gray = renderer.render_gray(index)[1]
+        assert gray.dtype == np.uint8 and gray.shape == (40, 120)
+        exact = images.to_model_input(picture, 120, 40) * 255.0
+        assert np.abs(gray - exact).max() <= 0.5 + 1e-3, index
+
+
 def test_varied_style_names_the_fonts_it_found(tmp_path):
     from kcaptcha.data.styles import find_fonts
 

@@ -18,7 +18,7 @@ import numpy as np
 from captcha import image as captcha_image
 from PIL import Image
 
-from kcaptcha.data import styles
+from kcaptcha.data import images, styles
 from kcaptcha.files import create_new
 
 STYLES = ("captcha", "varied")
@@ -122,8 +122,10 @@ class CaptchaRenderer:
         return label, image
 
     def render_gray(self, index: int) -> Tuple[str, np.ndarray]:
+        """Returns (label, uint8 [height, width]) for sample `index`: the captcha as every model sees a
+        picture (`kcaptcha.data.images`), so a captcha drawn in memory reads as the same one saved to a file."""
         label, image = self.render(index)
-        return label, np.asarray(image.convert("L"), dtype=np.uint8)
+        return label, images.gray_bytes(image)
 
 
 # Worker-process state: one renderer per process, built once by the pool initializer.
@@ -156,7 +158,7 @@ def render_chunk(task) -> Tuple[np.ndarray, List[str]]:
     """In a worker process: captchas `first` .. `first + count - 1` of the worker's renderer, grayscale
     [n, h, w], or RGB [n, h, w, 3] with `colour`."""
     first, count, colour = task
-    labels, images = [], []
+    labels, arrays = [], []
     for index in range(first, first + count):
         if colour:
             label, image = _worker_renderer.render(index)
@@ -164,8 +166,8 @@ def render_chunk(task) -> Tuple[np.ndarray, List[str]]:
         else:
             label, pixels = _worker_renderer.render_gray(index)
         labels.append(label)
-        images.append(pixels)
-    return np.stack(images), labels
+        arrays.append(pixels)
+    return np.stack(arrays), labels
 
 
 @contextlib.contextmanager
@@ -224,6 +226,5 @@ def render_arrays(renderer: CaptchaRenderer, count: int, first: int = 0, workers
     tasks = [(start, min(chunk, first + count - start), colour) for start in range(first, first + count, chunk)]
     with worker_pool(renderer, default_workers(workers)) as pool:
         parts = pool.map(render_chunk, tasks)
-    images = np.concatenate([p[0] for p in parts])
     labels = [label for p in parts for label in p[1]]
-    return images, labels
+    return np.concatenate([p[0] for p in parts]), labels
