@@ -10,6 +10,8 @@ import contextlib
 import importlib.abc
 import importlib.util
 import os
+import re
+import shutil
 import sys
 
 from absl import app, flags
@@ -33,6 +35,7 @@ def no_arguments(argv, hint: str = "") -> None:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}" + (f" ({hint})" if hint else ""))
 
 
+MODEL_HELP = "A model name (./saved_models/<name>, else a shipped one) or a model folder."
 BACKEND_HELP = ("Inference engine (auto: the exported ONNX model when it agrees with Keras, else Keras; int8: the "
                 "int8 export even where it agrees less; float: the float32 export alone).")
 TTA_HELP = ("Also read each image the model is unsure of (confidence under 0.9) in this many slightly warped "
@@ -40,16 +43,25 @@ TTA_HELP = ("Also read each image the model is unsure of (confidence under 0.9) 
             "for 1.5-2.5 times the work at 8. 8 is a good start.")
 
 
+def define_model_flag(default: str = "digits", help_text: str = MODEL_HELP) -> None:
+    """--model: a saved model (never an architecture, which is --architecture) in every command."""
+    flags.DEFINE_string("model", default, help_text)
+
+
+def define_reading_flags(help_prefix: str = "") -> None:
+    """--backend and --tta: how a `Recognizer` reads (`kcaptcha.load_model`'s `backend` and `tta`)."""
+    from kcaptcha.reading.recognizer import BACKENDS
+
+    flags.DEFINE_enum("backend", "auto", BACKENDS, help_prefix + BACKEND_HELP)
+    flags.DEFINE_integer("tta", 0, help_prefix + TTA_HELP, lower_bound=0)
+
+
 def define_model_flags() -> None:
     """--model, --backend, --tta, --progress and --label_from, for the commands that read images with a model."""
     from kcaptcha.flags import define_flags
 
-    flags.DEFINE_string("model", "digits", "A model name (./saved_models/<name>, else a shipped one) or a model "
-                        "folder.")
-    from kcaptcha.reading.recognizer import BACKENDS
-
-    flags.DEFINE_enum("backend", "auto", BACKENDS, BACKEND_HELP)
-    flags.DEFINE_integer("tta", 0, TTA_HELP, lower_bound=0)
+    define_model_flag()
+    define_reading_flags()
     flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal).")
     define_flags(fields=("label_from",))
 
@@ -110,7 +122,9 @@ def parse_flags(argv):
 def run_main(main) -> None:
     """Runs `main(argv)` as an absl app: clean one-line errors for people, never tracebacks."""
     quiet_tensorflow()
-    sys.modules["__main__"].__doc__ = sys.modules[main.__module__].__doc__  # the usage text of --help
+    # The usage text of --help, naming the command as it was invoked (bin/predict or kcaptcha-predict).
+    sys.modules["__main__"].__doc__ = usage_text(sys.modules[main.__module__].__doc__ or "", main.__module__,
+                                                 sys.argv[0])
     # absl's --help lists only the main module's flags; the shims' flags live in kcaptcha modules.
     for module in (main.__module__, __name__, "kcaptcha.flags"):
         for flag in FLAGS.flags_by_module_dict().get(module, []):
@@ -133,6 +147,28 @@ def run_main(main) -> None:
             fail("interrupted", 130)
 
     app.run(guarded, flags_parser=parse_flags)
+
+
+def invoked_as(argv0: str, module: str) -> str:
+    """The command as the user typed it: its bare name when found on PATH (`kcaptcha-predict`, an installed
+    console script), `python -m <module>` for a module run, else the path given (`bin/predict`)."""
+    name = os.path.basename(argv0)
+    if name.endswith(".py") or name == "-m":
+        return f"python -m {module}"
+    found = shutil.which(name)
+    if found and os.path.realpath(found) == os.path.realpath(argv0):
+        return name
+    return argv0
+
+
+def usage_text(doc: str, module: str, argv0: str) -> str:
+    """A command's module docstring (written for `bin/<command>`) with the command named as it was invoked.
+
+    Only this command's name changes: the other commands it mentions (`bin/train`) keep theirs.
+    """
+    command = module.rsplit(".", 1)[-1]
+    invoked = invoked_as(argv0, module)
+    return re.sub(rf"(?<![\w/.-])bin/{re.escape(command)}\b", lambda _: invoked, doc)
 
 
 def quiet_tensorflow() -> None:

@@ -22,8 +22,7 @@ from absl import flags
 
 from kcaptcha.cli import common
 
-flags.DEFINE_string("model", "digits", "A model name (./saved_models/<name>, else a shipped one) or a model "
-                    "folder.")
+common.define_model_flag()
 flags.DEFINE_enum("format", "onnx", ["onnx", "savedmodel", "tflite"], "What to export.")
 flags.DEFINE_string("output", None, "Where --format=savedmodel|tflite writes (default: in the model folder).")
 flags.DEFINE_integer("check_size", 500, "Images a SavedModel or TFLite export is checked on.",

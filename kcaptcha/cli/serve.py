@@ -11,12 +11,10 @@ pixels, time); past the service's capacity it is answered 503 with Retry-After. 
 from absl import flags
 
 from kcaptcha.cli import common
-from kcaptcha.reading.recognizer import BACKENDS
 
 flags.DEFINE_list("models", ["digits"], "Models to serve: shipped names or folders, optionally renamed as "
                   "name=path. The first is the default of POST /b.")
-flags.DEFINE_enum("backend", "auto", BACKENDS, common.BACKEND_HELP)
-flags.DEFINE_integer("tta", 0, common.TTA_HELP, lower_bound=0)
+common.define_reading_flags()
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface).")
 flags.DEFINE_integer("port", 9999, "Port to listen on.", lower_bound=1, upper_bound=65535)
 flags.DEFINE_string("save_uploads", None, "Folder to save the uploads of answered requests to, as "
