@@ -181,7 +181,8 @@ def test_resume_continues_from_the_backup_not_from_scratch(tmp_path, smoke_confi
     assert float(history(run)[-1]["wall_seconds"]) >= float(history(run)[1]["wall_seconds"])
     drawn = [float(row["captchas_drawn"]) for row in history(run)]
     assert drawn[2] > drawn[1] + 256  # the resumed run's captcha pool continued the stream where it stopped
-    assert weights  # the run's best model so far was loadable at every point
+    initial = models.new_model(smoke_config).get_weights()  # seeded: the weights the run started from
+    assert len(weights) == len(initial) and any(not np.allclose(w, i) for w, i in zip(weights, initial))
     again = train(smoke_config.replace(max_steps=40), run, verbose=0)
     assert again["steps_this_run"] == 0  # a finished run is not trained again
     fresh = train(smoke_config.replace(max_steps=20), run, fresh=True, verbose=0)

@@ -20,10 +20,10 @@ from kcaptcha.export import saving
 from kcaptcha.training import train
 
 from kcaptcha.training import tuning
-from kcaptcha.training.distribute import free_local_ports
 from kcaptcha.training import search as search_files
 from kcaptcha.config import Config
 from kcaptcha.flags import parse_flagfile
+from tests.ports import free_local_ports
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -119,9 +119,9 @@ def test_a_folder_from_a_different_search_is_refused(smoke_config, tmp_path):
         tuning.tune(smoke_config, str(other), tuner="random", max_trials=1)
 
 
-def run_cli(*args, env=None, **kwargs):
+def run_cli(*args, env=None, timeout=120, **kwargs):
     return subprocess.run([sys.executable, os.path.join("bin", "tune"), *args], cwd=REPO, capture_output=True,
-                          text=True, env=env, timeout=120, **kwargs)
+                          text=True, env=env, timeout=timeout, **kwargs)
 
 
 def test_cli_explains_bad_input(tmp_path):
@@ -188,7 +188,11 @@ def test_two_trial_search_resumes_and_its_best_flagfile_trains(smoke_config, tmp
 
     # The best flagfile trains as it is.
     summary = train.train(best_config, str(tmp_path / "run"), verbose=0)
-    assert summary["steps"] > 0 and summary["metrics"]["val_image_accuracy"] >= 0
+    assert Config.from_json((tmp_path / "run" / "config.json").read_text()) == best_config  # as it is
+    assert summary["steps"] == best_config.max_steps or summary["stop_reason"] == "target_accuracy"
+    best_row = train.best_row(str(tmp_path / "run" / "history.csv"))
+    assert summary["best_step"] == best_row["step"]
+    assert summary["metrics"]["val_image_accuracy"] == pytest.approx(best_row[train.MONITOR], abs=1e-5)
 
 
 def test_overwrite_restarts_with_hyperband(smoke_config, tmp_path):
@@ -260,3 +264,26 @@ def test_chief_and_two_workers_share_one_search(tmp_path):
     with open(search / "summary.json") as f:
         assert len(json.load(f)["trials"]) == 3
     parse_flagfile(str(tmp_path / "best.flags"))
+
+
+@pytest.mark.slow
+def test_bin_tune_on_a_folder_starts_from_init_from_and_takes_the_folder_defaults(smoke_config, tmp_path):
+    """bin/tune resolves the run as bin/train does: the base model's fields and weights, the folder's task."""
+    from tests.conftest import write_captchas
+
+    smoke_model_dir = str(tmp_path / "base")
+    train.train(smoke_config.replace(max_steps=10, eval_every_steps=10), str(tmp_path / "base_run"),
+                save_dir=smoke_model_dir, verbose=0)
+    write_captchas(str(tmp_path / "raw"), smoke_config, 24)
+    result = run_cli(f"--train_dir={tmp_path / 'raw'}", f"--init_from={smoke_model_dir}", "--tuner=random",
+                     "--max_trials=1", "--max_steps=4", "--batch_size=8", "--pool_size=64", "--val_size=16",
+                     f"--tune_dir={tmp_path / 'search'}", f"--best_flagfile={tmp_path / 'best.flags'}",
+                     f"--save_dir={tmp_path / 'best'}", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Starting from {smoke_model_dir}" in result.stdout and "24 labelled images in" in result.stdout
+    (trial, runs), = read_trials(str(tmp_path / "search"))
+    assert runs[0]["initialized_from"]["model"] == os.path.abspath(smoke_model_dir)
+    assert runs[0]["initialized_from"]["layers_copied"] > 0
+    best = parse_flagfile(str(tmp_path / "best.flags"))  # the resolved task is what the search recorded
+    assert (best.charset, best.width, best.height, best.style) == ("0123", smoke_config.width, smoke_config.height,
+                                                                   "varied")

@@ -38,7 +38,8 @@ def main(argv):
             config, FLAGS.tune_dir or os.path.join("tune_runs", config.name), tuner=FLAGS.tuner,
             max_trials=FLAGS.max_trials, overwrite=FLAGS.overwrite,
             best_flagfile=FLAGS.best_flagfile or os.path.join("experiments", f"{config.name}.best.flags"),
-            save_dir=FLAGS.save_dir or os.path.join("saved_models", f"{config.name}.best"))
+            save_dir=FLAGS.save_dir or os.path.join("saved_models", f"{config.name}.best"),
+            given=common.given_fields())
     except RuntimeError as error:  # keras-tuner's "too many failed trials", or no trial completed
         common.fail(str(error))
     if result["role"] == "worker":

@@ -15,13 +15,10 @@ import keras
 import keras_tuner
 
 from kcaptcha import files, models
-
-from kcaptcha.export import saving
-
-from kcaptcha.training import search
-
-from kcaptcha.training import train
 from kcaptcha.config import Config
+from kcaptcha.export import saving
+from kcaptcha.training import search, train, transfer
+from kcaptcha.training.resolve import resolve
 
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVE = keras_tuner.Objective(train.MONITOR, direction="max")
@@ -95,7 +92,12 @@ class CaptchaHyperModel(keras_tuner.HyperModel):
         self.last_fit = {}
 
     def build(self, hp):
-        return models.new_model(config_from_hyperparameters(self.base_config, hp))
+        config = config_from_hyperparameters(self.base_config, hp)
+        model = models.new_model(config)
+        self.initialized_from = None
+        if config.init_from:  # as bin/train starts: the base model's weights wherever they fit this trial's model
+            self.initialized_from = transfer.copy_weights(model, config.init_from, config.charset)
+        return model
 
     def fit(self, hp, model, *args, **kwargs):
         # The batch size is tuned, so the data pipeline is built here, per trial.
@@ -108,7 +110,8 @@ class CaptchaHyperModel(keras_tuner.HyperModel):
                                initial_epoch=kwargs.pop("initial_epoch", 0), verbose=self.verbose)
         self.last_fit = {"architecture": config.architecture, "conv_filters": list(config.conv_filters),
                          "parameters": int(model.count_params()), "steps": result["steps"],
-                         "fit_seconds": result["fit_seconds"], "stop_reason": result["stop_reason"]}
+                         "fit_seconds": result["fit_seconds"], "stop_reason": result["stop_reason"],
+                         "initialized_from": getattr(self, "initialized_from", None)}
         return model.history
 
 
@@ -226,8 +229,12 @@ def trial_rows(kt_tuner, base_config: Config) -> list:
 
 
 def tune(config: Config, tune_dir: str, tuner: str = "hyperband", max_trials: int = 20, overwrite: bool = False,
-         best_flagfile: str = None, save_dir: str = None, verbose=1) -> dict:
+         best_flagfile: str = None, save_dir: str = None, verbose=1, given=None) -> dict:
     """Runs (or resumes) a search in `tune_dir`, then writes its summary, best flagfile and best model.
+
+    The run is resolved first, as `train()` resolves it (`kcaptcha.training.resolve`; `given` as there): the
+    base model of `init_from` and the training folder decide what was not given, and every trial starts
+    from the base model's weights wherever they fit.
 
     In keras-tuner's distributed mode (KERASTUNER_* variables) the chief only serves the search and
     writes the results at the end; a worker runs trials and returns the ids of those it ran.
@@ -235,6 +242,10 @@ def tune(config: Config, tune_dir: str, tuner: str = "hyperband", max_trials: in
     Returns:
         The role, the trial rows (best first), the best trial and the paths written.
     """
+    config, notes = resolve(config, given)
+    if verbose:
+        for note in notes:
+            print(note, flush=True)
     check_arguments(config, tuner, max_trials)
     tune_dir = os.path.abspath(tune_dir)
     role = distributed_role()
