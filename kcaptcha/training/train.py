@@ -28,37 +28,12 @@ from kcaptcha.data.pool import CaptchaPool
 from kcaptcha.export import saving
 from kcaptcha.reading.vocab import Vocab
 from kcaptcha.training import callbacks as kc_callbacks
-from kcaptcha.training import distribute, plots, transfer
+from kcaptcha.training.callbacks import AtomicModelCheckpoint
+from kcaptcha.training import distribute, keras_compat, plots, transfer
 from kcaptcha.training.resolve import previous_run_id, resolve
 
 MONITOR = "val_image_accuracy"
 TRAIN_SAMPLE_SIZE = 512  # training images scored at each validation, to show over-fitting
-
-
-class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """`ModelCheckpoint` that writes a temporary file and renames it over the old one, and on a tie keeps
-    the later model.
-
-    Keras writes the .keras zip in place, so a kill during the write would leave a corrupt best model.
-    Keras keeps the first of equal scores; a small validation set (20 images of a 200-image folder) reads
-    1.0 from the first few hundred steps on, and that first model is barely trained: fine-tuned on 200
-    captcha_images_v2 labels, the step-100 model misread 19 of 208 test images where the step-1000 one
-    misread 2 (docs/BENCHMARKS.md, twelfth stop). Among models that score alike, the one trained longer.
-    """
-
-    def _set_monitor_op(self):
-        super()._set_monitor_op()
-        self.monitor_op = keras.ops.greater_equal if self.monitor_op is keras.ops.greater else keras.ops.less_equal
-
-    def _save_model(self, epoch, batch, logs):
-        final = self.filepath
-        self.filepath = os.path.join(os.path.dirname(final), f".tmp-{os.getpid()}-{os.path.basename(final)}")
-        try:
-            super()._save_model(epoch, batch, logs)
-        finally:
-            written, self.filepath = self.filepath, final
-        if os.path.exists(written):
-            os.replace(written, final)
 
 
 def evaluation_sets(config) -> Dict[str, pipeline.LabelledImages]:
@@ -85,6 +60,20 @@ def synthetic_fraction(config, train_files) -> float:
     if train_files is None:
         return 1.0
     return max(0.0, config.synthetic_mix)
+
+
+def data_line(config, sets, train_files) -> str:
+    """What training reads, said while the pool fills and the training step is built (a minute or more)."""
+    parts = [] if train_files is None else [f"{len(train_files[0])} training images"]
+    fraction = synthetic_fraction(config, train_files)
+    if fraction:
+        size = config.pool_size if train_files is None else min(config.pool_size, 5000)
+        processes = generate.default_workers(config.data_workers)
+        share = "" if fraction == 1.0 else f"{fraction:.0%} of each batch from "
+        parts.append(f"{share}a pool of {size} synthetic captchas drawn by {processes} "
+                     f"process{'es' if processes > 1 else ''}")
+    return (f"Training on {', '.join(parts)}; validating on {len(sets['val_'].labels)} images every "
+            f"{config.eval_every_steps} steps. Starting ...")
 
 
 @contextlib.contextmanager
@@ -154,7 +143,7 @@ def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks:
 
 
 def run_callbacks(run_dir: str, config, chief: bool = True) -> list:
-    """Back up and resume, keep the best model, log history and TensorBoard: Keras' own callbacks.
+    """Back up and resume, keep the best model (`AtomicModelCheckpoint`), log history and TensorBoard.
 
     A worker other than the chief only backs up (into its own folder), so that it resumes as the chief does.
     """
@@ -226,9 +215,7 @@ def restore(model, run_dir: str) -> int:
     Done before fit so that the synthetic stream can continue at the restored step and a finished run
     is not trained again.
     """
-    backup = keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"))
-    backup.set_model(model)
-    backup.on_train_begin()
+    keras_compat.restore_backup(model, os.path.join(run_dir, "backup"))
     step = kc_callbacks.step_of(model)
     if step:
         print(f"Resuming {run_dir} from step {step}; pass --fresh to start over.", flush=True)
@@ -279,6 +266,8 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
     result = {**result, "steps_this_run": 0, "fit_seconds": 0.0}
     if start_step < config.max_steps and not finished:
         sets, train_files = evaluation_sets(config)
+        if verbose:
+            print(data_line(config, sets, train_files), flush=True)
         own = config.replace(seed=distribute.data_seed(config.seed, workers.index))  # this worker's stream
         with training_data(own, train_files, int(drawn), workers) as (batches, pool):
             distribute.prepare_fit(model, workers)
