@@ -20,7 +20,7 @@ def test_every_flagfile_parses_into_a_valid_config(path, repo_root, monkeypatch)
     assert config == config.validate()
 
 
-def test_digits_and_alnum_flagfiles_match_the_issue(repo_root, monkeypatch):
+def test_digits_and_alnum_flagfiles_hold_their_documented_tasks(repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
     digits = parse_flagfile("experiments/digits.flags")
     alnum = parse_flagfile("experiments/alnum.flags")

@@ -39,7 +39,7 @@ class CaptchaPool:
             raise ValueError(f"The captcha pool stores label ids as bytes: at most 255 characters. "
                              f"Received a charset of {len(config.charset)}")
         self.renderer = generate.CaptchaRenderer.from_config(config, seed=seed)
-        self.channels = 3 if colour else 1  # RGB for experiments that read colour (benchmarks/colour_probe.py)
+        self.channels = 3 if colour else 1  # RGB for a model that reads colour
         self.pixels = config.height * config.width * self.channels
         self.rendered = start_index
         self.renewed = 0

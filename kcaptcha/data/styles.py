@@ -5,7 +5,7 @@ spacing, lines, dots, blur and warping, each drawn at random per image from a se
 library's own, matplotlib's DejaVu family (installed with kcaptcha[train]) and the system's
 (`/usr/share/fonts`, `/Library/Fonts`, `C:\\Windows\\Fonts`), leaving out symbol and math fonts.
 `draw(label, rng, width, height, fonts)` renders one captcha in a randomly chosen look; `without=` leaves
-nuisances out of it for ablations (benchmarks/misread_causes.py).
+nuisances out of it, to measure what each one costs.
 """
 
 import functools

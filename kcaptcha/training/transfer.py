@@ -3,7 +3,7 @@
 - The new model takes the source's architecture and model fields (`Config`'s `model` group) unless they
   are given (`kcaptcha.training.resolve`). The learning rate is the run's own (`--learning_rate`, 0.002
   by default, after the usual warm-up): a quarter of it fine-tuned `alnum` on 200-250 real captchas into
-  models that misread more (10 of 208 and 12 of 1000 test images, against 0 and 5; docs/REAL_DATA.md).
+  models that misread more (10 of 208 and 12 of 1000 test images, against 0 and 5; CHANGELOG.md, 2026-12-01).
 - Every layer whose name and weight shapes match is copied: the convolutions whatever the image size.
 - The output layer is mapped character by character: a character the source knows (or knows in the other
   case, `A` from `a`) keeps its weights, a new one starts fresh, so a different charset re-learns only
