@@ -87,3 +87,53 @@ def test_labels_csv_decides_over_the_names(tmp_path):
     config, notes = resolve.resolve(Config(train_dir=str(folder)), given={"train_dir"})
     assert config.charset == "xyz" and (config.min_length, config.max_length) == (2, 3)
     assert "2 labelled images" in notes[0] and "1 unlabelled" in notes[0] and "labels.csv" in notes[0]
+
+
+def test_the_charset_fitted_to_the_labels_case():
+    assert resolve.fitted_charset("0123abc", "AB1") == "0123ABc"
+    assert resolve.fitted_charset("0123abc", "12") == "0123abc"
+    assert resolve.fitted_charset("0123abc", "12z") is None
+
+
+@pytest.fixture
+def shipped_general(smoke_model_dir, tmp_path, monkeypatch):
+    """A shipped folder whose `general` is the smoke model (charset 0123)."""
+    import shutil
+
+    from kcaptcha.export import saving
+
+    shipped = tmp_path / "shipped"
+    shutil.copytree(smoke_model_dir, shipped / resolve.DEFAULT_BASE)
+    monkeypatch.setattr(saving, "SHIPPED_MODELS_DIR", str(shipped))
+    return str(shipped / resolve.DEFAULT_BASE)
+
+
+def _labelled(folder, labels):
+    folder.mkdir()
+    image = Image.new("L", (48, 24), 255)
+    for index, label in enumerate(labels):
+        image.save(folder / f"{label}_{index}.png")
+
+
+def test_a_folder_starts_from_the_shipped_base_when_it_can_spell_the_labels(shipped_general, tmp_path):
+    _labelled(tmp_path / "fits", ["01", "12", "20"])
+    config, notes = resolve.resolve(Config(train_dir=str(tmp_path / "fits")), given={"train_dir"})
+    assert config.init_from == resolve.DEFAULT_BASE and "Starting from the shipped general" in notes[0]
+    # The base's charset, not the three characters these labels happen to hold.
+    assert config.charset == "0123"
+    scratch, _ = resolve.resolve(Config(train_dir=str(tmp_path / "fits"), init_from="none"),
+                                 given={"train_dir", "init_from"})
+    assert scratch.init_from == "" and scratch.charset == "012"
+    _labelled(tmp_path / "other", ["0x", "1y"])
+    other, notes = resolve.resolve(Config(train_dir=str(tmp_path / "other")), given={"train_dir"})
+    assert other.init_from == "" and "Training from scratch" in notes[0] and other.charset == "01xy"
+
+
+def test_a_given_base_keeps_its_charset_and_adds_what_the_labels_hold(smoke_model_dir, tmp_path):
+    _labelled(tmp_path / "f", ["01", "1z"])
+    config, _ = resolve.resolve(Config(train_dir=str(tmp_path / "f"), init_from=smoke_model_dir),
+                                given={"train_dir", "init_from"})
+    assert config.charset == "0123z"
+    given, _ = resolve.resolve(Config(train_dir=str(tmp_path / "f"), init_from=smoke_model_dir, charset="01z"),
+                               given={"train_dir", "init_from", "charset"})
+    assert given.charset == "01z"

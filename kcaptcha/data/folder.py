@@ -155,11 +155,13 @@ class LabelledFolder:
             raise ValueError(f"No image in {self.path!r} has a label (labels from {self.source.describe()})")
         charset, (low, high) = self.charset(), self.lengths()
         report = inventory.read_report(self.path)
+        charset_given = False
         if report:
             charset, low, high = report["charset"], report["min_length"], report["max_length"]
+            charset_given = bool(report.get("charset_given"))
         width, height = self.size()
-        return {"charset": charset, "min_length": low, "max_length": high, "width": width, "height": height,
-                "images": self.count, "unlabelled": len(self.images) - self.count,
+        return {"charset": charset, "charset_given": charset_given, "min_length": low, "max_length": high,
+                "width": width, "height": height, "images": self.count, "unlabelled": len(self.images) - self.count,
                 "source": self.source.describe() + (" and bin/prepare's report" if report else "")}
 
 

@@ -242,7 +242,7 @@ def prepare(input_dir: str, output_dir: str, config, split: Sequence[float] = (0
     report = inventory.build_report(checks, splits, claimed, output_dir, config.replace(
         charset=charset, min_length=low, max_length=high), source.csv)
     report.update(input_dir=input_dir, output_dir=output_dir, labels_csv=source.csv_path, lowercase=lowercase,
-                  ignored=ignored,
+                  ignored=ignored, charset_given="charset" in given and config.charset != AUTO,
                   mode="move" if move else "copy", split_fractions=dict(zip(SPLITS, split)),
                   written=outcomes["written"], already_present=outcomes["present"])
     files.atomic_write_json(os.path.join(output_dir, "manifest.json"), manifest, indent=1)

@@ -19,6 +19,7 @@ from kcaptcha.export import saving
 
 MAX_MODEL_HEIGHT = 64  # taller images are scaled down to this height, keeping their aspect ratio
 NO_BASE = "none"  # --init_from=none: train from scratch
+DEFAULT_BASE = "general"  # the shipped base pretrained on real captchas: where a folder's training starts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,15 +76,44 @@ def resolve(config: Config, given: Optional[Iterable[str]] = None) -> Tuple[Conf
     """
     given = default_given(config) if given is None else frozenset(given)
     notes = []
+    folder = None
+    if config.train_dir:
+        if not os.path.isdir(config.train_dir):
+            raise ValueError(f"train_dir is not a folder: {config.train_dir!r}")
+        folder = LabelledFolder.open(config.train_dir, config.label_from)
     if config.init_from == NO_BASE:
         config = config.replace(init_from="")
-    elif config.init_from:
+    elif not config.init_from and "init_from" not in given and folder is not None:
+        config, note = _default_base(config, folder)
+        notes += [note] if note else []
+    if config.init_from:
         config, note = _from_base(config, given)
         notes.append(note)
-    if config.train_dir:
-        config, folder_notes = _from_folder(config, given)
+    if folder is not None:
+        config, folder_notes = _from_folder(config, given, folder)
         notes += folder_notes
     return config.validate(), notes
+
+
+def _default_base(config: Config, folder: LabelledFolder) -> Tuple[Config, str]:
+    """`config` starting from the shipped `DEFAULT_BASE` when it can spell every label of the folder."""
+    model_dir = os.path.join(saving.SHIPPED_MODELS_DIR, DEFAULT_BASE)
+    if not os.path.isdir(model_dir) or folder.count == 0:
+        return config, ""
+    base_charset = saving.read_metadata(model_dir)["charset"]
+    if fitted_charset(base_charset, folder.charset()) is None:
+        return config, (f"Training from scratch: the labels hold characters the shipped {DEFAULT_BASE} model "
+                        f"cannot read ({folder.charset()!r} against {base_charset!r})")
+    return config.replace(init_from=DEFAULT_BASE), (
+        f"Starting from the shipped {DEFAULT_BASE} model, pretrained on real captchas (--init_from=none: from "
+        "scratch)")
+
+
+def fitted_charset(base: str, used: str) -> Optional[str]:
+    """The base model's charset in the case the labels use (`A` for `a` when the labels hold only `A`), or
+    None when the labels hold a character the base lacks in either case."""
+    fitted = "".join(c.swapcase() if c not in used and c.swapcase() in used else c for c in base)
+    return fitted if set(used) <= set(fitted) else None
 
 
 def _from_base(config: Config, given: frozenset) -> Tuple[Config, str]:
@@ -104,12 +134,19 @@ def base_dir(init_from: str) -> str:
     return os.path.abspath(model_dir)
 
 
-def _from_folder(config: Config, given: frozenset) -> Tuple[Config, List[str]]:
-    """`config` with the task and the size tier's training settings that the training folder implies."""
-    if not os.path.isdir(config.train_dir):
-        raise ValueError(f"train_dir is not a folder: {config.train_dir!r}")
-    folder = LabelledFolder.open(config.train_dir, config.label_from)
+def _from_folder(config: Config, given: frozenset, folder: LabelledFolder) -> Tuple[Config, List[str]]:
+    """`config` with the task and the size tier's training settings that the training folder implies.
+
+    The charset, when not given, is the base model's (in the labels' case), widened by any character the
+    labels add: never narrowed to the characters a few labels happen to hold, which makes a model that can
+    never read the others. Without a base model, it is the folder's (`bin/prepare`'s, else its labels').
+    """
     found = folder.describe()
+    if config.init_from and not found.get("charset_given"):
+        base = saving.read_metadata(base_dir(config.init_from))["charset"]
+        used = folder.charset()
+        fitted = fitted_charset(base, used)
+        found["charset"] = fitted if fitted is not None else base + "".join(c for c in used if c not in base)
     width, height = found["width"], found["height"]
     scaled = ""
     if height > MAX_MODEL_HEIGHT:
