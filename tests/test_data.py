@@ -129,7 +129,7 @@ def test_the_captcha_pool_serves_batches_and_renews_itself(smoke_config):
     with CaptchaPool(config, size=32, start_index=100) as pool:
         rows = pool.variable.numpy()
         assert vocab.decode(rows[0, pool.pixels:]) == renderer.label(100)  # draws in order from start_index
-        expected = np.asarray(renderer.render(100)[1].convert("L"))
+        expected = images.gray_bytes(renderer.render(100)[1])  # the gray every model input goes through
         assert np.array_equal(rows[0, :pool.pixels].reshape(expected.shape), expected)
         batch, ids = next(iter(data.training_batches(config, pool=pool)))
         assert batch.shape == (config.batch_size, config.height, config.width, 1) and batch.dtype == tf.float32
