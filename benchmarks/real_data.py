@@ -12,7 +12,9 @@ Rows (`--rows`), each on every set (`--sets`):
   bin/train holds 10% of them out to validate);
 - `scratch@200`, `alnum@200`: the same 200 images, with `--init_from=none` / `--init_from=alnum`;
 - `unlabelled@50`: the 50 images, and the rest of the training split, unlabelled, as `--unlabelled_dir`;
-- `general@0`: the `general` model, no training; `ddddocr@0`: ddddocr (`pip install 'kcaptcha[bench]'`).
+- `general@0`: the `general` model, no training; `twin@0`: its twin trained without v2 and mnwato
+  (`--twin_model`), the honest zero-shot figure on those two; `ddddocr@0`: ddddocr
+  (`pip install 'kcaptcha[bench]'`).
 Training files are linked as `<lowercased label>_<n>.<ext>`; images that do not decode are left out (counted).
 Readings are compared case-insensitively (the six sites read case-blind). Each training is capped at
 `--max_minutes` and runs in a subprocess in `--runs_dir/<set>/<row>`, so an interrupted one resumes there;
@@ -54,10 +56,12 @@ class Row:
 ROWS = {
     "default@50": Row(50), "default@100": Row(100), "default@200": Row(200), "default@all": Row(None),
     "scratch@200": Row(200, ("--init_from=none",)), "alnum@200": Row(200, ("--init_from=alnum",)),
-    "unlabelled@50": Row(50, unlabelled=True), "general@0": Row(0), "ddddocr@0": Row(0),
+    "unlabelled@50": Row(50, unlabelled=True), "general@0": Row(0), "twin@0": Row(0), "ddddocr@0": Row(0),
 }
 
 flags.DEFINE_string("data_dir", DEFAULT_DATA, "Where the six sets are.")
+flags.DEFINE_string("twin_model", "saved_models/general_twin", "The row twin@0's model: general's twin, trained the "
+                    "same way without two of the sets (experiments/general.flags), read on the sets it never saw.")
 flags.DEFINE_list("sets", list(SETS), f"Which sets: {', '.join(SETS)}.")
 flags.DEFINE_list("rows", list(ROWS), f"Which rows: {', '.join(ROWS)}.")
 flags.DEFINE_string("runs_dir", os.path.join(REPO, "runs", "real_sites"), "Run folders, <set>/<row>.")
@@ -104,8 +108,8 @@ def train(name: str, row_name: str, folder: str) -> dict:
     if result.returncode:
         reason = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
         raise Skipped(f"bin/train failed: {reason[-300:]}")
-    lines = result.stdout.splitlines()
-    summary = json.loads("\n".join(lines[len(lines) - 1 - lines[::-1].index("{"):]))
+    with open(os.path.join(folder, "run", "summary.json")) as f:  # bin/train's details of the run
+        summary = json.load(f)
     return {"train_seconds": summary.get("wall_seconds"), "command_seconds": round(time.time() - started, 1),
             "steps": summary.get("steps"), "stop_reason": summary.get("stop_reason")}
 
@@ -133,7 +137,8 @@ def reader(row_name: str, folder: str):
     import kcaptcha
 
     try:
-        recognizer = kcaptcha.load_model("general" if row_name == "general@0" else f"{folder}/model")
+        model = {"general@0": "general", "twin@0": FLAGS.twin_model}.get(row_name, f"{folder}/model")
+        recognizer = kcaptcha.load_model(model)
     except (FileNotFoundError, ValueError) as error:
         raise Skipped(str(error)) from None
     return lambda paths: [p.text for p in recognizer.predict(paths)]
