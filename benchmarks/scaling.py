@@ -29,7 +29,7 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
-from kcaptcha.training import distribute  # noqa: E402
+from tests.ports import free_local_ports  # noqa: E402
 
 flags.DEFINE_integer("steps", 300, "Optimizer steps per configuration.")
 flags.DEFINE_integer("eval_every", 50, "Validate (and time) every this many steps.")
@@ -57,7 +57,7 @@ def command(folder, extra):
 
 def train(folder, workers, extra):
     """Runs the configuration (one process per worker); returns the chief's summary and the wall seconds."""
-    ports = distribute.free_local_ports(workers)
+    ports = free_local_ports(workers)
     processes, started = [], time.monotonic()
     for index in range(workers):
         env = dict(os.environ)

@@ -32,7 +32,7 @@ from absl import app, flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
-from kcaptcha.training.distribute import free_local_ports  # noqa: E402
+from tests.ports import free_local_ports  # noqa: E402
 
 flags.DEFINE_string("model", "digits", "Model name or folder, served by both servers.")
 flags.DEFINE_integer("clients", 32, "Concurrent clients.", lower_bound=1)

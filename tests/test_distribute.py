@@ -16,6 +16,7 @@ from kcaptcha.training import distribute
 
 from kcaptcha.reading import metrics
 from kcaptcha.config import Config
+from tests.ports import free_local_ports
 
 
 def test_strategy_and_precision_values_are_validated(repo_root):
@@ -174,7 +175,7 @@ def _progress_lines(output):  # "step 10/20  1.2 steps/s  ETA 0m09s  val_image_a
 
 @pytest.mark.slow
 def test_two_workers_train_the_smoke_config_and_only_the_chief_saves(tmp_path, repo_root, smoke_config):
-    results = _finish(_start_workers(repo_root, tmp_path, distribute.free_local_ports(2), [], "run"))
+    results = _finish(_start_workers(repo_root, tmp_path, free_local_ports(2), [], "run"))
     for code, output in results:
         assert code == 0, output[-3000:]
     chief, worker = (_summary(output) for _, output in results)
@@ -198,7 +199,7 @@ def test_a_killed_worker_restarted_with_the_cluster_continues_the_run(tmp_path, 
     resumes from the chief's last backup, not from the start."""
     from tests.test_train import backup_step
 
-    ports = distribute.free_local_ports(2)
+    ports = free_local_ports(2)
     extra = ["--max_steps=40", "--checkpoint_every_steps=10", "--eval_every_steps=20"]
     started = _start_workers(repo_root, tmp_path, ports, extra, "first")
     metadata = tmp_path / "run" / "backup" / "training_metadata.json"

@@ -25,8 +25,8 @@ from PIL import Image
 
 import kcaptcha
 from kcaptcha import serve
-from kcaptcha.training.distribute import free_local_ports
 from kcaptcha.serve import uploads
+from tests.ports import free_local_ports
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVE = os.path.join(REPO_ROOT, "bin", "serve")

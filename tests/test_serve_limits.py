@@ -16,10 +16,10 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
-from kcaptcha.training.distribute import free_local_ports
 from kcaptcha.reading.recognizer import Prediction
 from kcaptcha.serve import create_app
 from kcaptcha.serve.server import HeaderDeadlineProtocol
+from tests.ports import free_local_ports
 
 MiB = 1024 * 1024
 

@@ -125,7 +125,9 @@ def make(name: str) -> Workers:
     count, index = worker_place(cluster.get("cluster", {}), task.get("type"), task.get("index", 0))
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     if count > 1:
-        _patch_keras_for_multi_worker()
+        from kcaptcha.training import keras_compat
+
+        keras_compat.average_logs_across_workers()
     return Workers(strategy, count, index)
 
 
@@ -141,19 +143,6 @@ def worker_place(cluster: dict, task_type: Optional[str], task_index: int):
     if not 0 <= task_index < workers:
         raise ValueError(f"TF_CONFIG's task index must name one of its {workers} workers. Received: {task_index}")
     return chiefs + workers, chiefs + task_index
-
-
-def free_local_ports(count: int) -> list:
-    """`count` free TCP ports on 127.0.0.1, for a cluster of workers on one machine (tests, benchmarks)."""
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def data_seed(seed: int, worker_index: int) -> int:
@@ -227,40 +216,14 @@ def float32_copy(model, config):
 
 
 def prepare_fit(model, workers: Workers) -> None:
-    """Builds the loss and optimizer state from the batches' shapes before `fit`, under a multi-worker strategy.
+    """Builds the loss and optimizer state from the batches' shapes before `fit`, under several workers.
 
-    Keras 3.15's fit builds them by all-reducing the first (images, labels) batch, which
-    MultiWorkerMirroredStrategy cannot reduce (a tuple): we build them from the shapes of this worker's
-    batches (`Workers.distribute` must have built them) and tell this model to skip that step.
+    Keras' fit would build them by all-reducing the first (images, labels) batch, which
+    MultiWorkerMirroredStrategy cannot do (`keras_compat.build_before_fit`). `Workers.distribute` must have
+    built this worker's batches.
     """
     if workers.count == 1:
         return
-    with workers.scope():
-        model._symbolic_build(data_batch=workers.element_spec)
-    model._maybe_symbolic_build = lambda *args, **kwargs: None
+    from kcaptcha.training import keras_compat
 
-
-def _patch_keras_for_multi_worker() -> None:
-    """Makes Keras 3.15's fit average scalar logs (the loss) across workers.
-
-    Under MultiWorkerMirroredStrategy its `reduce_per_replica` reduces every step's logs with `axis=0`,
-    which fails on a scalar ("Invalid reduction dimension 0"; keras-team/keras#20585); the mean over
-    replicas is what it means. Only the multi-worker "mean" path changes; the rest is Keras' own.
-    """
-    from keras.src.backend.tensorflow import trainer
-
-    original = trainer.reduce_per_replica
-    if getattr(original, "kcaptcha_patched", False):
-        return
-    import keras
-    import tensorflow as tf
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
-            return keras.tree.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None)
-                if isinstance(v, tf.distribute.DistributedValues) else v, values)
-        return original(values, strategy, reduction)
-
-    reduce_per_replica.kcaptcha_patched = True
-    trainer.reduce_per_replica = reduce_per_replica
+    keras_compat.build_before_fit(model, workers.strategy, workers.element_spec)
