@@ -141,8 +141,10 @@ def _finish(started, timeout=240):
     return results
 
 
-def _summary(output):
-    return json.loads(output[output.rindex("\n{") + 1:])
+def _chief_summary(run_dir):
+    """What the chief's bin/train wrote to the run folder (its output ends with one line naming this file)."""
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        return json.load(f)
 
 
 def _history(run_dir):
@@ -170,7 +172,7 @@ def _check_chief_model_reads(smoke_config, run_dir, summary):
 
 
 def _progress_lines(output):  # "step 10/20  1.2 steps/s  ETA 0m09s  val_image_accuracy 0.0000 (step 10)  loss 17.07"
-    return [line for line in output.splitlines() if line.startswith("step ")]
+    return [line for line in output.splitlines() if line.startswith("step ") and "steps/s" in line]
 
 
 @pytest.mark.slow
@@ -178,13 +180,12 @@ def test_two_workers_train_the_smoke_config_and_only_the_chief_saves(tmp_path, r
     results = _finish(_start_workers(repo_root, tmp_path, free_local_ports(2), [], "run"))
     for code, output in results:
         assert code == 0, output[-3000:]
-    chief, worker = (_summary(output) for _, output in results)
-    assert chief["steps"] == worker["steps"] == smoke_config.max_steps
+    chief = _chief_summary(tmp_path / "run")
+    assert chief["steps"] == smoke_config.max_steps and "val_character_accuracy" in chief["last_validation"]
     assert chief["images_seen"] == smoke_config.max_steps * smoke_config.batch_size  # the global batch
-    assert "saved_to" not in worker and worker["worker"] == 1
+    assert f"Worker 1 done ({smoke_config.max_steps} steps); the chief saves the model." in results[1][1]
     # Validation agrees on every worker (each scores half the images; the tallies are all-reduced), and so
     # does the loss (all-reduced by Keras): the early stop and the target stop decide alike everywhere.
-    assert chief["last_validation"] == worker["last_validation"] and "val_character_accuracy" in worker["last_validation"]
     chief_lines, worker_lines = (_progress_lines(output) for _, output in results)
     assert len(chief_lines) == 2 and [line.split("val_image_accuracy")[1] for line in chief_lines] == \
         [line.split("val_image_accuracy")[1] for line in worker_lines]
@@ -217,7 +218,7 @@ def test_a_killed_worker_restarted_with_the_cluster_continues_the_run(tmp_path, 
     for code, output in results:
         assert code == 0, output[-3000:]
         assert f"from step {killed_at}" in output
-    chief = _summary(results[0][1])
+    chief = _chief_summary(tmp_path / "run")
     assert chief["steps"] == 40 and chief["steps_this_run"] == 40 - killed_at
     drawn = [float(row["captchas_drawn"]) for row in _history(tmp_path / "run")]
     assert drawn == sorted(drawn)  # each worker's stream continued where it stopped
