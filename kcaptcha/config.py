@@ -73,6 +73,11 @@ class Config:
     synthetic_mix: float = _field("training", -1.0, "With train_dir: the fraction of each batch that is synthetic "
                                   "captchas of the same charset, lengths and size (-1: by the folder's size tier, which "
                                   "bin/train names when it starts; docs/REAL_DATA.md).")
+    unlabelled_dir: str = _field("training", "", "With train_dir: a folder of unlabelled captchas of the same site to "
+                                 "self-train on (with the training folder's own unlabelled images, such as the "
+                                 "unreviewed rows of its labels.csv).")
+    self_training_rounds: int = _field("training", 3, "With unlabelled images: at most this many rounds of training "
+                                       "on the pseudo-labels the last model reads surely (0: ignore them).")
     init_from: str = _field("training", "", "Start from this saved model (a name or folder): its architecture, and "
                             "its weights wherever they fit ('' or 'none' to start from scratch).")
     val_size: int = _field("training", 2000, "Number of synthetic validation images when val_dir is empty.")
@@ -201,6 +206,12 @@ class Config:
             yield f"synthetic_mix must be -1 (auto) or in [0, 1). Received: synthetic_mix={self.synthetic_mix}"
         if self.val_dir and not self.train_dir:
             yield "val_dir is set but train_dir is not; give both or neither."
+        if self.unlabelled_dir and not self.train_dir:
+            yield "unlabelled_dir needs train_dir: self-training starts from labelled images."
+        if self.unlabelled_dir and not os.path.isdir(self.unlabelled_dir):
+            yield f"unlabelled_dir is not a folder: {self.unlabelled_dir!r}"
+        if not 0 <= self.self_training_rounds <= 10:
+            yield f"self_training_rounds must be between 0 and 10. Received: {self.self_training_rounds}"
         try:
             LabelRule.parse(self.label_from)
         except ValueError as error:

@@ -17,7 +17,7 @@ PACKAGES = ("data", "models", "training", "export", "reading", "serve", "cli")
 def test_the_runtime_imports_no_tensorflow(repo_root, modules):
     code = (f"import sys, importlib\nfor m in {modules.split()!r}: importlib.import_module(m)\n"
             "import kcaptcha\nr = kcaptcha.load_model('digits')\n"
-            "print(sorted(n for n in ("tensorflow", "keras", "tf2onnx") if n in sys.modules))")
+            "print(sorted(n for n in ('tensorflow', 'keras', 'tf2onnx') if n in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"

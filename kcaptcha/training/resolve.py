@@ -13,6 +13,7 @@ import math
 import os
 from typing import Iterable, List, Optional, Tuple
 
+from kcaptcha import files
 from kcaptcha.config import Config
 from kcaptcha.data.folder import LabelledFolder
 from kcaptcha.export import saving
@@ -92,6 +93,10 @@ def resolve(config: Config, given: Optional[Iterable[str]] = None) -> Tuple[Conf
     if folder is not None:
         config, folder_notes = _from_folder(config, given, folder)
         notes += folder_notes
+    if config.unlabelled_dir and config.self_training_rounds:
+        count = len(files.list_images(config.unlabelled_dir))
+        notes.append(f"{count} unlabelled images in {config.unlabelled_dir}: self-training, at most "
+                     f"{config.self_training_rounds} rounds")
     return config.validate(), notes
 
 
@@ -178,7 +183,5 @@ def _from_folder(config: Config, given: frozenset, folder: LabelledFolder) -> Tu
 
 def previous_run_id(model_dir: str, fresh: bool = False) -> Optional[str]:
     """The id of the run in `model_dir` (which may replace the model it saved), or None (none, or `fresh`)."""
-    from kcaptcha import files
-
     path = os.path.join(model_dir, "run.json")
     return None if fresh or not os.path.exists(path) else files.read_json(path)["run_id"]

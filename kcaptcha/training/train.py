@@ -29,7 +29,7 @@ from kcaptcha.export import saving
 from kcaptcha.reading.vocab import Vocab
 from kcaptcha.training import callbacks as kc_callbacks
 from kcaptcha.training.callbacks import AtomicModelCheckpoint
-from kcaptcha.training import distribute, keras_compat, plots, transfer
+from kcaptcha.training import distribute, keras_compat, plots, selftrain, transfer
 from kcaptcha.training.resolve import previous_run_id, resolve
 
 MONITOR = "val_image_accuracy"
@@ -239,6 +239,16 @@ def train(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] =
     if verbose:
         for note in notes:
             print(note, flush=True)
+    unlabelled = selftrain.unlabelled_images(config) if config.self_training_rounds else []
+    if unlabelled:
+        return selftrain.self_train(config, model_dir, unlabelled, _train_resolved, fresh, save_dir, overwrite,
+                                    verbose)
+    return _train_resolved(config, model_dir, fresh, save_dir, overwrite, verbose)
+
+
+def _train_resolved(config, model_dir: str, fresh: bool = False, save_dir: Optional[str] = None,
+                    overwrite: bool = False, verbose: int = 1) -> dict:
+    """One run of a resolved `config` (see `train`)."""
     workers = distribute.make(config.strategy)  # before any other TensorFlow op, as multi-worker needs
     workers.per_replica_batch(config.batch_size)
     model_dir = os.path.abspath(model_dir)
@@ -313,6 +323,10 @@ def summary_line(summary: dict, seconds: float) -> str:
     where = f"Saved {summary['saved_to']}" if summary.get("saved_to") else "Trained"
     export = summary.get("export")
     failed = "; ONNX export failed (see summary.json)" if isinstance(export, str) else ""
+    selftraining = summary.get("self_training")
+    if selftraining:
+        failed = (f"; self-training kept round {selftraining['kept_round']} ({selftraining['pseudo_labels']} "
+                  f"pseudo-labels of {selftraining['unlabelled']} unlabelled images)") + failed
     return (f"{where}: {accuracy}; stopped at step {summary['steps']} ({summary['stop_reason']}) after "
             f"{kc_callbacks.duration(seconds)}{failed}. Details: "
             f"{os.path.join(summary['run_dir'], SUMMARY_FILE)}")
