@@ -11,9 +11,7 @@ import time
 
 import pytest
 
-from kcaptcha.data import collect
-
-from kcaptcha.data import labels
+from kcaptcha.data import collect, labels
 from kcaptcha.data.generate import CaptchaRenderer
 
 # What the server answers, request after request: every bad kind once, then a repeat, between good images.

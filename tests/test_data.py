@@ -7,11 +7,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from kcaptcha.data import generate, images
 from kcaptcha.data import pipeline as data
-
-from kcaptcha.data import generate
-
-from kcaptcha.data import images
 from kcaptcha.reading.vocab import Vocab
 
 

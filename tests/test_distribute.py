@@ -12,10 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from kcaptcha.training import distribute
-
-from kcaptcha.reading import metrics
 from kcaptcha.config import Config
+from kcaptcha.reading import metrics
+from kcaptcha.training import distribute
 from tests.ports import free_local_ports
 
 

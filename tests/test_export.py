@@ -4,9 +4,9 @@ import shutil
 import numpy as np
 import pytest
 
-import kcaptcha
-from kcaptcha.export import onnx as export
 from kcaptcha.data import generate
+from kcaptcha.export import onnx as export
+import kcaptcha
 
 
 @pytest.fixture(scope="module")

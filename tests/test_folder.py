@@ -5,7 +5,7 @@ import os
 import pytest
 from PIL import Image
 
-from kcaptcha.data.folder import LabelledFolder, LabelSource, labelled_paths
+from kcaptcha.data.folder import labelled_paths, LabelledFolder, LabelSource
 from kcaptcha.reading.vocab import Vocab
 
 

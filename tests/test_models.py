@@ -5,9 +5,8 @@ import pytest
 import tensorflow as tf
 
 from kcaptcha import models
-
-from kcaptcha.reading import decoding
 from kcaptcha.data.augment import Augmenter
+from kcaptcha.reading import decoding
 from kcaptcha.reading.vocab import Vocab
 
 

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
+from kcaptcha.files import collect_inputs, LabelRule
 from kcaptcha.reading import metrics
 from kcaptcha.reading.evaluate import evaluate_paths
-from kcaptcha.files import LabelRule, collect_inputs
 
 DIGITS_TASK = ["--charset=0123456789", "--min_length=4", "--max_length=4", "--width=100", "--height=60"]
 

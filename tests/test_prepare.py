@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from kcaptcha import files
-
 from kcaptcha.data import inventory
 from kcaptcha.data import prepare as prep
 

@@ -6,9 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
+from kcaptcha.data import generate, images
 import kcaptcha
-from kcaptcha.data import generate
-from kcaptcha.data import images
 
 
 @pytest.fixture(scope="module")

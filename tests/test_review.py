@@ -6,7 +6,6 @@ import threading
 import pytest
 
 from kcaptcha import files
-
 from kcaptcha.data import labels
 from kcaptcha.serve import create_app
 from kcaptcha.serve.review import ReviewQueue

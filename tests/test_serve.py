@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import kcaptcha
 from kcaptcha import serve
 from kcaptcha.serve import uploads
+import kcaptcha
 from tests.ports import free_local_ports
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

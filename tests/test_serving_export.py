@@ -10,15 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from kcaptcha.reading import decoding
-
 from kcaptcha.data import images
-
+from kcaptcha.data.generate import CaptchaRenderer
 from kcaptcha.export import saving
-
 from kcaptcha.export import serving as serving_export
 from kcaptcha.export.onnx import MIN_AGREEMENT
-from kcaptcha.data.generate import CaptchaRenderer
+from kcaptcha.reading import decoding
 from kcaptcha.reading.recognizer import load_model
 from kcaptcha.reading.vocab import Vocab
 

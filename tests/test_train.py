@@ -14,10 +14,8 @@ import numpy as np
 import pytest
 
 from kcaptcha import models
-
-from kcaptcha.reading import metrics
-
 from kcaptcha.export import saving
+from kcaptcha.reading import metrics
 from kcaptcha.training.train import train
 
 

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-import kcaptcha
-from kcaptcha.reading import tta
-from kcaptcha.reading.decoding import Prediction
 from kcaptcha.data.generate import CaptchaRenderer
 from kcaptcha.data.images import to_model_input
+from kcaptcha.reading import tta
+from kcaptcha.reading.decoding import Prediction
+import kcaptcha
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 

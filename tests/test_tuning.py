@@ -14,15 +14,11 @@ import keras_tuner
 import pytest
 
 from kcaptcha import models
-
-from kcaptcha.export import saving
-
-from kcaptcha.training import train
-
-from kcaptcha.training import tuning
-from kcaptcha.training import search as search_files
 from kcaptcha.config import Config
+from kcaptcha.export import saving
 from kcaptcha.flags import parse_flagfile
+from kcaptcha.training import search as search_files
+from kcaptcha.training import train, tuning
 from tests.ports import free_local_ports
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

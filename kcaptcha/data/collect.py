@@ -21,7 +21,6 @@ from typing import Callable, Optional
 from PIL import Image
 
 from kcaptcha import files
-
 from kcaptcha.data import labels
 
 MAX_BYTES = 5 * 1024 * 1024

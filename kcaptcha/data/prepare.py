@@ -17,9 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from kcaptcha import files
-
 from kcaptcha.data import inventory
-
 from kcaptcha.data.folder import LabelSource
 from kcaptcha.files import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, LabelRule
 

@@ -17,10 +17,8 @@ import tempfile
 import numpy as np
 
 from kcaptcha import files, models
-
-from kcaptcha.reading import decoding
-
 from kcaptcha.export import saving
+from kcaptcha.reading import decoding
 from kcaptcha.reading.vocab import Vocab
 
 ONNX_FILE = "model.onnx"

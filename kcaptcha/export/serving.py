@@ -25,12 +25,9 @@ import tempfile
 import numpy as np
 
 from kcaptcha import files
-
-from kcaptcha.reading import decoding
-
 from kcaptcha.data import images
-
 from kcaptcha.export import saving
+from kcaptcha.reading import decoding
 
 SIGNATURE_INPUT = "image_bytes"
 

@@ -8,16 +8,13 @@ from typing import List, Sequence, Union
 
 import numpy as np
 
-from kcaptcha.reading import decoding
-
-from kcaptcha.export import onnx as export
-
 from kcaptcha.data import images
-
+from kcaptcha.data.images import ImageLike
+from kcaptcha.export import onnx as export
 from kcaptcha.export import saving
+from kcaptcha.reading import decoding
 from kcaptcha.reading import tta as warped_copies  # `tta` is the argument's name
 from kcaptcha.reading.decoding import Prediction
-from kcaptcha.data.images import ImageLike
 from kcaptcha.reading.vocab import Vocab
 
 BACKENDS = ("auto", "keras", "onnx", "int8", "float")

@@ -3,7 +3,7 @@
 Only the event loop touches these counters, so they need no lock.
 """
 
-from kcaptcha.serve.limits import RETRY_AFTER_SECONDS, SMALL_BODY_BYTES, Limits
+from kcaptcha.serve.limits import Limits, RETRY_AFTER_SECONDS, SMALL_BODY_BYTES
 from kcaptcha.serve.uploads import ApiError
 
 BUSY_HEADERS = {"Retry-After": str(RETRY_AFTER_SECONDS)}

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from kcaptcha.serve import routes
 from kcaptcha.serve.admission import Admission
 from kcaptcha.serve.docs import add_offline_docs
-from kcaptcha.serve.limits import MiB, Limits
+from kcaptcha.serve.limits import Limits, MiB
 from kcaptcha.serve.metrics import Metrics
 from kcaptcha.serve.middleware import ServiceMiddleware
 from kcaptcha.serve.review import ReviewQueue

@@ -17,7 +17,6 @@ import time
 from typing import Dict, List, Tuple
 
 from kcaptcha import files
-
 from kcaptcha.data import labels
 
 logger = logging.getLogger("kcaptcha.serve")

@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kcaptcha.files import FORMAT_EXTENSIONS, claim_free_name, create_new
+from kcaptcha.files import claim_free_name, create_new, FORMAT_EXTENSIONS
 
 logger = logging.getLogger("kcaptcha.serve")
 # The formats training reads, plus WEBP (saved as PNG). No TIFF: a large attack surface, and no captchas.

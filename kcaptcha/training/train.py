@@ -28,8 +28,8 @@ from kcaptcha.data.pool import CaptchaPool
 from kcaptcha.export import saving
 from kcaptcha.reading.vocab import Vocab
 from kcaptcha.training import callbacks as kc_callbacks
-from kcaptcha.training.callbacks import AtomicModelCheckpoint
 from kcaptcha.training import distribute, keras_compat, plots, selftrain, transfer
+from kcaptcha.training.callbacks import AtomicModelCheckpoint
 from kcaptcha.training.resolve import previous_run_id, resolve
 
 MONITOR = "val_image_accuracy"
