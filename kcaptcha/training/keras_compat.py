@@ -18,8 +18,9 @@ import os
 
 import keras
 
-# The Keras releases whose internals below were read (3.7 to 3.15: the same code) and tested (3.15.1).
-TESTED_KERAS = (">=3.7", "<3.16")
+# The internals below are the same code in Keras 3.7 to 3.15; kcaptcha's training and these workarounds were
+# tested on 3.10.0 and 3.15.1 (3.9 and earlier lack layers kcaptcha uses, such as RandomGaussianBlur).
+TESTED_KERAS = (">=3.10", "<3.16")
 
 
 def restore_backup(model, backup_dir: str) -> None:
