@@ -293,7 +293,7 @@ def test_kill_9_then_restart_continues(tmp_path, repo_root):
                             cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"Resuming {run} from step {killed_at}" in result.stdout
-    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == killed_at + 30 and summary["steps_this_run"] == 30
     # Not a terminal: whole lines, one per validation, no log noise (70 smoke steps read nothing yet: a warning)
     lines = result.stderr.splitlines()

@@ -79,7 +79,7 @@ def test_bin_train_says_what_it_chose_for_a_folder(tmp_path, smoke_config, repo_
     result = subprocess.run(
         [sys.executable, os.path.join(repo_root, "bin", "train"), f"--train_dir={tmp_path / 'raw'}",
          f"--model_dir={tmp_path / 'run'}", f"--save_dir={tmp_path / 'model'}", "--max_steps=4", "--batch_size=8",
-         "--conv_filters=8,16", "--pool_size=64", "--val_size=16", "--noexport"],
+         "--conv_filters=8,16", "--pool_size=64", "--val_size=16", "--noexport", "--init_from=none"],
         cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "24 labelled images in" in result.stdout and "charset='0123'" in result.stdout.replace('"', "'")
