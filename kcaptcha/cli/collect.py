@@ -14,14 +14,12 @@ import sys
 from absl import flags
 
 from kcaptcha.cli import common
-from kcaptcha.reading.recognizer import BACKENDS
 
 flags.DEFINE_string("url", None, "The endpoint that answers each GET with a new captcha image.")
 flags.DEFINE_integer("count", 100, "How many images the output folder should hold.", lower_bound=1)
 flags.DEFINE_string("output_dir", None, "Where the images (and labels.csv) go; created if missing.")
-flags.DEFINE_string("model", "", "A model name or folder that pre-labels each image ('' for none).")
-flags.DEFINE_enum("backend", "auto", BACKENDS, "Inference engine for --model (as bin/predict's --backend).")
-flags.DEFINE_integer("tta", 0, "For --model: " + common.TTA_HELP, lower_bound=0)
+common.define_model_flag("", "A model name or folder that pre-labels each image ('' for none).")
+common.define_reading_flags("For --model: ")
 flags.DEFINE_float("interval", 1.0, "Seconds between requests (be polite).", lower_bound=0.0)
 flags.DEFINE_float("timeout", 10.0, "Seconds before a request is given up.", lower_bound=0.1)
 flags.DEFINE_integer("retries", 5, "Failed requests in a row before giving up.", lower_bound=1)
