@@ -105,7 +105,7 @@ def test_varied_style_is_reproducible_and_mixes_looks():
 
 
 def test_a_nuisance_left_out_leaves_the_rest_of_the_captcha_as_drawn():
-    """styles.draw(without=...) for ablations (benchmarks/misread_causes.py): the same random numbers are
+    """styles.draw(without=...) for ablations: the same random numbers are
     drawn, so only the nuisance goes."""
     import random
 

@@ -1,7 +1,7 @@
 """The saved model folder: `model.keras` plus `metadata.json`, written atomically, never replaced unasked.
 
-Shipped models are package data in `kcaptcha/saved_models/` (the repository's `saved_models/` links
-there). A name is looked up in `./saved_models/` first (where `bin/train` saves), then among them.
+Shipped models are package data in `kcaptcha/saved_models/`. A name is looked up in `./saved_models/` of
+the working folder first (where `bin/train` saves), then among them.
 """
 
 import datetime

@@ -21,9 +21,8 @@ from kcaptcha.reading.decoding import Prediction
 
 SEED = 20261201
 # By default only the images read with a confidence under this are read in copies (`Recognizer(tta_below=)`).
-# On captcha_images_v2 models fine-tuned on 200 labels that is 8% of the images, and they misread 11 of 1040
-# against 10 with every image read in copies (17 without copies); on alnum's held-out set 18%, 115 of 2000
-# against 113 (132): benchmarks/reading_options.py, docs/REAL_DATA.md.
+# On captcha_images_v2 models fine-tuned on 200 labels that is 8% of the images, and reading only those in
+# copies misreads about as few as reading every image in copies (benchmarks/reading_options.py).
 UNSURE_BELOW = 0.9
 # Half of `kcaptcha.data.augment.Augmenter`'s ranges at strength 1: larger warps helped no more.
 ROTATION_DEGREES, SCALE, SHEAR, SHIFT = 4.0, 0.075, 0.15, (0.04, 0.03)
