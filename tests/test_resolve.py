@@ -33,7 +33,7 @@ def test_a_folder_decides_the_task_when_not_given(tmp_path, smoke_config):
     folder = tmp_path / "raw"
     write_captchas(str(folder), smoke_config.replace(charset="abc", min_length=3, max_length=5), 12)
     Image.new("RGB", (300, 120), "white").save(folder / "abcab_odd.png")  # a taller one, but not the most common
-    config, notes = resolve.resolve(Config(train_dir=str(folder)), given={"train_dir"})
+    config, notes = resolve.resolve(Config(train_dir=str(folder), init_from="none"), given={"train_dir", "init_from"})
     assert set(config.charset) <= set("abc") and (config.min_length, config.max_length) == (3, 5)
     assert (config.width, config.height) == (smoke_config.width, smoke_config.height)
     assert config.style == "varied" and config.eval_every_steps == 100 and "13 labelled images" in notes[0]
@@ -47,7 +47,7 @@ def test_tall_images_are_scaled_to_the_model_height_and_the_notes_say_so(tmp_pat
     folder.mkdir()
     for index in range(3):
         Image.new("L", (240, 80), 255).save(folder / f"ab{index}_x.png")
-    config, notes = resolve.resolve(Config(train_dir=str(folder)), given={"train_dir"})
+    config, notes = resolve.resolve(Config(train_dir=str(folder), init_from="none"), given={"train_dir", "init_from"})
     assert (config.width, config.height) == (192, 64)
     assert "the images are 240x80, read scaled down to 192x64" in notes[0]
 
@@ -64,14 +64,15 @@ def _blank_folder(folder, count):
 def test_one_count_decides_the_step_budget_and_the_synthetic_share(tmp_path, count, steps, share):
     """A 540-image folder (486 after the validation hold-out) is in one tier for every setting."""
     _blank_folder(tmp_path / "folder", count)
-    config, notes = resolve.resolve(Config(train_dir=str(tmp_path / "folder")), given={"train_dir"})
+    config, notes = resolve.resolve(Config(train_dir=str(tmp_path / "folder"), init_from="none"),
+                                    given={"train_dir", "init_from"})
     assert (config.max_steps, config.synthetic_mix) == (steps, share)
     assert f"synthetic_mix={share}" in notes[-1]
 
 
 def test_the_python_api_resolves_what_differs_from_the_defaults(tmp_path, smoke_config):
     write_captchas(str(tmp_path / "raw"), smoke_config, 12)
-    config, _ = resolve.resolve(Config(train_dir=str(tmp_path / "raw"), max_steps=77))
+    config, _ = resolve.resolve(Config(train_dir=str(tmp_path / "raw"), max_steps=77, init_from="none"))
     assert config.max_steps == 77 and config.min_steps == 77  # given: kept
     assert config.charset == "0123" and config.style == "varied"  # left at the default: from the folder
 
@@ -84,7 +85,7 @@ def test_labels_csv_decides_over_the_names(tmp_path):
         image.save(folder / name)
     (folder / "labels.csv").write_text("filename,label,confidence,status\na.png,xyz,0.9,accepted\n"
                                        "b.png,xy,,corrected\nc.png,qq,0.3,unreviewed\n")
-    config, notes = resolve.resolve(Config(train_dir=str(folder)), given={"train_dir"})
+    config, notes = resolve.resolve(Config(train_dir=str(folder), init_from="none"), given={"train_dir", "init_from"})
     assert config.charset == "xyz" and (config.min_length, config.max_length) == (2, 3)
     assert "2 labelled images" in notes[0] and "1 unlabelled" in notes[0] and "labels.csv" in notes[0]
 
