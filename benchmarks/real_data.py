@@ -60,6 +60,8 @@ ROWS = {
 }
 
 flags.DEFINE_string("data_dir", DEFAULT_DATA, "Where the six sets are.")
+flags.DEFINE_integer("tta", 0, "Read in this many warped copies where unsure (bin/evaluate's --tta); the rows are "
+                     "then recorded as <row>+tta<N>, beside the rows read without.", lower_bound=0)
 flags.DEFINE_string("twin_model", "saved_models/general_twin", "The row twin@0's model: general's twin, trained the "
                     "same way without two of the sets (experiments/general.flags), read on the sets it never saw.")
 flags.DEFINE_list("sets", list(SETS), f"Which sets: {', '.join(SETS)}.")
@@ -138,19 +140,20 @@ def reader(row_name: str, folder: str):
 
     try:
         model = {"general@0": "general", "twin@0": FLAGS.twin_model}.get(row_name, f"{folder}/model")
-        recognizer = kcaptcha.load_model(model)
+        recognizer = kcaptcha.load_model(model, tta=FLAGS.tta)
     except (FileNotFoundError, ValueError) as error:
         raise Skipped(str(error)) from None
     return lambda paths: [p.text for p in recognizer.predict(paths)]
 
 
 def run_row(name: str, row_name: str, paths, labels) -> dict:
-    """Trains (unless the row needs no training) and reads the set's test split: the row's record."""
+    """Trains (unless the row needs no training, or is trained already) and reads the set's test split: the
+    row's record."""
     test, train_split = test_split(len(paths))
     pool = [i for i in train_split if readable(paths[i])]
     folder = os.path.join(FLAGS.runs_dir, name, row_name)
-    record = {"set": name, "row": row_name, "date": time.strftime("%Y-%m-%d"), "seed": FLAGS.seed,
-              "unreadable_left_out": len(train_split) - len(pool)}
+    record = {"set": name, "row": row_name + (f"+tta{FLAGS.tta}" if FLAGS.tta else ""),
+              "date": time.strftime("%Y-%m-%d"), "seed": FLAGS.seed, "unreadable_left_out": len(train_split) - len(pool)}
     if ROWS[row_name].size != 0:
         if ROWS[row_name].unlabelled and not bin_train_knows("unlabelled_dir"):
             raise Skipped("bin/train has no --unlabelled_dir flag yet")
@@ -202,7 +205,7 @@ def table(chosen, sets, rows) -> str:
             share = "" if len(done) == len(sets) else f" ({len(done)}/{len(sets)} sets)"
             minutes = [(r.get("train_seconds") or 0) / 60 for r in done.values()]
             cells += [f"{np.mean(list(accuracy.values())):.3f}{share}", f"{accuracy[worst]:.3f} ({worst})",
-                      f"{np.mean([r['character_accuracy'] for r in done.values()]):.3f}", f"{np.mean(minutes):.1f}" if ROWS[row].size != 0 else "–",
+                      f"{np.mean([r['character_accuracy'] for r in done.values()]):.3f}", f"{np.mean(minutes):.1f}" if ROWS[row.split("+")[0]].size != 0 else "–",
                       f"{np.mean([r['ms_per_image'] for r in done.values()]):.1f}"]
         else:
             cells += ["–"] * 5
@@ -242,25 +245,28 @@ def main(argv):
                              f"rows: {', '.join(ROWS)}.")
     records = read_results(FLAGS.results)
     done = {(r["set"], r["row"]) for r in records if "skipped" not in r}
+    suffix = f"+tta{FLAGS.tta}" if FLAGS.tta else ""
     for name in FLAGS.sets:
         paths, labels = labelled(os.path.join(FLAGS.data_dir, SETS[name]))
         for row in FLAGS.rows:
-            if (name, row) in done:
+            if (name, row + suffix) in done:
                 continue
             try:
                 record = run_row(name, row, paths, labels)
-                print(f"{name} {row}: whole-image {record['image_accuracy']:.4f}, character "
+                print(f"{name} {row}{suffix}: whole-image {record['image_accuracy']:.4f}, character "
                       f"{record['character_accuracy']:.4f}, {record['ms_per_image']} ms/image", flush=True)
             except Skipped as reason:
-                record = {"set": name, "row": row, "date": time.strftime("%Y-%m-%d"), "skipped": str(reason)}
-                print(f"{name} {row}: skipped: {reason}", flush=True)
+                record = {"set": name, "row": row + suffix, "date": time.strftime("%Y-%m-%d"),
+                          "skipped": str(reason)}
+                print(f"{name} {row}{suffix}: skipped: {reason}", flush=True)
             with open(FLAGS.results, "a") as f:
                 f.write(json.dumps(record) + "\n")
             records.append(record)
-    chosen = latest(records, FLAGS.sets, FLAGS.rows)
-    print(table(chosen, FLAGS.sets, FLAGS.rows))
+    rows = [row + suffix for row in FLAGS.rows]
+    chosen = latest(records, FLAGS.sets, rows)
+    print(table(chosen, FLAGS.sets, rows))
     if FLAGS.errors_png:
-        draw_errors(chosen, FLAGS.sets, FLAGS.rows, FLAGS.errors_png)
+        draw_errors(chosen, FLAGS.sets, rows, FLAGS.errors_png)
 
 
 if __name__ == "__main__":
