@@ -11,6 +11,7 @@ Rows (`--rows`), each on every set (`--sets`):
   (drawn with `--seed`: the same N for every row at that N, the 50 among the 100 among the 200;
   bin/train holds 10% of them out to validate);
 - `scratch@200`, `alnum@200`: the same 200 images, with `--init_from=none` / `--init_from=alnum`;
+  `basesize@200`: at `general`'s own input size (160×60), so that every layer of the base fits;
 - `unlabelled@50`: the 50 images, and the rest of the training split, unlabelled, as `--unlabelled_dir`;
 - `general@0`: the `general` model, no training; `twin@0`: its twin trained without v2 and mnwato
   (`--twin_model`), the honest zero-shot figure on those two; `ddddocr@0`: ddddocr
@@ -56,6 +57,7 @@ class Row:
 ROWS = {
     "default@50": Row(50), "default@100": Row(100), "default@200": Row(200), "default@all": Row(None),
     "scratch@200": Row(200, ("--init_from=none",)), "alnum@200": Row(200, ("--init_from=alnum",)),
+    "basesize@200": Row(200, ("--width=160", "--height=60")),  # at general's own input size: every layer fits
     "unlabelled@50": Row(50, unlabelled=True), "general@0": Row(0), "twin@0": Row(0), "ddddocr@0": Row(0),
 }
 
