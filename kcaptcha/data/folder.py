@@ -43,9 +43,8 @@ class LabelSource:
         """The source for `folder`: `csv_path` if given, else its labels.csv, else its names (see the module)."""
         own = os.path.join(folder, labels_csv.FILE)
         csv_path = csv_path or (own if os.path.isfile(own) else None)
-        rule = files.LabelRule.parse(label_from)
-        if inventory.read_report(folder):
-            rule = files.LabelRule.parse(inventory.read_report(folder)["label_from"])
+        report = inventory.read_report(folder)
+        rule = files.LabelRule.parse(report["label_from"] if report else label_from)
         csv = labels_csv.training_labels(csv_path) if csv_path else None
         return cls(rule, csv, csv_path, lowercase)
 

@@ -20,6 +20,10 @@ from kcaptcha.export import saving
 
 MAX_MODEL_HEIGHT = 64  # taller images are scaled down to this height, keeping their aspect ratio
 NO_BASE = "none"  # --init_from=none: train from scratch
+# What a training folder may decide when not given (the base model among them: the default one).
+FROM_FOLDER = frozenset(("init_from", "charset", "min_length", "max_length", "width", "height", "style",
+                         "eval_every_steps", "patience", "max_steps", "min_steps", "target_accuracy",
+                         "synthetic_mix"))
 DEFAULT_BASE = "general"  # the shipped base pretrained on real captchas: where a folder's training starts
 
 
@@ -78,7 +82,7 @@ def resolve(config: Config, given: Optional[Iterable[str]] = None) -> Tuple[Conf
     given = default_given(config) if given is None else frozenset(given)
     notes = []
     folder = None
-    if config.train_dir:
+    if config.train_dir and not FROM_FOLDER <= given:  # a resolved config is not read from its folder again
         if not os.path.isdir(config.train_dir):
             raise ValueError(f"train_dir is not a folder: {config.train_dir!r}")
         folder = LabelledFolder.open(config.train_dir, config.label_from)
@@ -93,7 +97,7 @@ def resolve(config: Config, given: Optional[Iterable[str]] = None) -> Tuple[Conf
     if folder is not None:
         config, folder_notes = _from_folder(config, given, folder)
         notes += folder_notes
-    if config.unlabelled_dir and config.self_training_rounds:
+    if folder is not None and config.unlabelled_dir and config.self_training_rounds:
         count = len(files.list_images(config.unlabelled_dir))
         notes.append(f"{count} unlabelled images in {config.unlabelled_dir}: self-training, at most "
                      f"{config.self_training_rounds} rounds")

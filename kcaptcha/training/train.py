@@ -62,12 +62,17 @@ def synthetic_fraction(config, train_files) -> float:
     return max(0.0, config.synthetic_mix)
 
 
+def pool_size(config, train_files) -> int:
+    """Synthetic captchas held in memory: `pool_size`, at most 5,000 beside a folder's images."""
+    return config.pool_size if train_files is None else min(config.pool_size, 5000)
+
+
 def data_line(config, sets, train_files) -> str:
     """What training reads, said while the pool fills and the training step is built (a minute or more)."""
     parts = [] if train_files is None else [f"{len(train_files[0])} training images"]
     fraction = synthetic_fraction(config, train_files)
     if fraction:
-        size = config.pool_size if train_files is None else min(config.pool_size, 5000)
+        size = pool_size(config, train_files)
         processes = generate.default_workers(config.data_workers)
         share = "" if fraction == 1.0 else f"{fraction:.0%} of each batch from "
         parts.append(f"{share}a pool of {size} synthetic captchas drawn by {processes} "
@@ -94,8 +99,7 @@ def training_data(config, train_files, start_index: int = 0, workers: Optional[d
     if fraction == 0.0:
         yield batches(None), None
         return
-    size = config.pool_size if train_files is None else min(config.pool_size, 5000)
-    with CaptchaPool(config, size, start_index=start_index) as captchas:
+    with CaptchaPool(config, pool_size(config, train_files), start_index=start_index) as captchas:
         yield batches(captchas), captchas
 
 
