@@ -124,9 +124,8 @@ def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks:
     if config.max_train_seconds:
         limits["max_train_seconds"] = kc_callbacks.TimeLimit(
             config.max_train_seconds, *((lambda s: workers.gather(s).max(), 10) if workers.count > 1 else ()))
-    early = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience,
-                                          start_from_epoch=config.min_steps // config.eval_every_steps)
-    every = [validation, *limits.values(), early]
+    limits["plateau"] = kc_callbacks.PlateauStop(config.patience, min_step=config.min_steps)
+    every = [validation, *limits.values()]
     optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under mixed_float16's loss scaling
     if getattr(optimizer, "use_ema", False):  # validate and save the averaged weights
         every.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
@@ -139,10 +138,9 @@ def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks:
     model.fit(train_ds, epochs=last_epoch, initial_epoch=initial_epoch, steps_per_epoch=config.eval_every_steps,
               callbacks=[*every, *callbacks], verbose=0, shuffle=False)
     steps = kc_callbacks.step_of(model)
-    reason = next((name for name, callback in limits.items() if callback.reached), None)
-    if reason is None:
-        reason = "patience" if early.stopped_epoch > 0 else "budget"
+    reason = next((name for name, callback in limits.items() if callback.reached), "budget")
     return {"steps": steps, "steps_this_run": steps - start_step, "stop_reason": reason,
+            "stop_detail": limits["plateau"].reached if reason == "plateau" else None,
             "fit_seconds": round(time.monotonic() - started, 1), "last_validation": validation.latest}
 
 
@@ -331,7 +329,8 @@ def summary_line(summary: dict, seconds: float) -> str:
     if selftraining:
         failed = (f"; self-training kept round {selftraining['kept_round']} ({selftraining['pseudo_labels']} "
                   f"pseudo-labels of {selftraining['unlabelled']} unlabelled images)") + failed
-    return (f"{where}: {accuracy}; stopped at step {summary['steps']} ({summary['stop_reason']}) after "
+    reason = summary["stop_reason"] + (f": {summary['stop_detail']}" if summary.get("stop_detail") else "")
+    return (f"{where}: {accuracy}; stopped at step {summary['steps']} ({reason}) after "
             f"{kc_callbacks.duration(seconds)}{failed}. Details: "
             f"{os.path.join(summary['run_dir'], SUMMARY_FILE)}")
 
