@@ -2,6 +2,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,7 +91,7 @@ def test_validation_scores_are_what_evaluate_computes(tmp_path, smoke_config):
     config = smoke_config.replace(max_steps=30, eval_every_steps=30)
     summary = train(config, str(tmp_path / "run"), save_dir=str(tmp_path / "model"), verbose=0)
     validation = data.synthetic_set(config, config.val_size, data.validation_seed(config))
-    readings = [p.text for p in kcaptcha.load_model(summary["saved_to"]).predict(list(validation.images))]
+    readings = [p.text for p in kcaptcha.load_model(summary["saved_to"], tta=0).predict(list(validation.images))]
     expected = metrics.scores(validation.labels, readings)
     assert summary["metrics"]["val_image_accuracy"] == pytest.approx(expected["image_accuracy"], abs=1e-4)
     assert summary["metrics"]["val_character_accuracy"] == pytest.approx(expected["character_accuracy"], abs=1e-4)
@@ -376,3 +377,16 @@ def test_a_model_that_reads_nothing_is_reported_not_passed_off(tmp_path, smoke_c
     assert "warning: the best model read none" in capsys.readouterr().err
     metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
     assert "read none" in metadata["training"]["warning"]  # the saved model carries it too
+
+
+def test_an_image_that_does_not_decode_is_named_when_training_meets_it(tmp_path, smoke_config):
+    from tests.conftest import write_captchas
+
+    paths = write_captchas(str(tmp_path / "folder"), smoke_config, 24)
+    with open(paths[5], "rb") as f:
+        data = f.read()
+    with open(paths[5], "wb") as f:  # a download cut short: the PNG signature and half its data
+        f.write(data[:len(data) // 2])
+    config = smoke_config.replace(train_dir=str(tmp_path / "folder"), max_steps=20)
+    with pytest.raises(ValueError, match="1 image\\(s\\) cannot be decoded: " + re.escape(paths[5])):
+        train(config, str(tmp_path / "run"), verbose=0)

@@ -54,6 +54,40 @@ def evaluation_sets(config) -> Dict[str, pipeline.LabelledImages]:
     return sets, (paths, labels)
 
 
+@contextlib.contextmanager
+def naming_unreadable_images(config):
+    """Turns a decoder's error deep in tf.data, which names no file, into a `ValueError` naming the training
+    or validation images that do not decode (a truncated download, say), found by decoding each as training
+    does."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError:
+        folders = [folder for folder in (config.train_dir, config.val_dir) if folder]
+        bad = [] if not folders else list(unreadable(
+            [path for folder in folders for path in files.list_images(folder)], config))
+        if not bad:
+            raise
+        shown = "; ".join(f"{path}: {reason}" for path, reason in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ValueError(f"{len(bad)} image(s) cannot be decoded: {shown}{more}. Replace or remove them "
+                         f"(bin/prepare reports such files and leaves them out of its split)") from None
+
+
+def unreadable(paths: Iterable[str], config):
+    """(path, reason) for each of `paths` that training's decoder rejects."""
+    import tensorflow as tf
+
+    from kcaptcha.data.images import decode_image
+
+    for path in paths:
+        try:
+            decode_image(tf.io.read_file(path), config.height, config.width)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+            yield path, error.message.strip().splitlines()[0][:120]
+
+
 def synthetic_fraction(config, train_files) -> float:
     """The share of synthetic captchas in each batch: all without files, else `synthetic_mix` (which
     `resolve` sets by the folder's size when it is not given)."""
@@ -283,8 +317,9 @@ def _train_resolved(config, model_dir: str, fresh: bool = False, save_dir: Optio
         own = config.replace(seed=distribute.data_seed(config.seed, workers.index))  # this worker's stream
         with training_data(own, train_files, int(drawn), workers) as (batches, pool):
             distribute.prepare_fit(model, workers)
-            result = fit(model, config, batches, sets, run_dir=work_dir, pool=pool, verbose=verbose,
-                         clock_offset=float(clock), workers=workers)
+            with naming_unreadable_images(config):
+                result = fit(model, config, batches, sets, run_dir=work_dir, pool=pool, verbose=verbose,
+                             clock_offset=float(clock), workers=workers)
         if result["stop_reason"] != "max_train_seconds" and workers.is_chief:
             files.atomic_write_json(os.path.join(model_dir, "run.json"), {**run, "finished": {
                 "steps": result["steps"], "stop_reason": result["stop_reason"]}})
