@@ -16,6 +16,8 @@ import sys
 
 from absl import app, flags
 
+from kcaptcha.reading.tta import DEFAULT_COPIES
+
 FLAGS = flags.FLAGS
 EXIT_RUNTIME, EXIT_USAGE = 1, 2
 # Modules the light runtime install leaves out, and the extra that brings each.
@@ -40,7 +42,7 @@ BACKEND_HELP = ("Inference engine (auto: the exported ONNX model when it agrees 
                 "int8 export even where it agrees less; float: the float32 export alone).")
 TTA_HELP = ("Also read each image the model is unsure of (confidence under 0.9) in this many slightly warped "
             "copies and keep the text they agree on: fewer misreads for a model trained on a few hundred images, "
-            "for 1.5-2.5 times the work at 8. 8 is a good start.")
+            "for 1.5-2.5 times the work at 8; 0: read each image once.")
 
 
 def define_model_flag(default: str = "digits", help_text: str = MODEL_HELP) -> None:
@@ -53,7 +55,7 @@ def define_reading_flags(help_prefix: str = "") -> None:
     from kcaptcha.reading.recognizer import BACKENDS
 
     flags.DEFINE_enum("backend", "auto", BACKENDS, help_prefix + BACKEND_HELP)
-    flags.DEFINE_integer("tta", 0, help_prefix + TTA_HELP, lower_bound=0)
+    flags.DEFINE_integer("tta", DEFAULT_COPIES, help_prefix + TTA_HELP, lower_bound=0)
 
 
 def define_model_flags() -> None:

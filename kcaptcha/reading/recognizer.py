@@ -25,7 +25,8 @@ __all__ = ["BACKENDS", "Prediction", "Recognizer", "load_model"]
 class Recognizer:
     """A loaded recogniser. Create with `kcaptcha.load_model(name_or_path)`."""
 
-    def __init__(self, model_dir: str, backend: str = "auto", spin: bool = True, tta: int = 0,
+    def __init__(self, model_dir: str, backend: str = "auto", spin: bool = True,
+                 tta: int = warped_copies.DEFAULT_COPIES,
                  tta_below: float = warped_copies.UNSURE_BELOW):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
@@ -167,7 +168,7 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def load_model(name_or_path: str = "digits", backend: str = "auto", spin: bool = True, tta: int = 0,
+def load_model(name_or_path: str = "digits", backend: str = "auto", spin: bool = True, tta: int = warped_copies.DEFAULT_COPIES,
                tta_below: float = warped_copies.UNSURE_BELOW) -> Recognizer:
     """Loads a saved model folder, or a model by name (`./saved_models/<name>`, else a shipped one).
 
