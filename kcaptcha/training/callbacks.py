@@ -1,7 +1,8 @@
-"""Only the training callbacks Keras lacks: scoring readings, stopping at a target, step and time limits,
-keeping the best model safely, and a progress line that counts steps.
+"""Only the training callbacks Keras lacks: scoring readings, stopping at a target or on a plateau, step and
+time limits, keeping the best model safely, and a progress line that counts steps.
 
-Resume, early stopping and logs use Keras' own callbacks (see `kcaptcha.training.train`).
+Resume and logs use Keras' own callbacks (see `kcaptcha.training.train`); the plateau stop is here because
+Keras' `EarlyStopping` watches one metric, and a small validation set needs two.
 """
 
 import math
@@ -243,7 +244,8 @@ class TimeLimit(keras.callbacks.Callback):
 
 
 class Progress(keras.callbacks.Callback):
-    """Shows step/max_steps, steps per second, time left and the latest validation accuracy.
+    """Shows step/max_steps, steps per second, time left (at most: a plateau may end it sooner) and the
+    latest validation accuracy and loss.
 
     On a terminal one line is redrawn about once a second; otherwise (a log file) a complete line is
     written at every validation, so logs stay readable.
@@ -291,6 +293,8 @@ class Progress(keras.callbacks.Callback):
         if "val_image_accuracy" in self.latest:
             parts.append(f"val_image_accuracy {self.latest['val_image_accuracy']:.4f} "
                          f"(step {self.latest.get('step', '?')})")
+        if "val_loss_ema" in self.latest:  # what the plateau stop watches
+            parts.append(f"val_loss (average) {self.latest['val_loss_ema']:.4f}")
         if "loss" in self.latest:
             parts.append(f"loss {self.latest['loss']:.4f}")
         return "  ".join(parts)
