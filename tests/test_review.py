@@ -282,3 +282,14 @@ def test_labels_are_checked_against_the_folder_charset_and_lengths(tmp_path, rec
     (tmp_path / "uploads" / "digits" / "labels.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="labels.json is not a label rules file"):
         ReviewQueue(folder)
+
+
+def test_bad_review_rules_are_a_usage_error(tmp_path, repo_root):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, os.path.join(repo_root, "bin", "serve"), f"--review_dir={tmp_path}",
+                             "--review_min_length=5", "--review_max_length=4"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: Label lengths must satisfy 1 <= min_length "
+                                                               "<= max_length. Received: min_length=5, max_length=4")

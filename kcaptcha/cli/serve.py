@@ -53,6 +53,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     common.no_arguments(argv, "give models with --models")
+    from kcaptcha.data.labels import LabelRules
     from kcaptcha.serve import run_server
     from kcaptcha.serve.limits import MiB, Limits
 
@@ -62,6 +63,8 @@ def main(argv):
                   max_bytes_in_flight=FLAGS.max_bytes_in_flight_mb * MiB)
     try:
         Limits(**limits)
+        LabelRules(FLAGS.review_charset, FLAGS.review_min_length or 1, FLAGS.review_max_length,
+                   "--review_charset, --review_min_length, --review_max_length")
     except ValueError as error:  # a check across flags
         raise common.UsageError(str(error)) from None
     run_server(FLAGS.models, host=FLAGS.host, port=FLAGS.port, workers=FLAGS.workers, backend=FLAGS.backend,
