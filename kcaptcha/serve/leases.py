@@ -51,8 +51,9 @@ class Leases:
             return {}
 
     def write(self, leases: Dict[str, Lease]) -> None:
-        files.atomic_write_text(self.path, json.dumps(
-            {name: dataclasses.asdict(lease) for name, lease in sorted(leases.items())}, indent=1) + "\n")
+        text = json.dumps({name: dataclasses.asdict(lease) for name, lease in sorted(leases.items())}, indent=1)
+        with files.atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.write(text + "\n")  # no fsync: leases lost in a crash cost nothing, and a decision waits on it
 
     def free(self, leases: Dict[str, Lease], filename: str, reviewer: str) -> bool:
         """Whether `filename` may be handed to `reviewer`: not leased, leased to them, or its lease expired."""

@@ -118,14 +118,18 @@ class ReviewQueue:
         a label may hold}. The image is leased to `reviewer`: the one they hold still, else the first free."""
         with self._lock, labels.locked(self.folder):
             self.refresh()
-            waiting, leases = self.order(), self.leases.read()
-            item = next((row for row in waiting if row.filename in leases and
-                         leases[row.filename].reviewer == reviewer), None)
-            item = item or next((row for row in waiting if self.leases.free(leases, row.filename, reviewer)), None)
-            if item is not None:
-                self.leases.write(self.leases.hand(leases, item.filename, reviewer, (row.filename for row in waiting)))
-            return {"item": None if item is None else _as_dict(item), "progress": self.progress(),
-                    "labels": self.rules.to_dict()}
+            return self._hand_next(reviewer, self.leases.read())
+
+    def _hand_next(self, reviewer: str, leases) -> dict:
+        """`next_item` on the rows as they are, with the folder's lock held."""
+        waiting = self.order()
+        item = next((row for row in waiting if row.filename in leases and leases[row.filename].reviewer == reviewer),
+                    None)
+        item = item or next((row for row in waiting if self.leases.free(leases, row.filename, reviewer)), None)
+        if item is not None:
+            self.leases.write(self.leases.hand(leases, item.filename, reviewer, (row.filename for row in waiting)))
+        return {"item": None if item is None else _as_dict(item), "progress": self.progress(),
+                "labels": self.rules.to_dict()}
 
     def decide(self, reviewer: str, filename: str, action: str, label: str = "", override: bool = False) -> dict:
         """Records a decision on `filename` in `labels.csv`; then the reviewer's next item, as `next_item`.
@@ -169,10 +173,9 @@ class ReviewQueue:
                     "folder": self.folder, "filename": filename, "reviewer": reviewer, "action": action,
                     "before": {"label": row.label, "status": row.status}, "after": {"label": row.label, **change},
                     "leased_to": holder.reviewer if holder else None}, ensure_ascii=False))
-            self._rows = {r.filename: r for r in labels.change(self.folder, {filename: change})}
-            if filename in leases:
-                self.leases.write({name: lease for name, lease in leases.items() if name != filename})
-        return self.next_item(reviewer)
+            written = {r.filename: r for r in labels.change(self.folder, {filename: change})}
+            self._rows = {**self._rows, **written}
+            return self._hand_next(reviewer, leases)  # which drops the lease of the image decided
 
 
 def _rules(folder: str, recognizer, charset: Optional[str], min_length: Optional[int],
