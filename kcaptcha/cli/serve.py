@@ -23,6 +23,12 @@ flags.DEFINE_float("save_uploads_max_mb", 1024.0, "Stop saving uploads once --sa
                    lower_bound=0.0)
 flags.DEFINE_string("review_dir", None, "A folder of images to review in the browser at /review (a bin/collect or "
                     "--save_uploads folder): least sure first, each decision written to its labels.csv.")
+flags.DEFINE_string("review_charset", None, "The characters a label accepted at /review may hold (default: those "
+                    "of the model that read the folder, in its labels.json, else of the first model).")
+flags.DEFINE_integer("review_min_length", None, "The fewest characters of a label accepted at /review (default: as "
+                     "--review_charset's).", lower_bound=1)
+flags.DEFINE_integer("review_max_length", None, "The most characters of a label accepted at /review (default: as "
+                     "--review_charset's).", lower_bound=1)
 flags.DEFINE_integer("max_batch_size", 64, "Most images in one model call.", lower_bound=1)
 flags.DEFINE_float("max_wait_ms", 2.0, "How long a model waits for more requests to batch with the first.",
                    lower_bound=0.0)
@@ -47,6 +53,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     common.no_arguments(argv, "give models with --models")
+    from kcaptcha.data.labels import LabelRules
     from kcaptcha.serve import run_server
     from kcaptcha.serve.limits import MiB, Limits
 
@@ -56,13 +63,16 @@ def main(argv):
                   max_bytes_in_flight=FLAGS.max_bytes_in_flight_mb * MiB)
     try:
         Limits(**limits)
+        LabelRules(FLAGS.review_charset, FLAGS.review_min_length or 1, FLAGS.review_max_length,
+                   "--review_charset, --review_min_length, --review_max_length")
     except ValueError as error:  # a check across flags
         raise common.UsageError(str(error)) from None
     run_server(FLAGS.models, host=FLAGS.host, port=FLAGS.port, workers=FLAGS.workers, backend=FLAGS.backend,
                tta=FLAGS.tta,
                access_log=FLAGS.access_log,
                save_uploads=FLAGS.save_uploads, save_uploads_max_mb=FLAGS.save_uploads_max_mb,
-               review_dir=FLAGS.review_dir,
+               review_dir=FLAGS.review_dir, review_charset=FLAGS.review_charset,
+               review_min_length=FLAGS.review_min_length, review_max_length=FLAGS.review_max_length,
                max_batch_size=FLAGS.max_batch_size, max_wait_ms=FLAGS.max_wait_ms, **limits)
 
 

@@ -6,7 +6,7 @@ request), `admission` (requests and body bytes in flight), `limits` (every bound
 bodies -> uploads), `uploads` (reading headers, decoding and saving one image), `decoders` (the decoding
 threads), `batching` (one model call for the images that arrive together), `metrics` (Prometheus),
 `service` (the served models and their queues), `review` (a folder's images handed to reviewers, least sure
-first), `server` (loading models, running uvicorn).
+first), `leases` (which reviewer holds which image), `server` (loading models, running uvicorn).
 """
 
 from kcaptcha.serve.app import create_app

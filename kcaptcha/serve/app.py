@@ -29,7 +29,9 @@ STATIC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 def create_app(recognizers: Mapping[str, object], save_uploads: Optional[str] = None,
                save_uploads_max_mb: float = 1024.0, max_batch_size: int = 64, max_wait_ms: float = 2.0,
-               access_log: bool = True, review_dir: Optional[str] = None, **limits) -> FastAPI:
+               access_log: bool = True, review_dir: Optional[str] = None, review_charset: Optional[str] = None,
+               review_min_length: Optional[int] = None, review_max_length: Optional[int] = None,
+               **limits) -> FastAPI:
     """The service for `recognizers` ({name: Recognizer}; the first is the default).
 
     Args:
@@ -40,6 +42,8 @@ def create_app(recognizers: Mapping[str, object], save_uploads: Optional[str] = 
         access_log: log one JSON line per request (logger `kcaptcha.access`).
         review_dir: a folder of images to review at `/review` (see `review`); the first model reads the
             images that have no reading yet.
+        review_charset, review_min_length, review_max_length: what a label accepted at `/review` may hold;
+            each one not given comes from the folder's `labels.json`, else from the first model.
         **limits: `Limits` fields (the request, queue, connection and memory bounds).
     """
     if not recognizers:
@@ -51,7 +55,8 @@ def create_app(recognizers: Mapping[str, object], save_uploads: Optional[str] = 
     saver = UploadSaver(save_uploads, int(save_uploads_max_mb * MiB)) if save_uploads else None
     service = RecognitionService(recognizers, limits, metrics, max_batch_size, max_wait_ms, saver)
     admission = Admission(limits, metrics)
-    queue = ReviewQueue(review_dir, recognizers[service.names[0]]) if review_dir else None
+    queue = ReviewQueue(review_dir, recognizers[service.names[0]], charset=review_charset,
+                        min_length=review_min_length, max_length=review_max_length) if review_dir else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):

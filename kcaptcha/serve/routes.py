@@ -16,6 +16,7 @@ from starlette.background import BackgroundTask
 from kcaptcha.serve.admission import BUSY_HEADERS
 from kcaptcha.serve.bodies import ClientGone, parent_upload, parse_json, predict_uploads, read_body
 from kcaptcha.serve.decoders import Ticket
+from kcaptcha.serve.review import BadLabel, Refused
 from kcaptcha.serve.uploads import ApiError
 
 _MODEL_PARAMETER = {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
@@ -36,8 +37,12 @@ _DECISION_BODY = {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["filename", "action"], "properties": {
         "filename": {"type": "string", "description": "The image, as /review/next named it."},
         "action": {"type": "string", "enum": ["accept", "skip", "unreadable"]},
-        "label": {"type": "string", "description": "The label accepted (changed from the reading: corrected)."},
-        "reviewer": {"type": "string", "description": "Who decides: each reviewer is handed different images."}}}}}}
+        "label": {"type": "string", "description": "The label accepted (changed from the reading: corrected); one "
+                                                   "word of the folder's charset and lengths (422 otherwise)."},
+        "reviewer": {"type": "string", "description": "Who decides: each reviewer is handed different images, and "
+                                                      "decides only those (409 otherwise)."},
+        "override": {"type": "boolean", "description": "Decide an image handed to another reviewer, or one decided "
+                                                       "already; logged."}}}}}}
 
 
 def add_info_routes(app: FastAPI, service, admission, metrics, page: str) -> None:
@@ -154,7 +159,8 @@ def add_review_routes(app: FastAPI, queue, page: str, body_timeout: float) -> No
     async def review_page():
         return HTMLResponse(page)
 
-    @app.get("/review/next", summary="Review: the next image for `reviewer` (least sure first) and the progress")
+    @app.get("/review/next", summary="Review: the next image for `reviewer` (least sure first), leased to them; "
+                                     "the progress, and what a label may hold")
     async def review_next(reviewer: str = "anyone"):
         return await asyncio.to_thread(queue.next_item, reviewer)
 
@@ -165,20 +171,25 @@ def add_review_routes(app: FastAPI, queue, page: str, body_timeout: float) -> No
         except KeyError:
             raise ApiError(404, "unknown_image", f"{name!r} is not an image of the review folder") from None
 
-    @app.post("/review/decision", summary="Review: accept (or correct) a label, skip, or mark unreadable; "
-                                          "the next image", openapi_extra={"requestBody": _DECISION_BODY})
+    @app.post("/review/decision", summary="Review: accept (or correct) a label, skip, or mark unreadable, for an "
+                                          "image handed to the reviewer (409 otherwise); the next image",
+              openapi_extra={"requestBody": _DECISION_BODY})
     async def review_decision(request: Request):
         decision = parse_json(await read_body(request, 16 * 1024, body_timeout))
-        if not isinstance(decision, dict) or not all(isinstance(decision.get(key, ""), str)
-                                                     for key in ("reviewer", "filename", "action", "label")):
-            raise ApiError(422, "bad_decision", 'A decision is {"filename", "action", "label", "reviewer"}, '
-                                                "all strings")
+        if not isinstance(decision, dict) or not all(isinstance(decision.get(key, ""), str) for key in (
+                "reviewer", "filename", "action", "label")) or not isinstance(decision.get("override", False), bool):
+            raise ApiError(422, "bad_decision", 'A decision is {"filename", "action", "label", "reviewer"}, all '
+                                                'strings, and an optional "override": true or false')
         try:
             return await asyncio.to_thread(queue.decide, decision.get("reviewer") or "anyone",
                                            decision.get("filename", ""), decision.get("action", ""),
-                                           decision.get("label", ""))
+                                           decision.get("label", ""), decision.get("override", False))
         except KeyError:
             raise ApiError(404, "unknown_image", f"{decision.get('filename')!r} is not an image of the review "
                                                  "folder") from None
+        except Refused as refused:
+            raise ApiError(409, refused.code, str(refused)) from None
+        except BadLabel as error:
+            raise ApiError(422, "bad_label", str(error)) from None
         except ValueError as error:
             raise ApiError(422, "bad_decision", str(error)) from None
