@@ -1,0 +1,161 @@
+"""bin/serve --models_dir through its real server on loopback: folders dropped in, replaced under a stream of
+requests, removed, broken or half-copied, and POST /b choosing the model by the image's size."""
+
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+from kcaptcha import files
+from kcaptcha.export import saving
+from tests.test_serve import encoded, serving
+
+POLL = "--poll_interval=0.2"
+ALNUM = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def captchas(charset, min_length, max_length, width, count=6):
+    """(label, PNG bytes) of `count` captchas that the shipped model of that charset and size reads right."""
+    from kcaptcha.data.generate import CaptchaRenderer
+
+    renderer = CaptchaRenderer(charset, min_length, max_length, width, 60, seed=3)
+    return [(label, encoded(image)) for label, image in (renderer.render(i) for i in range(count))]
+
+
+@pytest.fixture(scope="module")
+def alnum_captchas():
+    return captchas(ALNUM, 4, 6, 160)  # 160x60: alnum's size; the digits model misreads every one
+
+
+@pytest.fixture(scope="module")
+def digit_captchas():
+    return captchas("0123456789", 4, 4, 100)  # 100x60: digits' size
+
+
+def copy_model(name, destination):
+    shutil.copytree(os.path.join(saving.SHIPPED_MODELS_DIR, name), destination)
+
+
+def wait_for(check, what, timeout=60.0):
+    """Polls `check()` until it returns a true value (returned); fails naming `what` after `timeout` s."""
+    deadline = time.time() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.time() > deadline:
+            pytest.fail(f"not seen within {timeout:g} s: {what}")
+        time.sleep(0.1)
+
+
+def folder_state(client, name):
+    return client.get("/v1/models").json()["models_dir"]["folders"].get(name)
+
+
+def served(client):
+    return {m["name"]: m["metadata"]["name"] for m in client.get("/v1/models").json()["models"]}
+
+
+def read_b(client, data):
+    response = client.post("/b", files={"image_file": ("c.png", data)})
+    assert response.status_code == 200, response.text
+    return response.json()["value"]
+
+
+def test_a_folder_dropped_in_is_served_without_a_restart_and_stops_when_removed(tmp_path, alnum_captchas,
+                                                                                 digit_captchas):
+    models = tmp_path / "models"
+    copy_model("digits", models / "a-digits")
+    with serving(tmp_path, f"--models_dir={models}", POLL) as running:
+        client = running["client"]
+        assert served(client) == {"a-digits": "digits"}
+        label, alnum_png = alnum_captchas[0]
+        assert read_b(client, alnum_png) != label  # only digits is served: it misreads letters
+
+        copy_model("alnum", models / "b-alnum")  # a plain copy, seen while it is being written
+        wait_for(lambda: "b-alnum" in served(client), "b-alnum served")
+        assert folder_state(client, "b-alnum")["status"] == "served"
+        # POST /b naming no model: the model of the image's size reads it; the default is a-digits
+        assert [read_b(client, data) for _, data in alnum_captchas] == [label for label, _ in alnum_captchas]
+        assert [read_b(client, data) for _, data in digit_captchas] == [label for label, _ in digit_captchas]
+
+        shutil.rmtree(models / "b-alnum")
+        wait_for(lambda: "b-alnum" not in served(client), "b-alnum no longer served")
+        gone = client.post("/v1/models/b-alnum/predict", files={"file": ("c.png", alnum_png)})
+        assert gone.status_code == 404 and gone.json()["error"] == "unknown_model"
+        assert folder_state(client, "b-alnum") is None and running["process"].poll() is None
+    log = running["log"].read_text()
+    assert "Model b-alnum served from" in log and "Model b-alnum: its folder has gone" in log
+
+
+def test_a_model_replaced_under_a_stream_of_requests_answers_every_one(tmp_path, alnum_captchas):
+    models = tmp_path / "models"
+    copy_model("digits", models / "m")
+    with serving(tmp_path, f"--models_dir={models}", POLL, "--noaccess_log") as running:
+        client, url = running["client"], running["url"]
+        answers, stop = [], threading.Event()
+
+        def stream(index):
+            import httpx
+
+            with httpx.Client(base_url=url, timeout=30) as own:
+                while not stop.is_set():
+                    label, data = alnum_captchas[index % len(alnum_captchas)]
+                    response = own.post("/v1/models/m/predict", files={"file": ("c.png", data)})
+                    text = response.json()["predictions"][0]["text"] if response.status_code == 200 else None
+                    answers.append((time.monotonic(), response.status_code, text == label))
+                    index += 1
+
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(answers) >= 20, "answers before the swap")
+
+        def write(staging):  # what bin/train --overwrite does to a saved model folder
+            shutil.copytree(os.path.join(saving.SHIPPED_MODELS_DIR, "alnum"), staging, dirs_exist_ok=True)
+
+        files.replace_folder(str(models / "m"), write)
+        wait_for(lambda: served(client)["m"] == "alnum", "m replaced by alnum")
+        swapped = time.monotonic()
+        wait_for(lambda: sum(1 for t, *_ in answers if t > swapped) >= 40, "answers after the swap")
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    statuses = [status for _, status, _ in answers]
+    assert statuses.count(200) == len(statuses), f"failed requests: {[s for s in statuses if s != 200]}"
+    before = [right for t, _, right in answers[:20]]
+    after = [right for t, _, right in answers if t > swapped][4:]  # the first 4: sent to digits before the swap
+    assert not any(before) and all(after)  # digits misreads letters, alnum reads them
+
+
+def test_a_broken_or_half_copied_folder_never_replaces_the_served_one(tmp_path, digit_captchas):
+    models = tmp_path / "models"
+    copy_model("digits", models / "m")
+    with serving(tmp_path, f"--models_dir={models}", POLL) as running:
+        client = running["client"]
+        label, data = digit_captchas[0]
+        int8 = models / "m" / "model.int8.onnx"
+        whole = int8.read_bytes()
+        int8.write_bytes(whole[:len(whole) // 2])  # a copy that stalled halfway
+        state = wait_for(lambda: (folder_state(client, "m") or {}).get("status") == "failed"
+                         and folder_state(client, "m"), "m failed to load")
+        assert "model.int8.onnx" in state["detail"] and state["served"] and state["model"] == "digits"
+        response = client.post("/v1/models/m/predict", files={"file": ("c.png", data)})
+        assert response.status_code == 200 and response.json()["predictions"][0]["text"] == label
+        assert client.get("/readyz").status_code == 200
+
+        (models / "half").mkdir()  # model files without their metadata
+        shutil.copy(os.path.join(saving.SHIPPED_MODELS_DIR, "alnum", "model.onnx"), models / "half")
+        half = wait_for(lambda: (folder_state(client, "half") or {}).get("status") == "failed"
+                        and folder_state(client, "half"), "half reported")
+        assert "metadata.json is missing" in half["detail"] and not half["served"]
+        assert set(served(client)) == {"m"} and client.get("/readyz").json()["models_dir"]["folders"]["half"]
+
+        int8.write_bytes(whole)  # the copy completes: that version is served
+        wait_for(lambda: (folder_state(client, "m") or {}).get("status") == "served", "m served again")
+        assert read_b(client, data) == label
+    log = running["log"].read_text()
+    assert f"Model folder {models / 'm'} failed to load; the previous version stays served" in log
+    assert "Traceback" not in log
