@@ -10,7 +10,9 @@ import pytest
 
 from kcaptcha import files
 from kcaptcha.export import saving
+from kcaptcha.serve import create_app
 from tests.test_serve import encoded, serving
+from tests.test_serve_limits import HeldRecognizer, gray_png, post_in_background, running
 
 POLL = "--poll_interval=0.2"
 ALNUM = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -117,7 +119,7 @@ def test_a_model_replaced_under_a_stream_of_requests_answers_every_one(tmp_path,
             shutil.copytree(os.path.join(saving.SHIPPED_MODELS_DIR, "alnum"), staging, dirs_exist_ok=True)
 
         files.replace_folder(str(models / "m"), write)
-        wait_for(lambda: served(client)["m"] == "alnum", "m replaced by alnum")
+        wait_for(lambda: served(client).get("m") == "alnum", "m replaced by alnum")
         swapped = time.monotonic()
         wait_for(lambda: sum(1 for t, *_ in answers if t > swapped) >= 40, "answers after the swap")
         stop.set()
@@ -128,6 +130,24 @@ def test_a_model_replaced_under_a_stream_of_requests_answers_every_one(tmp_path,
     before = [right for t, _, right in answers[:20]]
     after = [right for t, _, right in answers if t > swapped][4:]  # the first 4: sent to digits before the swap
     assert not any(before) and all(after)  # digits misreads letters, alnum reads them
+
+
+def test_a_request_already_on_a_replaced_model_is_answered_by_it():
+    old, new = HeldRecognizer(), HeldRecognizer()
+    app = create_app({"fake": old}, request_timeout=5)
+    service = app.state.service
+    with running(app) as (client, _):
+        old_worker = service.models["fake"].batcher
+        old.hold_decoding()  # the request has its model; its image is not yet in that model's queue
+        waiting = post_in_background(client, 5)
+        assert old.decoding.wait(10)
+        service.install("fake", service.prepare("fake", new))  # (from this thread: the loop has nothing to do)
+        old.release_decoding()
+        assert waiting.result(30).status_code == 200 and waiting.result().json()["value"] == "5"
+        assert client.post("/b", files={"image_file": ("c.png", gray_png(7))}).json()["value"] == "7"
+        assert old.read[-1] == 5 and 7 not in old.read and new.read[-1] == 7
+        old_worker._thread.join(10)  # stopped once its last request was answered
+        assert not old_worker.alive and service.models["fake"].batcher.alive
 
 
 def test_a_broken_or_half_copied_folder_never_replaces_the_served_one(tmp_path, digit_captchas):
