@@ -173,6 +173,17 @@ def test_a_broken_or_half_copied_folder_never_replaces_the_served_one(tmp_path, 
         assert "metadata.json is missing" in half["detail"] and not half["served"]
         assert set(served(client)) == {"m"} and client.get("/readyz").json()["models_dir"]["folders"]["half"]
 
+        copy_model("digits", models / ".keras-only")  # as bin/train saves: exported after it is saved
+        metadata = files.read_json(str(models / ".keras-only" / "metadata.json"))
+        files.atomic_write_json(str(models / ".keras-only" / "metadata.json"),
+                                {key: value for key, value in metadata.items() if key != "export"})
+        os.rename(models / ".keras-only", models / "keras-only")
+        keras_only = wait_for(lambda: (folder_state(client, "keras-only") or {}).get("status") == "failed"
+                              and folder_state(client, "keras-only"), "keras-only reported")
+        assert "has no ONNX export to serve" in keras_only["detail"] and set(served(client)) == {"m"}
+        with open(f"/proc/{running['process'].pid}/maps") as maps:
+            assert "tensorflow" not in maps.read()  # the runtime serves without TensorFlow
+
         int8.write_bytes(whole)  # the copy completes: that version is served
         wait_for(lambda: (folder_state(client, "m") or {}).get("status") == "served", "m served again")
         assert read_b(client, data) == label

@@ -86,10 +86,23 @@ def served_recognizer(model_dir: str, backend: str = "auto", tta: int = 0):
 
 
 def model_folder(models_dir, backend: str = "auto", tta: int = 0, poll_interval: float = 2.0):
-    """The `ModelFolder` of `models_dir` (None for None), its models read as `load_recognizers` reads."""
+    """The `ModelFolder` of `models_dir` (None for None), its models read as `load_recognizers` reads.
+
+    Unless `backend` is "keras", a folder is served on its ONNX export only: one without (yet) is not
+    loaded on Keras, which would bring TensorFlow into the server; `bin/train` saves a folder first and
+    exports it after, and the folder is served once its export is written.
+    """
     if models_dir is None:
         return None
-    return ModelFolder(models_dir, lambda model_dir: served_recognizer(model_dir, backend, tta), poll_interval)
+    from kcaptcha.export import onnx, saving
+
+    def load(model_dir: str):
+        if backend != "keras" and onnx.onnx_files(saving.read_metadata(model_dir), backend)[0] is None:
+            raise ValueError(f"{model_dir} has no ONNX export to serve (yet): it is served once bin/export writes "
+                             "one (bin/train does at its end), or serve the folder with --backend=keras")
+        return served_recognizer(model_dir, backend, tta)
+
+    return ModelFolder(models_dir, load, poll_interval)
 
 
 def app_from_environment() -> FastAPI:
