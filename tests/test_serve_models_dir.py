@@ -3,6 +3,8 @@ requests, removed, broken or half-copied, and POST /b choosing the model by the 
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -10,8 +12,8 @@ import pytest
 
 from kcaptcha import files
 from kcaptcha.export import saving
-from kcaptcha.serve import create_app
-from tests.test_serve import encoded, serving
+from kcaptcha.serve import create_app, server
+from tests.test_serve import REPO_ROOT, SERVE, encoded, serving
 from tests.test_serve_limits import HeldRecognizer, gray_png, post_in_background, running
 
 POLL = "--poll_interval=0.2"
@@ -190,3 +192,27 @@ def test_a_broken_or_half_copied_folder_never_replaces_the_served_one(tmp_path, 
     log = running["log"].read_text()
     assert f"Model folder {models / 'm'} failed to load; the previous version stays served" in log
     assert "Traceback" not in log
+
+
+def test_an_empty_folder_is_not_ready_until_a_model_arrives(tmp_path, digit_captchas):
+    app = create_app({}, model_folder=server.model_folder(str(tmp_path), poll_interval=0.2))
+    with running(app) as (client, _):
+        label, data = digit_captchas[0]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["reasons"] == ["no model is served yet"]
+        waiting = client.post("/b", files={"image_file": ("c.png", data)})
+        assert waiting.status_code == 503 and waiting.json()["error"] == "no_model" and waiting.headers["retry-after"]
+        copy_model("digits", tmp_path / "d")
+        wait_for(lambda: client.get("/readyz").status_code == 200, "ready once d is served")
+        assert read_b(client, data) == label
+
+
+def test_cli_names_a_missing_models_folder_and_a_review_page_without_a_model(tmp_path):
+    def serve(*args):
+        return subprocess.run([sys.executable, SERVE, *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=180, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+    missing = serve(f"--models_dir={tmp_path / 'nope'}")
+    assert missing.returncode == 1 and f"Models folder not found: '{tmp_path / 'nope'}'" in missing.stderr
+    review = serve(f"--models_dir={tmp_path}", f"--review_dir={tmp_path}")
+    assert review.returncode == 2 and "--review_dir needs a model given with --models" in review.stderr
