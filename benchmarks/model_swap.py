@@ -120,7 +120,8 @@ def main(argv):
         if not len(latencies):
             return f"{name}: none"
         p50, p99 = np.percentile(latencies, [50, 99]) * 1000
-        return f"{name}: {len(latencies)} requests, p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {latencies.max() * 1000:.0f} ms"
+        return (f"{name}: {len(latencies)} requests, p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+                f"max {latencies.max() * 1000:.0f} ms")
 
     print(f"{len(records)} requests from {FLAGS.clients} clients in {FLAGS.seconds} s, {failed} failed; "
           f"{len(windows)} swaps, each served {', '.join(f'{s - r:.1f}' for r, s in windows)} s after its "

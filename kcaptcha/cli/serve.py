@@ -8,8 +8,8 @@ Prometheus metrics at `/metrics`, the review page at `/review` (with `--review_d
 With --models_dir, every model folder in it is served under its folder name, and new, replaced and removed
 folders are picked up while it serves (`kcaptcha.serve.model_folder`). A POST /b that names no model goes to
 the model whose input size is the image's size. Requests that arrive together are batched into one model call
-per model. Every request is bounded (bytes,
-pixels, time); past the service's capacity it is answered 503 with Retry-After. See docs/DEPLOY.md.
+per model. Every request is bounded (bytes, pixels, time); past the service's capacity it is answered 503
+with Retry-After. See docs/DEPLOY.md.
 """
 
 from absl import flags
@@ -69,8 +69,8 @@ def main(argv):
     models = FLAGS.models if FLAGS["models"].present or not FLAGS.models_dir else []
     if FLAGS.review_dir and not models:
         raise common.UsageError("--review_dir needs a model given with --models to read its images")
-    run_server(models, models_dir=FLAGS.models_dir, poll_interval=FLAGS.poll_interval, host=FLAGS.host, port=FLAGS.port, workers=FLAGS.workers, backend=FLAGS.backend,
-               tta=FLAGS.tta,
+    run_server(models, models_dir=FLAGS.models_dir, poll_interval=FLAGS.poll_interval,
+               host=FLAGS.host, port=FLAGS.port, workers=FLAGS.workers, backend=FLAGS.backend, tta=FLAGS.tta,
                access_log=FLAGS.access_log,
                save_uploads=FLAGS.save_uploads, save_uploads_max_mb=FLAGS.save_uploads_max_mb,
                review_dir=FLAGS.review_dir,

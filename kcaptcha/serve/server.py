@@ -142,14 +142,17 @@ def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999,
     server_options = dict(host=host, port=port, access_log=False, log_level="info", log_config=log_config(),
                           http=HeaderDeadlineProtocol)
     folder = model_folder(models_dir, backend, tta, poll_interval)  # checks the folder; loads nothing yet
+    in_folder = [os.path.join(folder.path, "*")] if folder else []
     if workers > 1:
         model_dirs(models)  # fail here, with a clear message, rather than in every worker
         os.environ[_OPTIONS_VARIABLE] = json.dumps({"models": list(models), "backend": backend, "tta": tta,
                                                     "models_dir": models_dir, "poll_interval": poll_interval,
                                                     **app_options})
-        print(f"Serving {', '.join(list(models) + ([models_dir + '/*'] if models_dir else []))} on http://{host}:{port}/ with {workers} worker processes", flush=True)
+        print(f"Serving {', '.join(list(models) + in_folder)} on http://{host}:{port}/ with {workers} worker "
+              "processes", flush=True)
         uvicorn.run(f"{__name__}:{app_from_environment.__name__}", factory=True, workers=workers, **server_options)
         return
     app = create_app(load_recognizers(models, backend, tta), model_folder=folder, **app_options)
-    print(f"Serving {', '.join(app.state.model_names + ([folder.path + '/*'] if folder else []))} on http://{host}:{port}/ (API docs at /docs)", flush=True)
+    print(f"Serving {', '.join(app.state.model_names + in_folder)} on http://{host}:{port}/ (API docs at /docs)",
+          flush=True)
     uvicorn.run(app, **server_options)
