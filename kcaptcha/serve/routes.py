@@ -20,7 +20,8 @@ from kcaptcha.serve.review import BadLabel, Refused
 from kcaptcha.serve.uploads import ApiError
 
 _MODEL_PARAMETER = {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
-                    "description": "Which model reads the image (default: the first one served)."}
+                    "description": "Which model reads the image (default: the served model whose input size "
+                                   "is the image's size; of several, or of none, the first one served)."}
 _PARENT_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["image_file"],
     "properties": {"image_file": {"type": "string", "format": "binary"}}}}}}
@@ -45,8 +46,8 @@ _DECISION_BODY = {"required": True, "content": {"application/json": {"schema": {
                                                        "already; logged."}}}}}}
 
 
-def add_info_routes(app: FastAPI, service, admission, metrics, page: str) -> None:
-    """The upload page, liveness, readiness, metrics and the list of models."""
+def add_info_routes(app: FastAPI, service, admission, metrics, page: str, model_folder=None) -> None:
+    """The upload page, liveness, readiness, metrics and the list of models (with `model_folder`'s report)."""
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def upload_page():
@@ -65,16 +66,23 @@ def add_info_routes(app: FastAPI, service, admission, metrics, page: str) -> Non
             report["reasons"].append(f"{admission.in_progress} requests in progress, the most it takes")
             report["status"] = "not_ready"
         report.update(requests_in_progress=admission.in_progress, body_bytes_in_flight=admission.body_bytes)
+        if model_folder is not None:  # a folder that fails to load is reported, and the service stays ready
+            report["models_dir"] = model_folder.report()
         return JSONResponse(report, status_code=200 if ready else 503, headers=None if ready else BUSY_HEADERS)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics():
         return Response(metrics.exposition(), media_type=metrics.content_type)
 
-    @app.get("/v1/models", summary="The served models and their metadata (the first is the default)")
+    @app.get("/v1/models", summary="The served models and their metadata (the first is the default), and the "
+                                   "state of each folder of --models_dir")
     async def list_models():
-        return {"models": [{"name": name, "default": name == service.names[0],
-                            "metadata": service.recognizers[name].metadata} for name in service.names]}
+        names = service.names
+        answer = {"models": [{"name": name, "default": name == names[0], "model_dir": service.models[name].model_dir,
+                              "metadata": service.models[name].recognizer.metadata} for name in names]}
+        if model_folder is not None:
+            answer["models_dir"] = model_folder.report()
+        return answer
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -119,13 +127,15 @@ def add_parent_route(app: FastAPI, service) -> None:
               openapi_extra={"parameters": [_MODEL_PARAMETER], "requestBody": _PARENT_BODY})
     async def parent_predict(request: Request):
         started = time.perf_counter()
-        name = service.model_name(request.query_params.get("model") or service.names[0])
+        named = request.query_params.get("model")
+        name = service.model_name(named) if named else None
         upload = await parent_upload(request, limits.max_image_bytes + 64 * 1024, limits.body_timeout,
                                      limits.max_parts)
         if upload is None:  # the parent's answer, status and header included
             return JSONResponse({"error_code": "1001", "error": "missing_field",
                                  "detail": "Send the image as the multipart file field 'image_file'"},
                                 headers={"Access-Control-Allow-Origin": "*"})
+        name = name or service.model_for(upload)  # none named: the model of the image's size
         predictions, _ = await recognize(request, service, name, [upload])
         timestamp = str(time.time_ns() // 1000)
         return JSONResponse({"time": timestamp, "value": predictions[0].text, "confidence": predictions[0].confidence,
