@@ -37,7 +37,7 @@ def main(argv):
     if FLAGS.model:
         from kcaptcha.reading.recognizer import load_model
 
-        recognizer = load_model(FLAGS.model, backend=FLAGS.backend, tta=FLAGS.tta)
+        recognizer = load_model(FLAGS.model, backend=FLAGS.backend, tta=FLAGS.tta, charset=FLAGS.charset)
 
     def progress(held, count):
         if sys.stderr.isatty():

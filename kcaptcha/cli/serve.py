@@ -59,7 +59,7 @@ def main(argv):
     except ValueError as error:  # a check across flags
         raise common.UsageError(str(error)) from None
     run_server(FLAGS.models, host=FLAGS.host, port=FLAGS.port, workers=FLAGS.workers, backend=FLAGS.backend,
-               tta=FLAGS.tta,
+               tta=FLAGS.tta, charset=FLAGS.charset,
                access_log=FLAGS.access_log,
                save_uploads=FLAGS.save_uploads, save_uploads_max_mb=FLAGS.save_uploads_max_mb,
                review_dir=FLAGS.review_dir,

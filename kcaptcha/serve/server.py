@@ -7,7 +7,7 @@ adds one, so a connection that trickles (or never sends) its headers is closed a
 import copy
 import json
 import os
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from fastapi import FastAPI
 from uvicorn.config import LOGGING_CONFIG
@@ -69,21 +69,23 @@ def model_dirs(specs: Sequence[str]) -> Dict[str, str]:
     return named
 
 
-def load_recognizers(specs: Sequence[str], backend: str = "auto", tta: int = 0) -> Dict[str, object]:
+def load_recognizers(specs: Sequence[str], backend: str = "auto", tta: int = 0,
+                     charset: Optional[str] = None) -> Dict[str, object]:
     """`["digits", "fast=path/to/model"]` -> {name: Recognizer}, named by their metadata unless `name=`;
-    `backend` and `tta` as `kcaptcha.load_model`'s."""
+    `backend`, `tta` and `charset` as `kcaptcha.load_model`'s."""
     named = model_dirs(specs)  # every folder checked before the slow loading starts
     from kcaptcha.reading.recognizer import Recognizer
 
     # spin=False: the event loop and the decoders need the cores between model calls
-    return {name: Recognizer(model_dir, backend, spin=False, tta=tta) for name, model_dir in named.items()}
+    return {name: Recognizer(model_dir, backend, spin=False, tta=tta, charset=charset) for name, model_dir in named.items()}
 
 
 def app_from_environment() -> FastAPI:
     """The app for one of several uvicorn worker processes (`run_server(workers=N)`)."""
     options = json.loads(os.environ[_OPTIONS_VARIABLE])
     HeaderDeadlineProtocol.header_timeout = options.get("header_timeout", Limits.header_timeout)
-    recognizers = load_recognizers(options.pop("models"), options.pop("backend", "auto"), options.pop("tta", 0))
+    recognizers = load_recognizers(options.pop("models"), options.pop("backend", "auto"), options.pop("tta", 0),
+                                   options.pop("charset", None))
     return create_app(recognizers, **options)
 
 
@@ -98,8 +100,8 @@ def log_config() -> dict:
 
 
 def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999, workers: int = 1,
-               backend: str = "auto", tta: int = 0, **app_options) -> None:
-    """Loads `models` (`backend` and `tta` as `kcaptcha.load_model`'s) and serves them with uvicorn until
+               backend: str = "auto", tta: int = 0, charset: Optional[str] = None, **app_options) -> None:
+    """Loads `models` (`backend`, `tta` and `charset` as `kcaptcha.load_model`'s) and serves them with uvicorn until
     interrupted.
 
     With `workers` > 1, uvicorn runs that many processes, each with its own copy of the models, batching and
@@ -115,10 +117,11 @@ def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999,
     if workers > 1:
         model_dirs(models)  # fail here, with a clear message, rather than in every worker
         os.environ[_OPTIONS_VARIABLE] = json.dumps({"models": list(models), "backend": backend, "tta": tta,
+                                                    "charset": charset,
                                                     **app_options})
         print(f"Serving {', '.join(models)} on http://{host}:{port}/ with {workers} worker processes", flush=True)
         uvicorn.run(f"{__name__}:{app_from_environment.__name__}", factory=True, workers=workers, **server_options)
         return
-    app = create_app(load_recognizers(models, backend, tta), **app_options)
+    app = create_app(load_recognizers(models, backend, tta, charset), **app_options)
     print(f"Serving {', '.join(app.state.model_names)} on http://{host}:{port}/ (API docs at /docs)", flush=True)
     uvicorn.run(app, **server_options)
