@@ -67,6 +67,17 @@ class LabelRule:
         return f"LabelRule({(self.pattern.pattern if self.pattern else self.kind)!r})"
 
 
+# Characters a file name cannot carry everywhere: Windows forbids these, and '*', '?' and '[' are wildcards
+# to shells and glob.
+UNSAFE_IN_NAMES = frozenset('<>:"/\\|?*[]')
+
+
+def name_carries(label: str) -> bool:
+    """True when `label` can be a file name's prefix on every system: printable ASCII, no '_' (the label's
+    end), no character of `UNSAFE_IN_NAMES`. `×` (not ASCII) and `?` cannot: such labels go in a labels.csv."""
+    return bool(label) and all(" " < c < "\x7f" and c != "_" and c not in UNSAFE_IN_NAMES for c in label)
+
+
 def walk_files(folder: str) -> Iterator[str]:
     """Every regular file under `folder`, recursively, in a stable (sorted) order."""
     for root, dirs, files in os.walk(folder):
