@@ -25,6 +25,7 @@ from kcaptcha.files import create_new
 from kcaptcha.reading import arithmetic
 
 STYLES = ("captcha", "varied", "arithmetic")
+ARITHMETIC_ROTATION = (-12, 12)  # degrees each character of an arithmetic captcha turns by, at most
 _BASE_FONT_SIZES = (42, 50, 56)  # the captcha library's defaults, made for 60-pixel-high images
 _patch_lock = threading.Lock()
 
@@ -87,6 +88,8 @@ class CaptchaRenderer:
         font_sizes = tuple(max(8, round(s * height / 60)) for s in _BASE_FONT_SIZES)
         self._captcha = captcha_image.ImageCaptcha(
             width=width, height=height, fonts=list(self.fonts) or None, font_sizes=font_sizes)
+        if style == "arithmetic":  # a '+' turned by the library's 30 degrees is most of the way to a '×'
+            self._captcha.character_rotate = ARITHMETIC_ROTATION
 
     @classmethod
     def from_config(cls, config, seed: Optional[int] = None) -> "CaptchaRenderer":
