@@ -435,3 +435,24 @@ def test_a_request_chooses_its_charset_and_a_bad_one_is_a_json_error(tmp_path):
             == 422
     with serving(tmp_path, "--models=general", "--charset=0123456789", "--noaccess_log") as running:
         assert running["client"].post("/b", files={"image_file": ("c.png", images[0])}).json()["value"] == truths[0]
+
+
+def test_arithmetic_readings_are_answered_with_their_value(tmp_path):
+    """The shipped arithmetic model: each reading carries its answer, in /b and the predict API alike."""
+    from kcaptcha.data.generate import CaptchaRenderer
+    from kcaptcha.reading import arithmetic
+
+    renderer = CaptchaRenderer(arithmetic.CHARSET, 5, 7, 160, 60, seed=20261207, style="arithmetic")
+    drawn = [renderer.render(index) for index in range(8)]
+    with serving(tmp_path, "--models=arithmetic", "--noaccess_log") as running:
+        client = running["client"]
+        files = [("file", (f"{i}.png", encoded(image))) for i, (_, image) in enumerate(drawn)]
+        predictions = client.post("/v1/models/arithmetic/predict", files=files).json()["predictions"]
+        assert sum(p["text"] == label for p, (label, _) in zip(predictions, drawn)) >= 7
+        for p in predictions:
+            assert (p["answer"], p["answer_error"]) == arithmetic.answer(p["text"]) and p["answer"] is not None
+        parent = client.post("/b", files={"image_file": ("c.png", encoded(drawn[0][1]))}).json()
+        assert parent["value"] == predictions[0]["text"] and parent["answer"] == predictions[0]["answer"]
+        digits_only = client.post("/b", params={"charset": "0123456789"},  # no operator left: no answer
+                                  files={"image_file": ("c.png", encoded(drawn[0][1]))}).json()
+        assert digits_only["answer"] is None and "is not an arithmetic expression" in digits_only["answer_error"]
