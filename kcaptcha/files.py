@@ -73,9 +73,11 @@ UNSAFE_IN_NAMES = frozenset('<>:"/\\|?*[]')
 
 
 def name_carries(label: str) -> bool:
-    """True when `label` can be a file name's prefix on every system: printable ASCII, no '_' (the label's
-    end), no character of `UNSAFE_IN_NAMES`. `×` (not ASCII) and `?` cannot: such labels go in a labels.csv."""
-    return bool(label) and all(" " < c < "\x7f" and c != "_" and c not in UNSAFE_IN_NAMES for c in label)
+    """True when `label` can be a file name's prefix on every system: no '_' (the label's end), no space or
+    control character, no character of `UNSAFE_IN_NAMES`. Letters of any script can (`0é`, `×`); `3+8=?`
+    cannot, and goes in a labels.csv."""
+    return bool(label) and all(c.isprintable() and not c.isspace() and c != "_" and c not in UNSAFE_IN_NAMES
+                               for c in label)
 
 
 def walk_files(folder: str) -> Iterator[str]:

@@ -193,7 +193,7 @@ def test_look_names_the_look_each_captcha_is_drawn_in(monkeypatch):
 
 
 def test_arithmetic_look_labels_expressions_in_a_labels_csv(tmp_path):
-    """`×` and `?` are not safe in file names: the files are <seed>-<index>.png and the labels in labels.csv."""
+    """`?` is not safe in file names (Windows, glob): the files are <seed>-<index>.png and the labels in labels.csv."""
     from kcaptcha.data.folder import LabelledFolder
     from kcaptcha.data.generate import CaptchaRenderer
     from kcaptcha.reading import arithmetic

@@ -223,7 +223,7 @@ def write_images(renderer: CaptchaRenderer, output_dir: str, count: int, workers
                  progress: bool = True) -> dict:
     """Writes `count` captchas as `<label>_<seed>-<index>.png`; returns counts of written/existing files.
 
-    Where file names cannot carry the charset (`files.name_carries`: `×`, `?`), the files are
+    Where file names cannot carry the charset (`files.name_carries`: a `?`), the files are
     `<seed>-<index>.png` and their labels rows of the folder's labels.csv, every one accepted.
     """
     from tqdm import tqdm
