@@ -12,6 +12,7 @@ from typing import Tuple
 
 from kcaptcha import models
 from kcaptcha.files import LabelRule
+from kcaptcha.reading import arithmetic
 from kcaptcha.training import distribute
 
 GROUPS = ("task", "model", "training", "run")
@@ -87,7 +88,9 @@ class Config:
                                     "captcha library's; with style=varied, every font on the machine that draws "
                                     "the charset).")
     style: str = _field("training", "captcha", "Look of synthetic captchas: 'captcha' (the captcha library's) or "
-                        "'varied' (that and others: fonts, backgrounds, colours, spacing, lines, dots, blur, warp).")
+                        "'varied' (that and others: fonts, backgrounds, colours, spacing, lines, dots, blur, warp) or "
+                        "'arithmetic' (expressions like 3+8=? in the captcha library's look; charset "
+                        "0123456789+-×=?).")
     seed: int = _field("training", 0, "Seed for synthetic data, shuffling and initialisation.")
     strategy: str = _field("training", "auto", "tf.distribute strategy: 'auto' (mirrored when more than one GPU is "
                            "visible, else one device), 'one_device', 'mirrored' (every GPU here) or 'multi_worker' "
@@ -222,8 +225,11 @@ class Config:
         if self.mixed_precision not in distribute.PRECISIONS:
             yield (f"mixed_precision must be one of {', '.join(distribute.PRECISIONS)}. "
                    f"Received: mixed_precision={self.mixed_precision!r}")
-        if self.style not in ("captcha", "varied"):
-            yield f"style must be one of captcha, varied. Received: style={self.style!r}"
+        if self.style not in ("captcha", "varied", "arithmetic"):
+            yield f"style must be one of captcha, varied, arithmetic. Received: style={self.style!r}"
+        elif self.style == "arithmetic" and set(arithmetic.CHARSET) - set(self.charset):
+            yield (f"style=arithmetic draws {arithmetic.CHARSET!r}, so the charset must hold those characters. "
+                   f"Received: charset={self.charset!r}")
         for font in self.fonts:
             if not os.path.isfile(font):
                 yield f"font file not found: {font!r}"

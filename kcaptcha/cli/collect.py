@@ -40,7 +40,7 @@ def main(argv):
     if FLAGS.model:
         from kcaptcha.reading.recognizer import load_model
 
-        recognizer = load_model(FLAGS.model, backend=FLAGS.backend, tta=FLAGS.tta)
+        recognizer = load_model(FLAGS.model, backend=FLAGS.backend, tta=FLAGS.tta, charset=FLAGS.charset)
     summary = collect(FLAGS.url, FLAGS.count, FLAGS.output_dir, recognizer, interval=FLAGS.interval,
                       timeout=FLAGS.timeout, retries=FLAGS.retries,
                       progress=ProgressLine(FLAGS.count, every=FLAGS.progress_every))

@@ -80,6 +80,7 @@ def main(argv):
         raise common.UsageError("--review_dir needs a model given with --models to read its images")
     run_server(models, models_dir=FLAGS.models_dir, poll_interval=FLAGS.poll_interval,
                host=FLAGS.host, port=FLAGS.port, workers=FLAGS.workers, backend=FLAGS.backend, tta=FLAGS.tta,
+               charset=FLAGS.charset,
                access_log=FLAGS.access_log,
                save_uploads=FLAGS.save_uploads, save_uploads_max_mb=FLAGS.save_uploads_max_mb,
                review_dir=FLAGS.review_dir, review_charset=FLAGS.review_charset,

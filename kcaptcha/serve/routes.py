@@ -22,6 +22,10 @@ from kcaptcha.serve.uploads import ApiError
 _MODEL_PARAMETER = {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
                     "description": "Which model reads the image (default: the served model whose input size "
                                    "is the image's size; of several, or of none, the first one served)."}
+_CHARSET_PARAMETER = {"name": "charset", "in": "query", "required": False, "schema": {"type": "string"},
+                      "description": "Read only these characters, e.g. 0123456789 (default: the service's "
+                                     "--charset, else every character of the model); 422 for one the model "
+                                     "cannot read."}
 _PARENT_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["image_file"],
     "properties": {"image_file": {"type": "string", "format": "binary"}}}}}}
@@ -31,7 +35,8 @@ _PREDICT_BODY = {"required": True, "content": {
                  "description": "One or more images (any field name works)."}}}},
     "application/json": {"schema": {"type": "object", "properties": {
         "images": {"type": "array", "items": {"type": "string", "format": "byte"}, "description": "Base64 images."},
-        "image": {"type": "string", "format": "byte", "description": "One base64 image (or a data URL)."}}}},
+        "image": {"type": "string", "format": "byte", "description": "One base64 image (or a data URL)."},
+        "charset": {"type": "string", "description": "Read only these characters (as the query's charset)."}}}},
     "image/*": {"schema": {"type": "string", "format": "binary"}, "description": "One raw image."},
 }}
 _DECISION_BODY = {"required": True, "content": {"application/json": {"schema": {
@@ -90,10 +95,21 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
-async def recognize(request: Request, service, name: str, uploads):
-    """`service.recognize` under the request's deadline, abandoned if the client leaves first."""
+def _charset(service, name: str, charset):
+    """The request's charset, checked against the model (422 naming a character it cannot read), or None."""
+    if charset is None:
+        return None
+    try:
+        return service.recognizers[name].restriction(charset)[0].charset
+    except ValueError as error:
+        raise ApiError(422, "bad_charset", str(error)) from None
+
+
+async def recognize(request: Request, service, name: str, uploads, charset=None):
+    """`service.recognize` under the request's deadline, abandoned if the client leaves first; the images read
+    with `charset`'s characters only, when given."""
     request.state.model, request.state.images = name, len(uploads)  # for the access log
-    ticket = Ticket()
+    ticket = Ticket(_charset(service, name, charset))
     remaining = request.state.arrived + service.limits.request_timeout - time.monotonic()
     work = asyncio.ensure_future(service.recognize(name, uploads, ticket))
     gone = asyncio.ensure_future(_until_disconnected(request))
@@ -124,7 +140,7 @@ def add_parent_route(app: FastAPI, service) -> None:
     limits = service.limits
 
     @app.post("/b", summary="The parent project's API: the multipart file `image_file` -> `value`",
-              openapi_extra={"parameters": [_MODEL_PARAMETER], "requestBody": _PARENT_BODY})
+              openapi_extra={"parameters": [_MODEL_PARAMETER, _CHARSET_PARAMETER], "requestBody": _PARENT_BODY})
     async def parent_predict(request: Request):
         started = time.perf_counter()
         named = request.query_params.get("model")
@@ -136,9 +152,11 @@ def add_parent_route(app: FastAPI, service) -> None:
                                  "detail": "Send the image as the multipart file field 'image_file'"},
                                 headers={"Access-Control-Allow-Origin": "*"})
         name = name or service.model_for(upload)  # none named: the model of the image's size
-        predictions, _ = await recognize(request, service, name, [upload])
+        predictions, _ = await recognize(request, service, name, [upload], request.query_params.get("charset"))
         timestamp = str(time.time_ns() // 1000)
-        return JSONResponse({"time": timestamp, "value": predictions[0].text, "confidence": predictions[0].confidence,
+        reading = predictions[0]
+        answer = {key: value for key, value in reading.to_dict().items() if key.startswith("answer")}
+        return JSONResponse({"time": timestamp, "value": reading.text, "confidence": reading.confidence, **answer,
                              "speed_time(ms)": int((time.perf_counter() - started) * 1000)},
                             background=_saving(service, name, [upload], predictions, timestamp))
 
@@ -148,12 +166,15 @@ def add_predict_route(app: FastAPI, service) -> None:
     limits = service.limits
 
     @app.post("/v1/models/{name}/predict", summary="Read images: multipart files, base64 JSON or one raw image",
-              openapi_extra={"requestBody": _PREDICT_BODY})
+              openapi_extra={"parameters": [_CHARSET_PARAMETER], "requestBody": _PREDICT_BODY})
     async def predict(name: str, request: Request):
         started = time.perf_counter()
         name = service.model_name(name)
-        uploads = await predict_uploads(request, limits.max_request_bytes, limits.body_timeout, limits.max_parts)
-        predictions, timing = await recognize(request, service, name, uploads)
+        fields = {}
+        uploads = await predict_uploads(request, limits.max_request_bytes, limits.body_timeout, limits.max_parts,
+                                        fields)
+        predictions, timing = await recognize(request, service, name, uploads,
+                                              fields.get("charset", request.query_params.get("charset")))
         timing = {key: round(value, 3) for key, value in timing.items()}
         timing["total"] = round((time.perf_counter() - started) * 1000, 3)
         timestamp = str(time.time_ns() // 1000)
