@@ -115,8 +115,7 @@ def add_parent_route(app: FastAPI, service) -> None:
     async def parent_predict(request: Request):
         started = time.perf_counter()
         name = service.model_name(request.query_params.get("model") or service.names[0])
-        upload = await parent_upload(request, limits.max_image_bytes + 64 * 1024, limits.body_timeout,
-                                     limits.max_parts)
+        upload = await parent_upload(request, limits)
         if upload is None:  # the parent's answer, status and header included
             return JSONResponse({"error_code": "1001", "error": "missing_field",
                                  "detail": "Send the image as the multipart file field 'image_file'"},
@@ -137,7 +136,7 @@ def add_predict_route(app: FastAPI, service) -> None:
     async def predict(name: str, request: Request):
         started = time.perf_counter()
         name = service.model_name(name)
-        uploads = await predict_uploads(request, limits.max_request_bytes, limits.body_timeout, limits.max_parts)
+        uploads = await predict_uploads(request, limits)
         predictions, timing = await recognize(request, service, name, uploads)
         timing = {key: round(value, 3) for key, value in timing.items()}
         timing["total"] = round((time.perf_counter() - started) * 1000, 3)
