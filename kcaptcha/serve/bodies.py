@@ -57,12 +57,22 @@ def media_type(request: Request) -> Tuple[str, dict]:
     return essence.decode("latin-1"), options
 
 
-async def read_body(request: Request, limit: int, timeout: float, on_chunk: Optional[Callable] = None) -> bytes:
-    """The whole request body, held against the request's share of the bytes in flight; once it is here, the
-    request counts in progress (`Admission.enter`).
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The whole request body, as `receive_body` receives it."""
+    chunks = []
+    await receive_body(request, limit, timeout, chunks.append, parse=False)
+    return b"".join(chunks)
+
+
+async def receive_body(request: Request, limit: int, timeout: float, on_chunk: Callable[[bytes], None],
+                       parse: bool = True) -> int:
+    """Hands each chunk of the request body to `on_chunk` as it arrives, holding the body's bytes against the
+    request's share of the bytes in flight; once the body is all here, the request counts in progress
+    (`Admission.enter`). Returns the body's size.
 
     Args:
-        on_chunk: called with each chunk as it arrives (a streaming parser), to refuse the body early.
+        on_chunk: a streaming parser, which may refuse the body early (`ApiError`), or a list's `append`.
+        parse: `on_chunk` parses: a chunk over `INLINE_CHUNK_BYTES` is handed to it in a thread.
 
     Raises:
         ApiError: 413 as soon as the body is known to pass `limit` bytes (or `on_chunk` refuses it); 408 when
@@ -75,7 +85,7 @@ async def read_body(request: Request, limit: int, timeout: float, on_chunk: Opti
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "too_large", f"The request is {int(declared)} bytes; the limit is {limit} bytes",
                        {"Connection": "close"})
-    chunks, received, started = [], 0, time.monotonic()
+    received, started = 0, time.monotonic()
     allowance.arriving()
     try:
         if declared.isdigit():
@@ -89,9 +99,10 @@ async def read_body(request: Request, limit: int, timeout: float, on_chunk: Opti
                                    {"Connection": "close"})
                 if not declared.isdigit():
                     allowance.grow(len(chunk))
-                if on_chunk is not None:
+                if parse:
                     await _off_the_loop_if_large(on_chunk, chunk, inline_bytes=INLINE_CHUNK_BYTES)
-                chunks.append(chunk)
+                else:
+                    on_chunk(chunk)
     except asyncio.TimeoutError:
         raise ApiError(408, "body_timeout", f"The request body did not arrive within {timeout:g} s "
                                             f"({received} bytes in {time.monotonic() - started:.1f} s)",
@@ -109,7 +120,7 @@ async def read_body(request: Request, limit: int, timeout: float, on_chunk: Opti
         error.headers = {**error.headers, "Connection": "close"}  # the rest of the body is not read
         raise
     allowance.arrived()
-    return b"".join(chunks)
+    return received
 
 
 def _multipart(request: Request, limits, field: Optional[str] = None,
@@ -126,10 +137,12 @@ def _multipart(request: Request, limits, field: Optional[str] = None,
 
 async def parent_upload(request: Request, limits) -> Optional[Upload]:
     """The multipart file `image_file` of a `POST /b` body, or None when there is none."""
+    limit = limits.max_image_bytes + 64 * 1024
     parser = _multipart(request, limits, "image_file", prefix="multipart/")
-    body = await read_body(request, limits.max_image_bytes + 64 * 1024, limits.body_timeout,
-                           parser.feed if parser else None)
-    if not body or parser is None:
+    if parser is None:
+        await read_body(request, limit, limits.body_timeout)  # read, so that the count in progress is right
+        return None
+    if not await receive_body(request, limit, limits.body_timeout, parser.feed):
         return None
     files = parser.finish()
     if not files:
@@ -142,9 +155,13 @@ async def parent_upload(request: Request, limits) -> Optional[Upload]:
 async def predict_uploads(request: Request, limits) -> List[Upload]:
     """The images of a predict body: multipart files, base64 JSON or one raw image; ApiError otherwise."""
     essence, _ = media_type(request)
-    parser = _multipart(request, limits)
-    body = await read_body(request, limits.max_request_bytes, limits.body_timeout, parser.feed if parser else None)
-    if not body:
+    parser, body = _multipart(request, limits), b""
+    if parser is not None:
+        size = await receive_body(request, limits.max_request_bytes, limits.body_timeout, parser.feed)
+    else:
+        body = await read_body(request, limits.max_request_bytes, limits.body_timeout)
+        size = len(body)
+    if not size:
         raise ApiError(400, "empty_body", "The request body is empty")
     if parser is not None:
         uploads = [upload for _, upload in parser.finish()]

@@ -67,6 +67,7 @@ class ConnectionBudgetProtocol(HttpToolsProtocol):
     def connection_lost(self, exc) -> None:
         self._cancel_header_deadline()
         super().connection_lost(exc)
+        memory.trim_soon()  # a burst of connections leaves freed buffers behind (one trim a second at most)
 
     def _cancel_header_deadline(self) -> None:
         if self._header_deadline is not None:
