@@ -609,7 +609,7 @@ def abuse_row(server, normal, kind: str) -> dict:
     import multiprocessing
 
     pid, seconds = server.process.pid, FLAGS.abuse_seconds
-    asyncio.run(load(server.port, normal, 1, 50))  # warm: the memory before is that of a server in use
+    asyncio.run(load(server.port, normal, 8, 400))  # warm (every worker): the memory before is of a server in use
     time.sleep(1)
     before, peak = _tree_rss_mb(pid), [0.0]
     attacker = None
