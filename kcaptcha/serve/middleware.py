@@ -2,7 +2,7 @@
 flight, its metrics and its one access-log line (JSON).
 
 A request without a body counts against the concurrency limit as it arrives; one with a body only once the
-body has arrived (`bodies.read_body`), so that slow senders hold no request slot.
+body has arrived (`bodies.receive_body`), so that slow senders hold no request slot.
 """
 
 import json
