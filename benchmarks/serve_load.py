@@ -1,5 +1,7 @@
 """python benchmarks/serve_load.py --model=digits [--clients=32] [--requests=10000]
 python benchmarks/serve_load.py --abuse [--before_repo=DIR] [--abuse_cases=heavy,stalled,...]
+python benchmarks/serve_load.py --abuse --before_repo=DIR --abuse_cases=none,stalled_bodies,heavy8,heavy16,parts \
+    --abuse_workers=2,1 --abuse_seconds=10
 
 Load test on loopback: `--clients` concurrent keep-alive clients POST generated captchas to `/b` until
 `--requests` have been answered, first against a parent-style baseline (a threaded Flask server, each
@@ -14,6 +16,10 @@ images of 4096x4096) and normal /b latency meanwhile, abandoned requests, 64 sta
 64 stalled headers (memory, closing), 310,000 text fields (/healthz meanwhile), deep JSON, capitalised
 media types, clients hanging up (log lines), the docs' external URLs, saving (quota, 1x1 images),
 10,000 requests with 10% malformed, oversized or abandoned, and the parent's memory with --workers=2.
+The rows `none`, `stalled_bodies` (300 connections send headers, then stall), `heavy8`/`heavy16` (that many
+connections send 64 PNGs of 4096x4096 again and again) and `parts` (4 connections send 300,000 tiny parts)
+time normal /b requests during the abuse (sent from another process) and read the memory of all the server's
+processes before, at its peak and after, at each of --abuse_workers.
 
 Flask is a benchmark-only dependency: `pip install flask`.
 """
