@@ -1,5 +1,7 @@
 """python benchmarks/serve_load.py --model=digits [--clients=32] [--requests=10000]
 python benchmarks/serve_load.py --abuse [--before_repo=DIR] [--abuse_cases=heavy,stalled,...]
+python benchmarks/serve_load.py --abuse --before_repo=DIR --abuse_cases=none,stalled_bodies,heavy8,heavy16,parts \
+    --abuse_workers=2,1 --abuse_seconds=10
 
 Load test on loopback: `--clients` concurrent keep-alive clients POST generated captchas to `/b` until
 `--requests` have been answered, first against a parent-style baseline (a threaded Flask server, each
@@ -14,6 +16,10 @@ images of 4096x4096) and normal /b latency meanwhile, abandoned requests, 64 sta
 64 stalled headers (memory, closing), 310,000 text fields (/healthz meanwhile), deep JSON, capitalised
 media types, clients hanging up (log lines), the docs' external URLs, saving (quota, 1x1 images),
 10,000 requests with 10% malformed, oversized or abandoned, and the parent's memory with --workers=2.
+The rows `none`, `stalled_bodies` (300 connections send headers, then stall), `heavy8`/`heavy16` (that many
+connections send 64 PNGs of 4096x4096 again and again) and `parts` (4 connections send 300,000 tiny parts)
+time normal /b requests during the abuse (sent from another process) and read the memory of all the server's
+processes before, at its peak and after, at each of --abuse_workers.
 
 Flask is a benchmark-only dependency: `pip install flask`.
 """
@@ -48,6 +54,9 @@ flags.DEFINE_integer("baseline_server", None, "Internal: run the Flask baseline 
 flags.DEFINE_bool("abuse", False, "Run the abusive cases instead of the load test.")
 flags.DEFINE_list("abuse_cases", ["heavy", "abandoned", "stalled", "parsing", "errors", "saving", "mixed", "workers"],
                   "Which abusive cases to run.")
+flags.DEFINE_list("abuse_workers", ["1", "2"], "With --abuse: the --workers values the rows (none, stalled_bodies, "
+                  "heavy8, heavy16, parts) are measured at.")
+flags.DEFINE_float("abuse_seconds", 12.0, "With --abuse: how long each row's abuse lasts.", lower_bound=2.0)
 flags.DEFINE_string("before_repo", None, "With --abuse: another checkout to compare (e.g. `git worktree add` or "
                     "`git archive HEAD | tar -x -C DIR`), measured side by side with this one.")
 flags.DEFINE_string("work_dir", "/tmp/kcaptcha_serve_load", "With --abuse: where server logs and uploads go.")
@@ -536,6 +545,121 @@ async def _mixed_load(port: int, normal, bad, clients: int, total: int) -> dict:
     return counts
 
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# --abuse rows: one abuse each, for --abuse_seconds, sent from another process while this one times normal
+# single-image /b requests (one client, one request after another) and samples the server's memory (all its
+# processes); then the memory once the abuse has stopped.
+
+def _tree_rss_mb(pid: int) -> float:
+    """The resident memory of `pid` and all its descendants, in MB."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    pending.extend(int(child) for child in f.read().split())
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def _abuse_payloads(kind: str):
+    """(payload, connections): what each attacking connection sends, again and again, and how many there are."""
+    if kind == "stalled_bodies":  # headers of a 50,000-byte body, then nothing
+        return (b"POST /v1/models/digits/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                b"boundary=q\r\nContent-Length: 50000\r\n\r\n"), 300
+    if kind.startswith("heavy"):  # 64 PNGs of 4096x4096 (zeros) in one ~1 MB body
+        zeros = _png_of_zeros(4096, 4096)
+        return post("/v1/models/digits/predict", multipart([("file", f"{i}.png", zeros) for i in range(64)]),
+                    "multipart/form-data; boundary=kcaptchaload"), int(kind[len("heavy"):])
+    if kind == "parts":  # 300,000 tiny text fields
+        return post("/v1/models/digits/predict", multipart([("a", None, b"b")] * 300_000, boundary="q"),
+                    "multipart/form-data; boundary=q"), 4
+    raise ValueError(f"Unknown abuse {kind!r}")
+
+
+def _attack(port: int, kind: str, seconds: float, started) -> None:
+    """Runs in its own process: `connections` attackers send the abuse's payload until `seconds` have passed;
+    a stalling attacker keeps its connection open (and opens another when the server closes it)."""
+    payload, connections = _abuse_payloads(kind)
+    stop = time.monotonic() + seconds
+    started.set()
+
+    async def stall():
+        while time.monotonic() < stop:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(payload)
+                await asyncio.wait_for(reader.read(), max(0.01, stop - time.monotonic()))  # until closed
+                writer.close()
+            except (OSError, asyncio.TimeoutError):
+                await asyncio.sleep(0.05)
+
+    async def send():
+        while time.monotonic() < stop:
+            await one_shot(port, payload, timeout=max(0.5, stop - time.monotonic()))
+
+    async def run():
+        await asyncio.gather(*((stall if kind == "stalled_bodies" else send)() for _ in range(connections)))
+
+    asyncio.run(run())
+
+
+def abuse_row(server, normal, kind: str) -> dict:
+    """Normal /b latency and failures during `kind` (or none), the server's memory before, at its peak during,
+    and 5 s after the abuse."""
+    import multiprocessing
+
+    pid, seconds = server.process.pid, FLAGS.abuse_seconds
+    asyncio.run(load(server.port, normal, 8, 400))  # warm (every worker): the memory before is of a server in use
+    time.sleep(1)
+    before, peak = _tree_rss_mb(pid), [0.0]
+    attacker = None
+    if kind != "none":
+        context = multiprocessing.get_context("spawn")
+        started = context.Event()
+        attacker = context.Process(target=_attack, args=(server.port, kind, seconds, started))
+        attacker.start()
+        started.wait(60)
+        time.sleep(1.0)  # the attack first
+
+    async def timed():
+        latencies, statuses, stop = [], {}, time.monotonic() + seconds - (1.0 if attacker else 0.0)
+
+        async def sample():
+            while True:
+                peak[0] = max(peak[0], _tree_rss_mb(pid))
+                await asyncio.sleep(0.25)
+
+        sampler, index = asyncio.ensure_future(sample()), 0
+        while time.monotonic() < stop:
+            status, _, took = await one_shot(server.port, normal[index % len(normal)], timeout=30)
+            index += 1
+            statuses[status] = statuses.get(status, 0) + 1
+            latencies.append(took)
+        sampler.cancel()
+        return np.array(latencies) * 1000, statuses
+
+    latencies, statuses = asyncio.run(timed())
+    if attacker:
+        attacker.join(seconds + 60)
+    time.sleep(5)
+    asyncio.run(load(server.port, normal, 1, 20))
+    time.sleep(2)  # the freed memory is given back about a second after large work ends
+    after = _tree_rss_mb(pid)
+    failed = sum(count for status, count in statuses.items() if status != 200)
+    return {f"{kind}: normal p99 ms": f"{np.percentile(latencies, 99):.0f}",
+            f"{kind}: normal answered (not 200)": f"{len(latencies)} ({failed}: {statuses})" if failed
+            else f"{len(latencies)} (0)",
+            f"{kind}: memory MB before / peak / after": f"{before:.0f} / {max(peak[0], before):.0f} / {after:.0f}"}
+
+
+ROWS = ("none", "stalled_bodies", "heavy8", "heavy16", "parts")
+
 ABUSE_CASES = {"heavy": case_heavy, "abandoned": case_abandoned, "stalled": case_stalled, "parsing": case_parsing,
                "errors": case_errors, "saving": case_saving, "mixed": case_mixed}
 
@@ -549,6 +673,15 @@ def parent_memory(repo: str) -> str:
 def run_abuse() -> dict:
     repos = {"after": REPO_ROOT, **({"before": FLAGS.before_repo} if FLAGS.before_repo else {})}
     results = {}
+    for row in [case for case in FLAGS.abuse_cases if case in ROWS]:
+        for workers in FLAGS.abuse_workers:
+            for version, repo in repos.items():
+                print(f"[{version}] {row}, --workers={workers} ...", flush=True)
+                with Server(repo, "--noaccess_log", f"--workers={workers}") as server:
+                    for key, value in abuse_row(server, captcha_requests(FLAGS.model), row).items():
+                        key = f"{key}, --workers={workers}"
+                        results.setdefault(key, {})[version] = value
+                        print(f"  {key} [{version}]: {value}", flush=True)
     for case in [case for case in FLAGS.abuse_cases if case in ABUSE_CASES]:
         for version, repo in repos.items():
             save_dir = os.path.join(FLAGS.work_dir, f"uploads-{version}-{case}")

@@ -199,3 +199,36 @@ def test_review_page_says_why_a_label_or_decision_is_refused(browser, tmp_path):
     assert written == {rows[0].filename: (rows[0].label, "unreadable"), rows[1].filename: (rows[1].label, "unreviewed"),
                        rows[2].filename: (rows[2].label, "accepted")}
     assert blocked == []
+
+
+def test_no_page_asks_anything_of_another_server(browser, tmp_path):
+    """Every page, with its Content-Security-Policy bypassed (so that the pages themselves, not the policy, are
+    what is checked) and every request off this server recorded: there must be none."""
+    from kcaptcha.reading.recognizer import load_model
+    from tests.test_review import collected_folder
+
+    folder, _ = collected_folder(tmp_path, [0.6, 0.3])
+    with running(create_app({MODEL: load_model(MODEL)}, review_dir=folder, access_log=False)) as (_, port):
+        local, outside, loaded = f"127.0.0.1:{port}", [], []
+        context = browser.new_context(bypass_csp=True)
+
+        def route(request_route):
+            url = request_route.request.url
+            if url.startswith(("data:", "blob:")) or url.split("/")[2] == local:
+                loaded.append(url)
+                request_route.continue_()
+            else:
+                outside.append(url)
+                request_route.abort()
+
+        context.route("**/*", route)
+        page = context.new_page()
+        for path, shown in [("/", "#file"), ("/review", "#label"),
+                            ("/docs", ".opblock-summary-path[data-path='/b']"),
+                            ("/redoc", "text=The parent project's API")]:
+            page.goto(f"http://{local}{path}")
+            page.wait_for_selector(shown, state="attached", timeout=30000)
+            page.wait_for_load_state("networkidle")
+        context.close()
+    assert any(url.endswith("/openapi.json") for url in loaded)  # the docs did load, from this server
+    assert outside == []

@@ -50,8 +50,10 @@ flags.DEFINE_integer("max_request_pixels", 4096 * 4096, "Most pixels in all the 
                      "(413 past it).", lower_bound=1)
 flags.DEFINE_integer("max_queue", 512, "Most images queued per model (503 with Retry-After past it).",
                      lower_bound=1)
-flags.DEFINE_integer("max_concurrency", 256, "Most requests in progress (503 with Retry-After past it).",
-                     lower_bound=1)
+flags.DEFINE_integer("max_concurrency", 256, "Most requests in progress, counted once their body has arrived "
+                     "(503 with Retry-After past it).", lower_bound=1)
+flags.DEFINE_integer("max_connections", 1024, "Most open connections; past it, the one waiting longest for its "
+                     "request (or idle) is closed to make room.", lower_bound=1)
 flags.DEFINE_integer("max_bytes_in_flight_mb", 128, "Most MiB of request bodies held in memory at once (503 past "
                      "it; bodies over 1 MiB may use 7/8 of it).", lower_bound=1)
 flags.DEFINE_bool("access_log", True, "Log one JSON line per request.")
@@ -68,6 +70,7 @@ def main(argv):
     limits = dict(request_timeout=FLAGS.request_timeout, header_timeout=FLAGS.header_timeout,
                   body_timeout=FLAGS.body_timeout, max_request_pixels=FLAGS.max_request_pixels,
                   max_queue=FLAGS.max_queue, max_concurrency=FLAGS.max_concurrency,
+                  max_connections=FLAGS.max_connections,
                   max_bytes_in_flight=FLAGS.max_bytes_in_flight_mb * MiB)
     try:
         Limits(**limits)

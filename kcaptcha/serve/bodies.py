@@ -1,7 +1,9 @@
 """Request bodies -> uploads: bounded reading (bytes, time, memory), multipart parts, base64 JSON, raw images.
 
-The event loop only receives the body; multipart and JSON are parsed in a thread, so a body built to be
-slow to parse (hundreds of thousands of parts, deep JSON) never stalls the other requests.
+Multipart bodies are parsed chunk by chunk as they arrive (`multipart`), so their part, byte and pixel
+budgets refuse them before the rest is read. A chunk over `INLINE_CHUNK_BYTES` is parsed in a thread, and
+JSON too once it has arrived, so a body built to be slow to parse (hundreds of thousands of parts, deep
+JSON) never stalls the other requests.
 """
 
 import asyncio
@@ -9,17 +11,18 @@ import base64
 import binascii
 import json
 import time
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
-import python_multipart
 from fastapi import Request
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
 
+from kcaptcha.serve.multipart import MultipartFiles
 from kcaptcha.serve.uploads import ApiError, Upload
 
 
-INLINE_PARSE_BYTES = 64 * 1024  # a captcha or a few; parsing one takes microseconds
+INLINE_PARSE_BYTES = 64 * 1024  # a JSON body of a captcha or a few; parsing one takes microseconds
+INLINE_CHUNK_BYTES = 16 * 1024  # a multipart chunk of a captcha or a few; a millisecond at most of tiny parts
 
 
 class ClientGone(Exception):
@@ -55,11 +58,26 @@ def media_type(request: Request) -> Tuple[str, dict]:
 
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The whole request body, held against the request's share of the bytes in flight.
+    """The whole request body, as `receive_body` receives it."""
+    chunks = []
+    await receive_body(request, limit, timeout, chunks.append, parse=False)
+    return b"".join(chunks)
+
+
+async def receive_body(request: Request, limit: int, timeout: float, on_chunk: Callable[[bytes], None],
+                       parse: bool = True) -> int:
+    """Hands each chunk of the request body to `on_chunk` as it arrives, holding the body's bytes against the
+    request's share of the bytes in flight; once the body is all here, the request counts in progress
+    (`Admission.enter`). Returns the body's size.
+
+    Args:
+        on_chunk: a streaming parser, which may refuse the body early (`ApiError`), or a list's `append`.
+        parse: `on_chunk` parses: a chunk over `INLINE_CHUNK_BYTES` is handed to it in a thread.
 
     Raises:
-        ApiError: 413 as soon as the body is known to pass `limit` bytes; 408 when it has not arrived in
-            `timeout` seconds; 503 when the server holds as many body bytes as it may.
+        ApiError: 413 as soon as the body is known to pass `limit` bytes (or `on_chunk` refuses it); 408 when
+            it has not arrived in `timeout` seconds, or when it was cut, slow, to make room for faster bodies;
+            503 when the server holds as many body bytes as it may, or as many requests.
         ClientGone: the client closed the connection first.
     """
     allowance = request.state.body_allowance
@@ -67,131 +85,109 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "too_large", f"The request is {int(declared)} bytes; the limit is {limit} bytes",
                        {"Connection": "close"})
-    if declared.isdigit():
-        allowance.grow(int(declared))  # all at once: a body that cannot fit is turned away before it is sent
-    chunks, received, started = [], 0, time.monotonic()
+    received, started = 0, time.monotonic()
+    allowance.arriving()
     try:
+        if declared.isdigit():
+            allowance.grow(int(declared))  # all at once: a body that cannot fit is turned away before it is sent
         async with _Deadline(timeout):
             async for chunk in request.stream():
                 received += len(chunk)
+                allowance.received = received
                 if received > limit:
                     raise ApiError(413, "too_large", f"The request is over the limit of {limit} bytes",
                                    {"Connection": "close"})
                 if not declared.isdigit():
                     allowance.grow(len(chunk))
-                chunks.append(chunk)
+                if parse:
+                    await _off_the_loop_if_large(on_chunk, chunk, inline_bytes=INLINE_CHUNK_BYTES)
+                else:
+                    on_chunk(chunk)
     except asyncio.TimeoutError:
         raise ApiError(408, "body_timeout", f"The request body did not arrive within {timeout:g} s "
                                             f"({received} bytes in {time.monotonic() - started:.1f} s)",
                        {"Connection": "close"}) from None
+    except asyncio.CancelledError:
+        if not allowance.was_cut:
+            raise
+        asyncio.current_task().uncancel()
+        raise ApiError(408, "too_slow", f"The request body was arriving too slowly ({received} bytes in "
+                                        f"{time.monotonic() - started:.1f} s) while the server needed room for "
+                                        "others", {"Connection": "close"}) from None
     except ClientDisconnect:
         raise ClientGone(f"after {received} bytes of the body") from None
-    return b"".join(chunks)
+    except ApiError as error:
+        error.headers = {**error.headers, "Connection": "close"}  # the rest of the body is not read
+        raise
+    allowance.arrived()
+    return received
 
 
-async def parent_upload(request: Request, limit: int, timeout: float, max_parts: int) -> Optional[Upload]:
-    """The multipart file `image_file` of a `POST /b` body, or None when there is none."""
-    body = await read_body(request, limit, timeout)
+def _multipart(request: Request, limits, field: Optional[str] = None,
+               prefix: str = "multipart/form-data") -> Optional[MultipartFiles]:
+    """The streaming parser of a body whose media type starts with `prefix`, or None for other bodies."""
     essence, options = media_type(request)
-    if not body or not essence.startswith("multipart/"):
+    if not essence.startswith(prefix):
         return None
-    files = await _off_the_loop_if_large(multipart_files, options, body, max_parts)
-    upload = next((upload for field, upload in files if field == "image_file"), None)
-    if upload is not None:
-        upload.label = "image_file"
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "bad_multipart", "The multipart Content-Type has no boundary", {"Connection": "close"})
+    return MultipartFiles(boundary, limits, field)
+
+
+async def parent_upload(request: Request, limits) -> Optional[Upload]:
+    """The multipart file `image_file` of a `POST /b` body, or None when there is none."""
+    limit = limits.max_image_bytes + 64 * 1024
+    parser = _multipart(request, limits, "image_file", prefix="multipart/")
+    if parser is None:
+        await read_body(request, limit, limits.body_timeout)  # read, so that the count in progress is right
+        return None
+    if not await receive_body(request, limit, limits.body_timeout, parser.feed):
+        return None
+    files = parser.finish()
+    if not files:
+        return None
+    upload = files[0][1]
+    upload.label = "image_file"
     return upload
 
 
-async def predict_uploads(request: Request, limit: int, timeout: float, max_parts: int,
-                          fields: Optional[dict] = None) -> List[Upload]:
+async def predict_uploads(request: Request, limits, fields: Optional[dict] = None) -> List[Upload]:
     """The images of a predict body: multipart files, base64 JSON or one raw image; ApiError otherwise.
     A JSON body's other fields (`JSON_FIELDS`) go into `fields`."""
-    essence, options = media_type(request)
-    body = await read_body(request, limit, timeout)
-    if not body:
+    essence, _ = media_type(request)
+    parser, body = _multipart(request, limits), b""
+    if parser is not None:
+        size = await receive_body(request, limits.max_request_bytes, limits.body_timeout, parser.feed)
+    else:
+        body = await read_body(request, limits.max_request_bytes, limits.body_timeout)
+        size = len(body)
+    if not size:
         raise ApiError(400, "empty_body", "The request body is empty")
-    if essence == "multipart/form-data":
-        uploads = [upload for _, upload in await _off_the_loop_if_large(multipart_files, options, body, max_parts)]
+    if parser is not None:
+        uploads = [upload for _, upload in parser.finish()]
         if not uploads:
             raise ApiError(422, "missing_field", "The multipart body has no file field: send one or more "
                                                  "images as files (e.g. field 'file')")
     elif essence == "application/json":
-        uploads = await _off_the_loop_if_large(lambda *args: json_images(*args, fields), body, max_parts)
+        uploads = await _off_the_loop_if_large(lambda *args: json_images(*args, fields), body, limits.max_parts)
     elif essence.startswith("image/") or essence == "application/octet-stream":
         uploads = [Upload(body, f"the request body ({len(body)} bytes)")]
     else:
         raise ApiError(415, "unsupported_media_type", "Send multipart/form-data files, application/json "
                                                       f"base64 images or one raw image. Received: {essence!r}")
-    if len(uploads) > max_parts:
-        raise ApiError(413, "too_many_images", f"{len(uploads)} images in one request; the limit is {max_parts}")
+    if len(uploads) > limits.max_parts:
+        raise ApiError(413, "too_many_images", f"{len(uploads)} images in one request; the limit is "
+                                               f"{limits.max_parts}")
     return uploads
 
 
-async def _off_the_loop_if_large(parse, *args):
-    """`parse(*args)`, whose last two are the body and the part limit: in a thread, unless the body is so small
-    that parsing it costs less than the trip to a thread (its part limit and size bound that work)."""
-    body = args[-2]
-    if len(body) <= INLINE_PARSE_BYTES:
-        return parse(*args)
-    return await asyncio.to_thread(parse, *args)
-
-
-class _MultipartFiles:
-    """python-multipart callbacks that collect the file parts as (field name, upload), in order.
-
-    Every part, file or text field, counts toward `max_parts`.
-    """
-
-    def __init__(self, max_parts: int):
-        self.files: List[Tuple[str, Upload]] = []
-        self.max_parts, self.parts = max_parts, 0
-        self._headers, self._data, self._field, self._value = {}, [], b"", b""
-
-    def callbacks(self) -> dict:
-        return {name: getattr(self, name) for name in ("on_part_begin", "on_header_field", "on_header_value",
-                                                       "on_header_end", "on_part_data", "on_part_end")}
-
-    def on_part_begin(self):
-        self.parts += 1
-        if self.parts > self.max_parts:
-            raise ApiError(413, "too_many_images", f"More than {self.max_parts} parts (files and fields) in one "
-                                                   "request")
-        self._headers, self._data = {}, []
-
-    def on_header_field(self, data, start, end):
-        self._field += data[start:end]
-
-    def on_header_value(self, data, start, end):
-        self._value += data[start:end]
-
-    def on_header_end(self):
-        self._headers[self._field.lower()] = self._value
-        self._field, self._value = b"", b""
-
-    def on_part_data(self, data, start, end):
-        self._data.append(data[start:end])
-
-    def on_part_end(self):
-        disposition = parse_options_header(self._headers.get(b"content-disposition", b""))[1]
-        if b"filename" in disposition:  # files only: text fields are skipped, as Flask's request.files does
-            data = b"".join(self._data)
-            field = disposition.get(b"name", b"").decode("utf-8", "replace")
-            self.files.append((field, Upload(data, f"upload #{len(self.files)} ({field!r}, {len(data)} bytes)")))
-
-
-def multipart_files(options: dict, body: bytes, max_parts: int) -> List[Tuple[str, Upload]]:
-    """The file parts of a multipart/form-data body as (field name, upload), in order."""
-    boundary = options.get(b"boundary")
-    if not boundary:
-        raise ApiError(400, "bad_multipart", "The multipart Content-Type has no boundary")
-    collector = _MultipartFiles(max_parts)
-    parser = python_multipart.MultipartParser(boundary, collector.callbacks())
-    try:
-        parser.write(body)
-        parser.finalize()
-    except python_multipart.exceptions.FormParserError as error:
-        raise ApiError(400, "bad_multipart", f"The multipart body could not be parsed ({error})") from None
-    return collector.files
+async def _off_the_loop_if_large(parse, body: bytes, *args, inline_bytes: int = INLINE_PARSE_BYTES):
+    """`parse(body, *args)`: in a thread, unless the body (or chunk) is so small that parsing it costs less than
+    the trip to a thread (its size bounds that work)."""
+    if len(body) <= inline_bytes:
+        return parse(body, *args)
+    return await asyncio.to_thread(parse, body, *args)
 
 
 def parse_json(body: bytes):

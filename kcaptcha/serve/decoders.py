@@ -12,7 +12,7 @@ import concurrent.futures
 import time
 from typing import Callable, Sequence
 
-from kcaptcha.serve import uploads
+from kcaptcha.serve import memory, uploads
 from kcaptcha.serve.uploads import ApiError, Upload
 
 LIGHT_PIXELS = 1024 * 1024  # ~100 captchas of 100x100; one 4096x4096 image is 16 times that
@@ -71,9 +71,16 @@ class DecodePool:
         if total <= self.light_pixels:
             return self._decode_all(recognizer, batch, ticket, deliver, start)
         try:
-            self._heavy.submit(self._decode_all, recognizer, batch, ticket, deliver, start)
+            self._heavy.submit(self._decode_heavy, recognizer, batch, ticket, deliver, start)
         except RuntimeError as error:  # the pool has shut down: the server is stopping
             deliver(None, error, time.perf_counter() - start)
+
+    @classmethod
+    def _decode_heavy(cls, recognizer, batch, ticket, deliver, start) -> None:
+        try:
+            cls._decode_all(recognizer, batch, ticket, deliver, start)
+        finally:
+            memory.trim_soon()  # its pixels, megabytes of them, are freed by now or soon
 
     @staticmethod
     def _decode_all(recognizer, batch, ticket, deliver, start) -> None:

@@ -1,8 +1,9 @@
 """`Limits`: every bound the service keeps on one request, on all requests together and on their connections.
 
-Each limit turns abuse into a quick, cheap answer: 413 for a request that asks for too much, 503 with
-`Retry-After` while the service is full, 408 for a body that does not arrive in time, and a closed
-connection for headers that do not.
+Each limit turns abuse into a quick, cheap answer: 413 for a request that asks for too much (while its body
+still arrives, where the body shows it), 503 with `Retry-After` while the service is full, 408 for a body
+that does not arrive in time or arrives too slowly while others need the room, and a closed connection for
+headers that do not arrive in time.
 """
 
 import dataclasses
@@ -25,10 +26,14 @@ class Limits:
         body_timeout: seconds for a request body to arrive once its headers have (408, connection closed).
         header_timeout: seconds for a request's headers to arrive; past them the connection is closed.
     All requests together:
+        max_connections: the most open connections; past it, the one waiting longest (for its headers or
+            body, or idle) is closed to make room for the new one.
         max_queue: the most images admitted per model and not yet answered (503 past it).
-        max_concurrency: the most requests in progress (503 past it); /healthz, /readyz and /metrics are exempt.
+        max_concurrency: the most requests in progress (503 past it), counted once their body has arrived;
+            /healthz, /readyz and /metrics are exempt.
         max_bytes_in_flight: the most request-body bytes held in memory at once (503 past it). Bodies over
-            `SMALL_BODY_BYTES` may fill only 7/8 of it, so large uploads can never lock out small ones.
+            `SMALL_BODY_BYTES` may fill only 7/8 of it, so large uploads can never lock out small ones. When
+            it is full, the slowest body arriving for over a second is cut (408) to make room.
     """
 
     max_image_bytes: int = 5 * MiB
@@ -39,6 +44,7 @@ class Limits:
     request_timeout: float = 10.0
     body_timeout: float = 20.0
     header_timeout: float = 10.0
+    max_connections: int = 1024
     max_queue: int = 512
     max_concurrency: int = 256
     max_bytes_in_flight: int = 128 * MiB

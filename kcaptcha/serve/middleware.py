@@ -1,5 +1,9 @@
 """`ServiceMiddleware`: around every HTTP request, the concurrency limit, its share of the body bytes in
-flight, its metrics and its one access-log line (JSON)."""
+flight, its metrics and its one access-log line (JSON).
+
+A request without a body counts against the concurrency limit as it arrives; one with a body only once the
+body has arrived (`bodies.receive_body`), so that slow senders hold no request slot.
+"""
 
 import json
 import logging
@@ -50,18 +54,18 @@ class ServiceMiddleware:
     async def _serve(self, scope, receive, send):
         if scope["path"] in EXEMPT_PATHS:
             return await self.app(scope, receive, send)
-        try:
-            self.admission.enter()
-        except ApiError as error:
-            response = JSONResponse({"error": error.code, "detail": error.detail}, error.status, error.headers)
-            return await response(scope, receive, send)
         allowance = self.admission.body()
+        if not _has_body(scope):
+            try:
+                allowance.arrived()
+            except ApiError as error:
+                response = JSONResponse({"error": error.code, "detail": error.detail}, error.status, error.headers)
+                return await response(scope, receive, send)
         scope.setdefault("state", {}).update(body_allowance=allowance, arrived=time.monotonic())
         try:
             await self.app(scope, receive, send)
         finally:
             allowance.release()
-            self.admission.leave()
 
     def _record(self, scope, status: int, seconds: float) -> None:
         endpoint = _endpoint(scope)
@@ -73,6 +77,13 @@ class ServiceMiddleware:
                 "method": scope["method"], "path": scope["path"], "query": scope.get("query_string", b"").decode(
                     "latin-1"), "status": status, "ms": round(seconds * 1000, 2),
                 "model": scope.get("state", {}).get("model"), "images": scope.get("state", {}).get("images")}))
+
+
+def _has_body(scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0 ")):
+            return True
+    return False
 
 
 def _endpoint(scope) -> str:

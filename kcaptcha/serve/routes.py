@@ -145,8 +145,7 @@ def add_parent_route(app: FastAPI, service) -> None:
         started = time.perf_counter()
         named = request.query_params.get("model")
         name = service.model_name(named) if named else None
-        upload = await parent_upload(request, limits.max_image_bytes + 64 * 1024, limits.body_timeout,
-                                     limits.max_parts)
+        upload = await parent_upload(request, limits)
         if upload is None:  # the parent's answer, status and header included
             return JSONResponse({"error_code": "1001", "error": "missing_field",
                                  "detail": "Send the image as the multipart file field 'image_file'"},
@@ -171,8 +170,7 @@ def add_predict_route(app: FastAPI, service) -> None:
         started = time.perf_counter()
         name = service.model_name(name)
         fields = {}
-        uploads = await predict_uploads(request, limits.max_request_bytes, limits.body_timeout, limits.max_parts,
-                                        fields)
+        uploads = await predict_uploads(request, limits, fields)
         predictions, timing = await recognize(request, service, name, uploads,
                                               fields.get("charset", request.query_params.get("charset")))
         timing = {key: round(value, 3) for key, value in timing.items()}

@@ -1,18 +1,23 @@
 """Running the app: `load_recognizers(specs)`, and `run_server` with uvicorn, in one or several processes.
 
-uvicorn closes idle keep-alive connections but has no deadline for a request's headers: `HeaderDeadlineProtocol`
-adds one, so a connection that trickles (or never sends) its headers is closed after `header_timeout` s.
+uvicorn closes idle keep-alive connections but has no deadline for a request's headers and no bound on the
+connections it holds: `ConnectionBudgetProtocol` adds both. A connection that trickles (or never sends) its
+headers is closed after `header_timeout` s; past `max_connections` open connections, a new one makes room by
+closing the one whose unfinished request (or idleness) began longest ago, so idle and slow clients make way
+for new ones instead of locking them out.
 """
 
 import copy
 import json
 import os
+import time
 from typing import Dict, Optional, Sequence
 
 from fastapi import FastAPI
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from kcaptcha.serve import memory
 from kcaptcha.serve.app import create_app
 from kcaptcha.serve.limits import Limits
 from kcaptcha.serve.model_folder import ModelFolder
@@ -21,27 +26,50 @@ from kcaptcha.serve.service import check_model_name
 _OPTIONS_VARIABLE = "KCAPTCHA_SERVE_OPTIONS"  # how `run_server` hands its options to worker processes
 
 
-class HeaderDeadlineProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, closing a connection whose request headers take over `header_timeout` s."""
+class ConnectionBudgetProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for each request's headers and a bound on open connections.
 
-    header_timeout = Limits.header_timeout  # set by `run_server` (and, in worker processes, from its options)
+    `header_timeout` and `max_connections` are set by `run_server` (and, in worker processes, from its options).
+    """
+
+    header_timeout = Limits.header_timeout
+    max_connections = Limits.max_connections
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
+        self.waiting_since = time.monotonic()  # None while a whole request is being answered
         self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        if len(self.connections) > self.max_connections:
+            self._make_room()
+
+    def _make_room(self) -> None:
+        """Closes the connection waiting longest (for its headers or body, or idle); this one if none waits."""
+        waiting = [c for c in self.connections if c.waiting_since is not None and not c.transport.is_closing()]
+        oldest = min(waiting, key=lambda c: c.waiting_since) if waiting else self
+        oldest.transport.close()
 
     def on_message_begin(self) -> None:  # the first byte of the next request on a kept-alive connection
         super().on_message_begin()
         if self._header_deadline is None:
+            self.waiting_since = time.monotonic()
             self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
     def on_headers_complete(self) -> None:
         self._cancel_header_deadline()
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        self.waiting_since = None
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self.waiting_since = time.monotonic()  # idle until the next request
+        super().on_response_complete()
+
     def connection_lost(self, exc) -> None:
         self._cancel_header_deadline()
         super().connection_lost(exc)
+        memory.trim_soon()  # a burst of connections leaves freed buffers behind (one trim a second at most)
 
     def _cancel_header_deadline(self) -> None:
         if self._header_deadline is not None:
@@ -52,6 +80,11 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._header_deadline = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+def _set_connection_options(options: dict) -> None:
+    ConnectionBudgetProtocol.header_timeout = options.get("header_timeout", Limits.header_timeout)
+    ConnectionBudgetProtocol.max_connections = options.get("max_connections", Limits.max_connections)
 
 
 def model_dirs(specs: Sequence[str]) -> Dict[str, str]:
@@ -110,7 +143,8 @@ def model_folder(models_dir, backend: str = "auto", tta: int = 0, poll_interval:
 def app_from_environment() -> FastAPI:
     """The app for one of several uvicorn worker processes (`run_server(workers=N)`)."""
     options = json.loads(os.environ[_OPTIONS_VARIABLE])
-    HeaderDeadlineProtocol.header_timeout = options.get("header_timeout", Limits.header_timeout)
+    _set_connection_options(options)
+    memory.return_freed_memory()
     backend, tta, charset = options.pop("backend", "auto"), options.pop("tta", 0), options.pop("charset", None)
     folder = model_folder(options.pop("models_dir", None), backend, tta, options.pop("poll_interval", 2.0), charset)
     return create_app(load_recognizers(options.pop("models"), backend, tta, charset), model_folder=folder,
@@ -141,9 +175,10 @@ def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999,
     import uvicorn
 
     Limits(**{k: v for k, v in app_options.items() if k in Limits.__dataclass_fields__})  # fail before loading
-    HeaderDeadlineProtocol.header_timeout = app_options.get("header_timeout", Limits.header_timeout)
+    _set_connection_options(app_options)
+    memory.return_freed_memory()
     server_options = dict(host=host, port=port, access_log=False, log_level="info", log_config=log_config(),
-                          http=HeaderDeadlineProtocol)
+                          http=ConnectionBudgetProtocol)
     folder = model_folder(models_dir, backend, tta, poll_interval, charset)  # checks the folder; loads nothing
     in_folder = [os.path.join(folder.path, "*")] if folder else []
     if workers > 1:

@@ -166,6 +166,7 @@ class RecognitionService:
             if len(upload.data) > self.limits.max_image_bytes:
                 raise ApiError(413, "too_large", f"{upload.label} is {len(upload.data)} bytes; the limit is "
                                                  f"{self.limits.max_image_bytes} bytes per image")
+        await self._check_pixels(uploads)  # before the request takes a queue slot or a decoder
         if self.closed:
             self.metrics.rejected.labels("shutting_down").inc()
             raise ApiError(503, "shutting_down", "The server is shutting down; retry shortly", BUSY_HEADERS)
@@ -202,6 +203,22 @@ class RecognitionService:
         timing = {"decode": decoding["ms"], "model": max(t["model_ms"] for _, t in results),
                   "batch_size": max(t["batch_size"] for _, t in results)}
         return [prediction for prediction, _ in results], timing
+
+    async def _check_pixels(self, uploads: Sequence[Upload]) -> None:
+        """Reads every image's header (multipart files were read as they arrived) and checks the pixel budgets;
+        in a thread when there are several to read."""
+        unread = [upload for upload in uploads if upload.image is None]
+        if len(unread) > 1:
+            await asyncio.to_thread(self._pixels, uploads)
+        else:
+            self._pixels(uploads)
+
+    def _pixels(self, uploads: Sequence[Upload]) -> None:
+        total = sum(probe(upload, self.limits.max_image_pixels) for upload in uploads)
+        if total > self.limits.max_request_pixels:
+            raise ApiError(413, "too_many_pixels", f"The request's {len(uploads)} images have {total} pixels "
+                                                   f"together; the limit is {self.limits.max_request_pixels} per "
+                                                   "request")
 
     def save(self, name: str, uploads: Sequence[Upload], predictions, timestamp: str) -> None:
         """Saves the uploads of an answered request (a no-op without `saver`); runs after the answer is sent."""

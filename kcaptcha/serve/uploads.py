@@ -62,7 +62,10 @@ def _client_errors(upload: Upload) -> Iterator[None]:
 
 
 def probe(upload: Upload, max_pixels: int) -> int:
-    """Reads the upload's header (no pixel is decoded): records its format and size; returns its pixel count."""
+    """Reads the upload's header (no pixel is decoded): records its format and size; returns its pixel count.
+    An upload already probed is not read again."""
+    if upload.image is not None:
+        return upload.size[0] * upload.size[1]
     if not upload.data:
         raise ApiError(400, "empty_image", f"{upload.label} is empty (0 bytes)")
     with _client_errors(upload):
