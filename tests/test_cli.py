@@ -55,5 +55,5 @@ def test_model_backend_and_tta_are_defined_once_for_every_command(command, names
     found = json.loads(result.stdout.strip().splitlines()[-1])
     expected = {"model": ["kcaptcha.cli.common", "digits", common.MODEL_HELP],
                 "backend": ["kcaptcha.cli.common", "auto", "<auto|keras|onnx|int8|float>: " + common.BACKEND_HELP],
-                "tta": ["kcaptcha.cli.common", 0, common.TTA_HELP]}
+                "tta": ["kcaptcha.cli.common", 8, common.TTA_HELP]}
     assert found == {name: expected[name] for name in names}
