@@ -164,8 +164,10 @@ def _from_folder(config: Config, given: frozenset, folder: LabelledFolder) -> Tu
     task = {"charset": found["charset"], "min_length": found["min_length"], "max_length": found["max_length"],
             "width": width, "height": height}
     tier = tier_for(folder.count)
-    training = {"style": "varied", "eval_every_steps": tier.eval_every_steps, "patience": tier.patience,
-                "max_steps": tier.max_steps, "target_accuracy": 1.0, "synthetic_mix": tier.synthetic_share}
+    # Synthetic captchas mixed in must survive the colour selection: the label drawn in the chosen colour.
+    training = {"style": "colour_decoy" if config.colour else "varied", "eval_every_steps": tier.eval_every_steps,
+                "patience": tier.patience, "max_steps": tier.max_steps, "target_accuracy": 1.0,
+                "synthetic_mix": tier.synthetic_share}
     if tier.whole_schedule:  # its validation set is too small to stop on: run the whole short schedule
         training["min_steps"] = config.max_steps if "max_steps" in given else tier.max_steps
     task_changes = {k: v for k, v in task.items() if k not in given}
