@@ -6,6 +6,7 @@ asks for the preprocessing: the split GIFs and the red-among-blue captchas read 
 applies it, so a wrong answer shows.
 """
 
+import contextlib
 import io
 import json
 import os
@@ -19,6 +20,7 @@ from PIL import Image
 
 import kcaptcha
 from kcaptcha import files
+from kcaptcha.config import Config
 from kcaptcha.data import colours, images
 from kcaptcha.data.generate import CaptchaRenderer, render_arrays
 from kcaptcha.export import saving
@@ -134,13 +136,24 @@ def test_a_loaded_model_selects_the_colour_its_metadata_names(tmp_path):
     assert sum(r.text == label for r, (label, _) in zip(plain.predict([d for _, d in captchas]), captchas)) <= 2
 
 
+@contextlib.contextmanager
+def _stopped_on_failure(process):
+    """`serving` stops the server when its block ends well; a failed assertion would leave it running."""
+    try:
+        yield
+    except BaseException:
+        process.kill()
+        process.wait(30)
+        raise
+
+
 def test_a_served_model_applies_its_own_colour_selection_and_frame_blending(tmp_path):
     from tests.test_serve import serving
 
     gifs, captchas = split_gifs(), red_among_blue()
     models = (f"--models=gif={digits_copy(tmp_path / 'gif', gif_frames='min')},"
               f"red={digits_copy(tmp_path / 'red', colour='red')}")
-    with serving(tmp_path, models) as running:
+    with serving(tmp_path, models) as running, _stopped_on_failure(running["process"]):
         client = running["client"]
         listed = {model["name"]: model for model in client.get("/v1/models").json()["models"]}
         assert listed["gif"]["metadata"]["gif_frames"] == "min" and listed["red"]["metadata"]["colour"] == "red"
@@ -155,3 +168,23 @@ def test_a_served_model_applies_its_own_colour_selection_and_frame_blending(tmp_
         frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
         refused = client.post("/v1/models/gif/predict", files={"file": ("many.gif", buffer.getvalue(), "image/gif")})
         assert refused.status_code == 400 and f"has {images.MAX_FRAMES + 1} frames" in json.dumps(refused.json())
+
+
+def test_a_folder_trained_with_a_colour_mixes_in_synthetic_captchas_that_survive_it(tmp_path, smoke_config):
+    from kcaptcha.training import resolve
+    from tests.conftest import write_captchas
+
+    write_captchas(str(tmp_path / "raw"), smoke_config, 12)
+    config, _ = resolve.resolve(Config(train_dir=str(tmp_path / "raw"), init_from="none", colour="red"),
+                                given={"train_dir", "init_from", "colour"})
+    assert config.style == "colour_decoy" and config.colour == "red"
+
+
+def test_exports_that_decode_with_tensorflow_refuse_a_model_that_selects_a_colour(tmp_path):
+    from kcaptcha.export import serving as exports
+
+    model_dir = digits_copy(tmp_path / "red", colour="red")
+    for export in (exports.export_savedmodel, exports.export_tflite):
+        with pytest.raises(ValueError, match="selects a colour or combines GIF frames"):
+            export(model_dir, str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out")
