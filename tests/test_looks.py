@@ -188,3 +188,14 @@ def test_exports_that_decode_with_tensorflow_refuse_a_model_that_selects_a_colou
         with pytest.raises(ValueError, match="selects a colour or combines GIF frames"):
             export(model_dir, str(tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_fine_tuning_keeps_the_base_models_colour_selection_unless_given(tmp_path):
+    from kcaptcha.training import resolve
+
+    base = digits_copy(tmp_path / "red", colour="red", gif_frames="min")
+    config, notes = resolve.resolve(Config(init_from=base, style="colour_decoy"), given={"init_from", "style"})
+    assert (config.colour, config.gif_frames) == ("red", "min") and "colour=red" in notes[0]
+    config, _ = resolve.resolve(Config(init_from=base, style="colour_decoy", colour="blue"),
+                                given={"init_from", "style", "colour"})
+    assert (config.colour, config.gif_frames) == ("blue", "min")

@@ -15,6 +15,7 @@ from typing import Iterable, List, Optional, Tuple
 
 from kcaptcha import files
 from kcaptcha.config import Config
+from kcaptcha.data import images
 from kcaptcha.data.folder import LabelledFolder
 from kcaptcha.export import saving
 
@@ -126,12 +127,16 @@ def fitted_charset(base: str, used: str) -> Optional[str]:
 
 
 def _from_base(config: Config, given: frozenset) -> Tuple[Config, str]:
-    """`config` with the base model's model fields where not `given`."""
+    """`config` with the base model's model fields, colour selection and GIF frame blending where not `given`."""
     metadata = saving.read_metadata(base_dir(config.init_from))
     changes = {}
     if "config" in metadata:
         source = Config.from_dict(metadata["config"])
         changes = {name: getattr(source, name) for name in Config.field_names("model") if name not in given}
+    # The base's weights were learnt on pixels after its colour selection and frame blending: keep them.
+    for name, value in dataclasses.asdict(images.Preprocessing.from_metadata(metadata)).items():
+        if name not in given and value != getattr(Config, name):
+            changes[name] = value
     shown = ", ".join(f"{k}={v}" for k, v in changes.items()) or "no model field taken"
     return config.replace(**changes), f"Starting from {config.init_from} ({metadata.get('architecture')}): {shown}"
 
