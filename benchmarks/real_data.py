@@ -11,7 +11,9 @@ Rows (`--rows`), each on every set (`--sets`):
   (drawn with `--seed`: the same N for every row at that N, the 50 among the 100 among the 200;
   bin/train holds 10% of them out to validate);
 - `scratch@200`, `alnum@200`: the same 200 images, with `--init_from=none` / `--init_from=alnum`;
-  `basesize@200`: at `general`'s own input size (160×60), so that every layer of the base fits;
+  `basesize@200`: at `general`'s own input size (160×60), so that every layer of the base fits (the default
+  since 2026-12-07); `twinbase@200`: starting from general's twin (`--twin_model`), on the sets it never saw:
+  what 200 labels give on a site the base model has never seen;
 - `unlabelled@50`: the 50 images, and the rest of the training split, unlabelled, as `--unlabelled_dir`;
 - `general@0`: the `general` model, no training; `twin@0`: its twin trained without v2 and mnwato
   (`--twin_model`), the honest zero-shot figure on those two; `ddddocr@0`: ddddocr
@@ -58,6 +60,7 @@ ROWS = {
     "default@50": Row(50), "default@100": Row(100), "default@200": Row(200), "default@all": Row(None),
     "scratch@200": Row(200, ("--init_from=none",)), "alnum@200": Row(200, ("--init_from=alnum",)),
     "basesize@200": Row(200, ("--width=160", "--height=60")),  # at general's own input size: every layer fits
+    "twinbase@200": Row(200, ("--init_from={twin_model}",)),  # from general's twin: a site its base never saw
     "unlabelled@50": Row(50, unlabelled=True), "general@0": Row(0), "twin@0": Row(0), "ddddocr@0": Row(0),
 }
 
@@ -104,7 +107,7 @@ def train(name: str, row_name: str, folder: str) -> dict:
     command = [sys.executable, os.path.join(REPO, "bin", "train"), f"--train_dir={folder}/train",
                f"--name=real_{name}_{row_name.replace('@', '_')}", f"--model_dir={folder}/run",
                f"--save_dir={folder}/model", "--noexport", f"--max_train_seconds={int(FLAGS.max_minutes * 60)}",
-               *row.train_flags]
+               *(flag.format(twin_model=FLAGS.twin_model) for flag in row.train_flags)]
     if row.unlabelled:
         command.append(f"--unlabelled_dir={folder}/unlabelled")
     started = time.time()
@@ -115,7 +118,8 @@ def train(name: str, row_name: str, folder: str) -> dict:
     with open(os.path.join(folder, "run", "summary.json")) as f:  # bin/train's details of the run
         summary = json.load(f)
     return {"train_seconds": summary.get("wall_seconds"), "command_seconds": round(time.time() - started, 1),
-            "steps": summary.get("steps"), "stop_reason": summary.get("stop_reason")}
+            "steps": summary.get("steps"), "stop_reason": summary.get("stop_reason"),
+            "stop_detail": summary.get("stop_detail")}
 
 
 def bin_train_knows(flag: str) -> bool:

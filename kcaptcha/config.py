@@ -13,10 +13,11 @@ from typing import Tuple
 from kcaptcha import models
 from kcaptcha.data import colours, images
 from kcaptcha.files import LabelRule
+from kcaptcha.reading import arithmetic
 from kcaptcha.training import distribute
 
 GROUPS = ("task", "model", "training", "run")
-STYLES = ("captcha", "varied", "colour_decoy", "gif")  # kcaptcha.data.generate draws each
+STYLES = ("captcha", "varied", "arithmetic", "colour_decoy", "gif")  # kcaptcha.data.generate draws each
 
 
 def _field(group: str, default, help_text: str):
@@ -92,9 +93,10 @@ class Config:
                                     "the charset).")
     style: str = _field("training", "captcha", "Look of synthetic captchas: 'captcha' (the captcha library's), "
                         "'varied' (that and others: fonts, backgrounds, colours, spacing, lines, dots, blur, warp), "
-                        "'colour_decoy' (the label in the colour of --colour, red without one, among decoy "
-                        "characters in other colours) or 'gif' (an animated GIF whose frames each show some of "
-                        "the characters; read with --gif_frames=min).")
+                        "'arithmetic' (expressions like 3+8=? in the captcha library's look; charset "
+                        "0123456789+-×=?), 'colour_decoy' (the label in the colour of --colour, red without one, "
+                        "among decoy characters in other colours) or 'gif' (an animated GIF whose frames each show "
+                        "some of the characters; read with --gif_frames=min).")
     seed: int = _field("training", 0, "Seed for synthetic data, shuffling and initialisation.")
     strategy: str = _field("training", "auto", "tf.distribute strategy: 'auto' (mirrored when more than one GPU is "
                            "visible, else one device), 'one_device', 'mirrored' (every GPU here) or 'multi_worker' "
@@ -235,6 +237,9 @@ class Config:
                    f"Received: mixed_precision={self.mixed_precision!r}")
         if self.style not in STYLES:
             yield f"style must be one of {', '.join(STYLES)}. Received: style={self.style!r}"
+        elif self.style == "arithmetic" and set(arithmetic.CHARSET) - set(self.charset):
+            yield (f"style=arithmetic draws {arithmetic.CHARSET!r}, so the charset must hold those characters. "
+                   f"Received: charset={self.charset!r}")
         if self.colour and self.style != "colour_decoy" and self.uses_synthetic_data:
             yield (f"colour={self.colour!r} keeps only the pixels of that colour, and synthetic captchas in "
                    f"style={self.style!r} draw their characters in others: train with --style=colour_decoy, or "

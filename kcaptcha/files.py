@@ -67,6 +67,19 @@ class LabelRule:
         return f"LabelRule({(self.pattern.pattern if self.pattern else self.kind)!r})"
 
 
+# Characters a file name cannot carry everywhere: Windows forbids these, and '*', '?' and '[' are wildcards
+# to shells and glob.
+UNSAFE_IN_NAMES = frozenset('<>:"/\\|?*[]')
+
+
+def name_carries(label: str) -> bool:
+    """True when `label` can be a file name's prefix on every system: no '_' (the label's end), no space or
+    control character, no character of `UNSAFE_IN_NAMES`. Letters of any script can (`0é`, `×`); `3+8=?`
+    cannot, and goes in a labels.csv."""
+    return bool(label) and all(c.isprintable() and not c.isspace() and c != "_" and c not in UNSAFE_IN_NAMES
+                               for c in label)
+
+
 def walk_files(folder: str) -> Iterator[str]:
     """Every regular file under `folder`, recursively, in a stable (sorted) order."""
     for root, dirs, files in os.walk(folder):

@@ -1,8 +1,10 @@
 """bin/collect against a local captcha server that also answers badly: 404, 500, HTML, empty, slow, repeats."""
 
+import collections
 import http.server
 import io
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -96,7 +98,8 @@ def test_bad_responses_are_skipped_and_an_interrupted_run_resumes_without_loss_o
     summary = collect.collect(server.url, 6, folder, recognizer, interval=0, timeout=0.5, backoff=0.01,
                               sleep=lambda s: None)
     images = sorted(n for n in os.listdir(folder) if n.endswith(".png"))
-    assert len(images) == 6 and set(first) - {"labels.csv", ".labels.lock"} <= set(images)
+    assert len(images) == 6 and set(first) - {"labels.csv", ".labels.lock", "labels.json"} <= set(images)
+    assert labels.read_rules(folder).charset == "0123456789"  # what the review checks labels against
     rows = labels.read(os.path.join(folder, labels.FILE))
     assert sorted(r.filename for r in rows) == images  # every image labelled once, none twice
     assert all(r.status == "unreviewed" and 0 <= r.confidence <= 1 for r in rows)
@@ -118,7 +121,7 @@ def test_a_dead_endpoint_fails_clearly(tmp_path, repo_root):
     result = subprocess.run([sys.executable, os.path.join(repo_root, "bin", "collect"), "--url=http://127.0.0.1:9/x",
                              f"--output_dir={tmp_path}", "--count=2", "--retries=2", "--interval=0", "--timeout=0.5"],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and result.stderr.startswith("error: 2 failed requests in a row")
+    assert result.returncode == 1 and result.stderr.splitlines()[-1].startswith("error: 2 failed requests in a row")
     bad = subprocess.run([sys.executable, os.path.join(repo_root, "bin", "collect"), "--url=ftp://x",
                           f"--output_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--url must be an http" in bad.stderr
@@ -126,3 +129,50 @@ def test_a_dead_endpoint_fails_clearly(tmp_path, repo_root):
                                f"--output_dir={tmp_path}", "--model=digits", "--tta=-1"],
                               capture_output=True, text=True, timeout=120)
     assert negative.returncode == 2 and "--tta=-1" in negative.stderr
+
+
+def test_the_progress_line_comes_every_few_seconds_with_count_failures_and_rate():
+    clock, out = [100.0], io.StringIO()
+    line = collect.ProgressLine(10, stream=out, every=5.0, clock=lambda: clock[0])
+    summary, streak = collections.Counter(), 0
+    line(2, summary)  # the start
+    for step in range(40):  # 0.25 s per request: 10 s in all, 4 images saved, 36 failed requests
+        clock[0] += 0.25
+        summary["requests"] += 1
+        if step % 10 == 4:
+            summary["saved"], streak = summary["saved"] + 1, 0
+        else:
+            summary["rejected_http_500" if step % 2 else "rejected_not_an_image"] += 1
+            streak += 1
+        line(2 + summary["saved"], summary, streak)
+    summary["duplicates"] += 2
+    clock[0] += 2.0
+    line(10, summary)  # the end
+    assert out.getvalue().splitlines() == [
+        "collect: 2/10 images in the folder, 8 to fetch",
+        "collect: 4/10 images (+2 in 5 s, 0.40/s, about 15 s left); 20 requests, 18 failed (10 http_500, "
+        "8 not_an_image); 5 failed in a row, retrying",
+        "collect: 6/10 images (+4 in 10 s, 0.40/s, about 10 s left); 40 requests, 36 failed (20 http_500, "
+        "16 not_an_image); 5 failed in a row, retrying",
+        "collect: 10/10 images (+8 in 12 s, 0.67/s); 40 requests, 36 failed (20 http_500, 16 not_an_image), "
+        "2 duplicates"]
+
+
+def test_bin_collect_shows_its_progress_in_a_log(server, tmp_path, repo_root):
+    log = tmp_path / "collect.log"
+    started = time.monotonic()
+    with open(log, "w") as stderr:  # standard error to a file, as `bin/collect ... 2> collect.log`
+        result = subprocess.run([sys.executable, os.path.join(repo_root, "bin", "collect"), f"--url={server.url}",
+                                 f"--output_dir={tmp_path / 'collected'}", "--count=6", "--interval=0.1",
+                                 "--timeout=0.5", "--progress_every=0.5"],
+                                stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=120)
+    seconds = time.monotonic() - started
+    lines = log.read_text().splitlines()
+    summary = json.loads(result.stdout)
+    assert result.returncode == 0 and summary["in_folder"] == 6, log.read_text()
+    assert lines[0] == "collect: 0/6 images in the folder, 6 to fetch"
+    assert lines[-1].startswith("collect: 6/6 images (+6 in ") and "/s); " in lines[-1]
+    assert f"{summary['requests']} requests" in lines[-1] and "1 http_500" in lines[-1], lines
+    assert all(line.startswith("collect: ") for line in lines), lines
+    assert 3 <= len(lines) <= seconds / 0.5 + 2 and len(lines) < summary["requests"], lines  # not one per request
+    assert any("failed in a row, retrying" in line or "failed (" in line for line in lines[1:-1]), lines

@@ -75,8 +75,8 @@ def test_auto_reads_unsure_int8_readings_again_in_float_when_that_agrees(exporte
     assert entry["int8_fallback_agreement"] >= entry["int8_agreement"] - 0.01  # floats where int8 is unsure
     renderer = generate.CaptchaRenderer.from_config(smoke_config, seed=23)
     images = [renderer.render(i)[1] for i in range(40)]
-    int8 = kcaptcha.load_model(str(exported_dir), backend="int8").predict(images)
-    float32 = kcaptcha.load_model(str(exported_dir), backend="float")
+    int8 = kcaptcha.load_model(str(exported_dir), backend="int8", tta=0).predict(images)
+    float32 = kcaptcha.load_model(str(exported_dir), backend="float", tta=0)
     assert float32.backend == "onnx (model.onnx)"
     float32 = float32.predict(images)
     below = float(np.median([r.confidence for r in int8]))  # half the images read again
@@ -86,7 +86,7 @@ def test_auto_reads_unsure_int8_readings_again_in_float_when_that_agrees(exporte
     metadata["export"].update(int8_agreement=export.MIN_AGREEMENT - 0.01, int8_fallback_below=below,
                               int8_fallback_agreement=export.MIN_AGREEMENT)
     (doubtful / "metadata.json").write_text(json.dumps(metadata))
-    both = kcaptcha.load_model(str(doubtful))
+    both = kcaptcha.load_model(str(doubtful), tta=0)
     assert both.backend == f"onnx (model.int8.onnx; model.onnx under {below:g})"
     for reading, quantized, exact in zip(both.predict(images), int8, float32):
         expected = exact if quantized.confidence < below else quantized

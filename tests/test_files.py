@@ -225,3 +225,11 @@ def test_claim_free_name_numbers_a_taken_name_before_its_extension(tmp_path):
     assert files.claim_free_name("out", "b.tar.gz", claim) == "b.tar-1.gz"
     with pytest.raises(FileExistsError, match="No free name for 'a.png' in out"):
         files.claim_free_name("out", "a.png", claim, tries=4)
+
+
+@pytest.mark.parametrize("label, carried", [
+    ("226md", True), ("0é", True), ("3×8=", True), ("3+8=?", False), ("a_b", False), ("a b", False),
+    ("a*b", False), ("a:b", False), ("a/b", False), ("[ab]", False), ("", False),
+])
+def test_which_labels_a_file_name_can_carry(label, carried):
+    assert files.name_carries(label) == carried

@@ -190,3 +190,35 @@ def test_look_names_the_look_each_captcha_is_drawn_in(monkeypatch):
     assert set(looks) == {generate.LOOK_KCAPTCHA, generate.LOOK_CAPTCHA_LIBRARY}
     plain = generate.CaptchaRenderer("abc123", 3, 5, 120, 40, seed=9)
     assert {plain.look(index) for index in range(24)} == {generate.LOOK_CAPTCHA_LIBRARY}
+
+
+def test_arithmetic_look_labels_expressions_in_a_labels_csv(tmp_path):
+    """`?` is not safe in file names (Windows, glob): the files are <seed>-<index>.png and the labels in labels.csv."""
+    from kcaptcha.data.folder import LabelledFolder
+    from kcaptcha.data.generate import CaptchaRenderer
+    from kcaptcha.reading import arithmetic
+
+    task = ["--flagfile=experiments/arithmetic.flags", "--count=30", "--seed=4", "--data_workers=1"]
+    result = generate(f"--output_dir={tmp_path / 'sums'}", *task)
+    assert result.returncode == 0, result.stderr
+    written = sorted(name for name in os.listdir(tmp_path / "sums") if not name.startswith("."))  # not the lock
+    assert written == [f"4-{i:06d}.png" for i in range(30)] + ["labels.csv"]
+    folder = LabelledFolder.open(str(tmp_path / "sums"))
+    paths, labels = folder.labelled()
+    renderer = CaptchaRenderer(arithmetic.CHARSET, 5, 7, 160, 60, seed=4, style="arithmetic")
+    assert labels == [renderer.label(i) for i in range(30)] and len(paths) == 30
+    assert {"+", "-", "×"} <= {c for label in labels for c in label}
+    for label in labels:
+        assert label.endswith("=?") and 5 <= len(label) <= 7
+        value, reason = arithmetic.answer(label)
+        assert reason is None and value == eval(label[:-2].replace("×", "*")) and value >= 0
+    again = generate(f"--output_dir={tmp_path / 'sums'}", *task)  # a re-run keeps every file and row
+    assert "0 written, 30 already existed" in again.stdout and LabelledFolder.open(str(tmp_path / "sums")).labels \
+        == folder.labels
+    os.makedirs(tmp_path / "named")
+    Image.new("RGB", (160, 60)).save(tmp_path / "named" / "12ab_1.png")
+    mixed = generate(f"--output_dir={tmp_path / 'named'}", *task)  # a labels.csv would unlabel 12ab_1.png
+    assert mixed.returncode == 1 and "holds images labelled by their names" in mixed.stderr
+    assert os.listdir(tmp_path / "named") == ["12ab_1.png"]
+    wrong = generate(f"--output_dir={tmp_path / 'wrong'}", "--style=arithmetic", "--charset=0123456789")
+    assert wrong.returncode == 2 and "style=arithmetic draws '0123456789+-×=?'" in wrong.stderr

@@ -252,3 +252,43 @@ def test_evaluate_reads_the_labels_of_a_folders_labels_csv(repo_root, digits_fol
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["evaluated"] == len(truths) - 1 and report["unlabelled"] == 1  # the unreviewed row
     assert report["image_accuracy"] >= 0.9
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_charset_reads_digit_captchas_with_the_general_model(repo_root, tmp_path, command):
+    """general (0-9a-z) reads an 'o' for a '0' in these six; --charset=0123456789 reads them all."""
+    from kcaptcha.data.generate import CaptchaRenderer
+    from tests.test_recognizer import GENERAL_MISREADS
+
+    renderer = CaptchaRenderer("0123456789", 4, 4, 160, 60, seed=3, style="varied")
+    for index, label in GENERAL_MISREADS.items():
+        renderer.render(index)[1].save(tmp_path / f"{label}_{index}.png")
+    free = run_bin(repo_root, command, "--model=general", "--noprogress", str(tmp_path))
+    digits = run_bin(repo_root, command, "--model=general", "--charset=0123456789", "--noprogress", str(tmp_path))
+    assert free.returncode == 0 and digits.returncode == 0, free.stderr + digits.stderr
+    if command == "predict":
+        assert "accuracy: 0/6" in free.stderr and "accuracy: 6/6" in digits.stderr
+    else:
+        assert "whole-image accuracy: 0.0000" in free.stdout and "whole-image accuracy: 1.0000" in digits.stdout
+    one_error_line(run_bin(repo_root, command, "--model=general", "--charset=0123456789ABC", str(tmp_path)), 1,
+                   "This model cannot read 'ABC'")
+
+
+def test_predict_adds_the_answer_of_an_arithmetic_reading(repo_root, tmp_path):
+    from kcaptcha.data.generate import CaptchaRenderer
+    from kcaptcha.reading import arithmetic
+
+    renderer = CaptchaRenderer(arithmetic.CHARSET, 5, 7, 160, 60, seed=20261207, style="arithmetic")
+    for index in range(6):
+        renderer.render(index)[1].save(tmp_path / f"{index}.png")
+    result = run_bin(repo_root, "predict", "--model=arithmetic", "--noprogress", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert sum(text == renderer.label(int(os.path.basename(path)[0])) for path, text, _, _ in rows) >= 5
+    for _, text, _, answer in rows:
+        value, _ = arithmetic.answer(text)
+        assert answer == ("" if value is None else str(value))
+    as_json = run_bin(repo_root, "predict", "--model=arithmetic", "--format=json", "--charset=0123456789=?",
+                      "--noprogress", str(tmp_path))
+    for row in map(json.loads, as_json.stdout.splitlines()):  # digits only: never an expression
+        assert row["answer"] is None and "is not an arithmetic expression" in row["answer_error"]

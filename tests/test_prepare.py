@@ -323,3 +323,34 @@ def test_kcaptcha_data_reads_the_prepared_folders(captcha_folder, smoke_config, 
             paths, labels = data.labelled_files(str(tmp_path / "out" / split), by_suffix)
             found.update(zip((files.normalise_relative(os.path.relpath(p, tmp_path / "out")) for p in paths), labels))
     assert found == {e["output"]: e["label"] for e in entries.values() if e["split"]}
+
+
+def test_labels_no_file_name_can_carry_go_in_each_splits_labels_csv(tmp_path):
+    """Arithmetic labels (with a `?`) are never put in file names: each split gets a labels.csv instead."""
+    from kcaptcha.config import Config
+    from kcaptcha.data.folder import LabelledFolder
+    from kcaptcha.data.generate import CaptchaRenderer
+    from kcaptcha.reading import arithmetic
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    renderer = CaptchaRenderer(arithmetic.CHARSET, 5, 7, 80, 30, seed=2, style="arithmetic")
+    rows = ["filename,label"]
+    for index in range(20):
+        label, image = renderer.render(index)
+        image.save(raw / f"site-{index}.png")
+        rows.append(f"site-{index}.png,{label}")
+    (raw / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    config = Config(charset=arithmetic.CHARSET, min_length=5, max_length=7, width=80, height=30, data_workers=1)
+    report = run(raw, tmp_path / "out", config, labels_csv=str(raw / "labels.csv"))
+    assert sum(report["splits"].values()) == 20
+    truths = {f"site-{index}.png": renderer.label(index) for index in range(20)}
+    found = {}
+    for split in prep.SPLITS:
+        folder = tmp_path / "out" / split
+        names = [name for name in os.listdir(folder) if name.endswith(".png")]
+        assert all(files.name_carries(name) for name in names)  # as they came: site-<n>.png
+        opened = LabelledFolder.open(str(folder))
+        assert opened.source.csv_path == str(folder / "labels.csv")
+        found.update({os.path.basename(p): label for p, label in zip(*opened.labelled())})
+    assert found == truths

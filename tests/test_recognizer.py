@@ -12,7 +12,7 @@ import kcaptcha
 
 @pytest.fixture(scope="module")
 def recognizer(smoke_model_dir):
-    return kcaptcha.load_model(smoke_model_dir)
+    return kcaptcha.load_model(smoke_model_dir, tta=0)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_save_load_gives_identical_predictions(recognizer, smoke_model_dir, samp
     direct = keras.models.load_model(os.path.join(smoke_model_dir, "model.keras")).predict(batch, verbose=0)
     expected = recognizer.decode(direct)
     assert recognizer.predict([image for _, image in samples]) == expected
-    again = kcaptcha.load_model(smoke_model_dir)
+    again = kcaptcha.load_model(smoke_model_dir, tta=0)
     assert again.predict([image for _, image in samples]) == expected
 
 
@@ -146,3 +146,77 @@ def test_the_shipped_model_reads_captchas_and_confidences_mean_the_same_on_every
     assert int8_confidence.max() > 0.995  # an int8 softmax capped every confidence at (254/255)^4 = 0.9844
     gaps = np.abs(keras_confidence - int8_confidence)
     assert gaps.mean() < 0.01 and np.median(gaps) < 0.005
+
+
+# Digit captchas that the shipped general (0-9a-z) reads with an 'o' for a '0': index -> true label.
+GENERAL_MISREADS = {17: "0465", 27: "4820", 37: "7456", 49: "2034", 54: "7028", 62: "4350"}
+
+
+@pytest.fixture(scope="module")
+def general():
+    return kcaptcha.load_model("general")
+
+
+@pytest.fixture(scope="module")
+def misread_digits():
+    renderer = generate.CaptchaRenderer("0123456789", 4, 4, 160, 60, seed=3, style="varied")
+    return [renderer.render(index)[1] for index in GENERAL_MISREADS]
+
+
+def test_a_charset_chosen_at_reading_time_reads_only_its_characters(general, misread_digits):
+    truths = list(GENERAL_MISREADS.values())
+    free = general.predict(misread_digits)
+    assert all("o" in p.text for p in free)  # the misreads the charset is for
+    digits = kcaptcha.load_model("general", charset="9876543210")
+    assert digits.charset == "0123456789"  # in the model's order
+    assert [p.text for p in digits.predict(misread_digits)] == truths
+    assert [p.text for p in general.predict(misread_digits, charset="0123456789")] == truths  # per call
+    # One batch, a charset per image (how bin/serve batches requests): each image read with its own.
+    batch = np.stack([general.preprocess(image) for image in misread_digits[:2]])
+    mixed = general.predict_batch(batch, [None, "0123456789"])
+    assert mixed[0] == free[0] and mixed[1].text == truths[1]
+
+
+def test_a_chosen_charset_masks_the_other_classes_before_the_best_path(general, misread_digits):
+    """The reading is the one of logits whose other classes can never win (CTC keeps its blank), and the
+    confidences are shares of the chosen characters: not the free reading with its letters dropped."""
+    batch = np.stack([general.preprocess(image) for image in misread_digits])
+    logits = general.logits(batch)
+    allowed = np.array([c in "0123456789" for c in general.vocab.charset] + [True])  # the blank, last
+    masked = kcaptcha.reading.decoding.decode(np.where(allowed, logits, -np.inf), "ctc", general.vocab)
+    restricted = general.decode(logits, "0123456789")
+    assert [p.text for p in restricted] == list(GENERAL_MISREADS.values())
+    for got, expected in zip(restricted, masked):
+        assert got.text == expected.text
+        np.testing.assert_allclose(got.char_confidences, expected.char_confidences, rtol=1e-5)
+    free = general.decode(logits)
+    assert all(r.confidence > f.confidence for r, f in zip(restricted, free))  # the letters' share is gone
+
+
+def test_per_position_heads_mask_each_head_and_keep_their_blank():
+    from kcaptcha.reading import decoding
+    from kcaptcha.reading.vocab import Vocab
+
+    vocab = Vocab("0123abc", 2, 3)  # lengths vary: a blank class after the characters
+    logits = np.full((1, 3, 8), -5.0, np.float32)
+    logits[0, 0, [4, 0]] = 3.0, 2.0  # 'a' first, then '0'
+    logits[0, 1, [5, 1, 2]] = 4.0, 1.0, 1.0  # 'b', then '1' and '2' alike
+    logits[0, 2, [7, 6]] = 3.0, 2.5  # the blank, then 'c'
+    restricted, columns = vocab.restrict("0123", ctc=False)
+    assert restricted.charset == "0123" and columns == [0, 1, 2, 3, 7]
+    reading, = decoding.decode(logits[..., columns], "softmax", restricted)
+    assert reading.text == "01"
+    probabilities = decoding.softmax(logits[0][:, columns])  # each head renormalised over 0123 and the blank
+    np.testing.assert_allclose(reading.char_confidences, probabilities[:2].max(-1), rtol=1e-5)
+    np.testing.assert_allclose(reading.confidence, np.prod(probabilities.max(-1)), rtol=1e-5)
+    assert Vocab("0123abc", 3, 3).restrict("0a", ctc=False)[1] == [0, 4]  # a fixed length has no blank
+
+
+@pytest.mark.parametrize("charset, message", [
+    ("0123456789A", r"cannot read 'A': it reads only '0123456789abc"),
+    ("0x#", r"cannot read '#'"),
+    ("", "non-empty string"),
+])
+def test_a_character_the_model_cannot_read_is_a_clear_error(charset, message):
+    with pytest.raises(ValueError, match=message):
+        kcaptcha.load_model("general", charset=charset)

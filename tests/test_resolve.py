@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from kcaptcha.config import Config
+from kcaptcha.export import saving
 from kcaptcha.training import resolve
 from tests.conftest import write_captchas
 
@@ -37,7 +38,8 @@ def test_a_folder_decides_the_task_when_not_given(tmp_path, smoke_config):
     assert set(config.charset) <= set("abc") and (config.min_length, config.max_length) == (3, 5)
     assert (config.width, config.height) == (smoke_config.width, smoke_config.height)
     assert config.style == "varied" and config.eval_every_steps == 100 and "13 labelled images" in notes[0]
-    assert config.min_steps == config.max_steps  # a dozen validation images must not end the run early
+    # A dozen validation images must not end the run early: the plateau stop waits for min_steps.
+    assert 0 < config.min_steps < config.max_steps and config.patience >= 3
     given, _ = resolve.resolve(Config(train_dir=str(folder), charset="abcdef"), given={"train_dir", "charset"})
     assert given.charset == "abcdef"
 
@@ -59,7 +61,7 @@ def _blank_folder(folder, count):
         image.save(folder / f"{index % 10}{index % 7}_{index}.png")
 
 
-@pytest.mark.parametrize("count, steps, share", [(500, 1200, 0.0), (540, 2000, 0.5), (1000, 2000, 0.5),
+@pytest.mark.parametrize("count, steps, share", [(500, 2400, 0.0), (540, 3000, 0.5), (1000, 3000, 0.5),
                                                   (1001, 3000, 0.25)])
 def test_one_count_decides_the_step_budget_and_the_synthetic_share(tmp_path, count, steps, share):
     """A 540-image folder (486 after the validation hold-out) is in one tier for every setting."""
@@ -73,7 +75,7 @@ def test_one_count_decides_the_step_budget_and_the_synthetic_share(tmp_path, cou
 def test_the_python_api_resolves_what_differs_from_the_defaults(tmp_path, smoke_config):
     write_captchas(str(tmp_path / "raw"), smoke_config, 12)
     config, _ = resolve.resolve(Config(train_dir=str(tmp_path / "raw"), max_steps=77, init_from="none"))
-    assert config.max_steps == 77 and config.min_steps == 77  # given: kept
+    assert config.max_steps == 77 and config.min_steps == 77  # given: kept, and the plateau waits for it
     assert config.charset == "0123" and config.style == "varied"  # left at the default: from the folder
 
 
@@ -138,3 +140,20 @@ def test_a_given_base_keeps_its_charset_and_adds_what_the_labels_hold(smoke_mode
     given, _ = resolve.resolve(Config(train_dir=str(tmp_path / "f"), init_from=smoke_model_dir, charset="01z"),
                                given={"train_dir", "init_from", "charset"})
     assert given.charset == "01z"
+
+
+def test_a_base_model_decides_the_image_size_so_that_every_layer_fits(smoke_model_dir, tmp_path):
+    (tmp_path / "f").mkdir()
+    for index, label in enumerate(["01", "12"]):
+        Image.new("L", (90, 30), 255).save(tmp_path / "f" / f"{label}_{index}.png")
+    base = saving.read_metadata(smoke_model_dir)
+    config, notes = resolve.resolve(Config(train_dir=str(tmp_path / "f"), init_from=smoke_model_dir),
+                                    given={"train_dir", "init_from"})
+    assert (config.width, config.height) == (base["width"], base["height"]) != (90, 30)
+    assert f"the images are 90x30, read resized to {base['width']}x{base['height']}" in " ".join(notes)
+    given, _ = resolve.resolve(Config(train_dir=str(tmp_path / "f"), init_from=smoke_model_dir, width=88,
+                                      height=32), given={"train_dir", "init_from", "width", "height"})
+    assert (given.width, given.height) == (88, 32)
+    scratch, _ = resolve.resolve(Config(train_dir=str(tmp_path / "f"), init_from="none"),
+                                 given={"train_dir", "init_from"})
+    assert (scratch.width, scratch.height) == (90, 30)

@@ -401,3 +401,58 @@ def test_served_sessions_leave_idle_cores_to_the_loop_while_the_library_spins():
 
     assert spinning(served) == "0" and spinning(library) == "1"
     assert served.predict(np.zeros((60, 100), np.float32)).text == library.predict(np.zeros((60, 100), np.float32)).text
+
+
+def test_a_request_chooses_its_charset_and_a_bad_one_is_a_json_error(tmp_path):
+    """general (0-9a-z) reads an 'o' for a '0' in these digit captchas; a request's charset reads them right,
+    each request with its own in one batched model call, and the model's own charset for the others."""
+    from kcaptcha.data.generate import CaptchaRenderer
+    from tests.test_recognizer import GENERAL_MISREADS
+
+    renderer = CaptchaRenderer("0123456789", 4, 4, 160, 60, seed=3, style="varied")
+    images = [encoded(renderer.render(index)[1]) for index in GENERAL_MISREADS]
+    truths = list(GENERAL_MISREADS.values())
+    with serving(tmp_path, "--models=general", "--max_wait_ms=200", "--noaccess_log") as running:
+        client = running["client"]
+        as_json = {"images": [base64.b64encode(data).decode() for data in images]}
+        free = client.post("/v1/models/general/predict", json=as_json).json()["predictions"]
+        assert all("o" in p["text"] for p in free)
+        digits = client.post("/v1/models/general/predict", json={**as_json, "charset": "0123456789"}).json()
+        assert [p["text"] for p in digits["predictions"]] == truths
+        query = client.post("/v1/models/general/predict", params={"charset": "0123456789"},
+                            files=[("file", (f"{i}.png", data)) for i, data in enumerate(images)])
+        assert [p["text"] for p in query.json()["predictions"]] == truths
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:  # batched together, each read with its own
+            answers = list(pool.map(lambda k: client.post("/b", params={"charset": "0123456789"} if k % 2 else {},
+                                                          files={"image_file": ("c.png", images[0])}).json(), range(4)))
+        assert [a["value"] for a in answers] == [free[0]["text"], truths[0]] * 2
+        for bad, says in (({"charset": "0123ABC"}, "cannot read 'ABC'"), ({"charset": ""}, "non-empty string"),
+                          ({"charset": ["0"]}, "non-empty string")):
+            response = client.post("/v1/models/general/predict", json={**as_json, **bad})
+            assert response.status_code == 422 and response.json()["error"] == "bad_charset", response.text
+            assert says in response.json()["detail"]
+        assert client.post("/b", params={"charset": "0x#"}, files={"image_file": ("c.png", images[0])}).status_code \
+            == 422
+    with serving(tmp_path, "--models=general", "--charset=0123456789", "--noaccess_log") as running:
+        assert running["client"].post("/b", files={"image_file": ("c.png", images[0])}).json()["value"] == truths[0]
+
+
+def test_arithmetic_readings_are_answered_with_their_value(tmp_path):
+    """The shipped arithmetic model: each reading carries its answer, in /b and the predict API alike."""
+    from kcaptcha.data.generate import CaptchaRenderer
+    from kcaptcha.reading import arithmetic
+
+    renderer = CaptchaRenderer(arithmetic.CHARSET, 5, 7, 160, 60, seed=20261207, style="arithmetic")
+    drawn = [renderer.render(index) for index in range(8)]
+    with serving(tmp_path, "--models=arithmetic", "--noaccess_log") as running:
+        client = running["client"]
+        files = [("file", (f"{i}.png", encoded(image))) for i, (_, image) in enumerate(drawn)]
+        predictions = client.post("/v1/models/arithmetic/predict", files=files).json()["predictions"]
+        assert sum(p["text"] == label for p, (label, _) in zip(predictions, drawn)) >= 7
+        for p in predictions:
+            assert (p["answer"], p["answer_error"]) == arithmetic.answer(p["text"]) and p["answer"] is not None
+        parent = client.post("/b", files={"image_file": ("c.png", encoded(drawn[0][1]))}).json()
+        assert parent["value"] == predictions[0]["text"] and parent["answer"] == predictions[0]["answer"]
+        digits_only = client.post("/b", params={"charset": "0123456789"},  # no operator left: no answer
+                                  files={"image_file": ("c.png", encoded(drawn[0][1]))}).json()
+        assert digits_only["answer"] is None and "is not an arithmetic expression" in digits_only["answer_error"]

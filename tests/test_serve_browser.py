@@ -158,3 +158,44 @@ def test_review_page_corrects_three_images_by_keyboard(browser, tmp_path):
     assert {path: files.sha256(path) for path in files.list_images(folder)} == before
     assert blocked == []
     assert per_image <= 1.0, f"{per_image:.2f} s of page time per image"
+
+
+def test_review_page_says_why_a_label_or_decision_is_refused(browser, tmp_path):
+    """Bad labels are refused with the server's message on the page, the image stays for a fix; an image decided
+    meanwhile by an override is refused too, and the page goes on with the next one."""
+    from kcaptcha.data import labels
+    from kcaptcha.reading.recognizer import load_model
+    from tests.test_review import collected_folder
+
+    folder, rows = collected_folder(tmp_path, [0.1, 0.2, 0.3])
+    with running(create_app({MODEL: load_model(MODEL)}, review_dir=folder, access_log=False)) as (client, port):
+        page, blocked = offline_page(browser, {"url": f"http://127.0.0.1:{port}"})
+        page.goto(f"http://127.0.0.1:{port}/review")
+        page.wait_for_function(f"document.getElementById('filename')?.textContent === {rows[0].filename!r}")
+        assert page.text_content("#rules") == "A label: 4 characters of 0123456789, no spaces."
+        for typed, message in (("ÄÖ€", "characters 'ÄÖ€' are not in the charset '0123456789' (the digits model's"),
+                               ("ab c", "it holds a space"), ("12,3", "characters ',' are not in the charset")):
+            page.keyboard.press("Control+a")
+            page.keyboard.type(typed)
+            page.keyboard.press("Enter")
+            page.wait_for_function(f"document.getElementById('error').textContent.includes({message!r})")
+            assert page.text_content("#filename") == rows[0].filename and page.input_value("#label") == typed
+        assert [row.status for row in labels.read(os.path.join(folder, labels.FILE))] == ["unreviewed"] * 3
+
+        overridden = client.post("/review/decision", json={"reviewer": "lead", "filename": rows[0].filename,
+                                                           "action": "unreadable", "override": True})
+        assert overridden.status_code == 200 and overridden.json()["item"]["filename"] == rows[1].filename
+        page.keyboard.press("Control+a")
+        page.keyboard.type(rows[0].label)
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"document.getElementById('filename').textContent === {rows[2].filename!r}")
+        assert "was decided already (unreadable" in page.text_content("#error")
+        page.keyboard.press("Enter")  # the reading is right: accepted; the last image is with "lead"
+        page.wait_for_selector("#done", state="visible")
+        assert page.text_content("#done").startswith("Images left: 1, each handed to another reviewer")
+        assert page.text_content("#error") == ""
+        page.close()
+    written = {row.filename: (row.label, row.status) for row in labels.read(os.path.join(folder, labels.FILE))}
+    assert written == {rows[0].filename: (rows[0].label, "unreadable"), rows[1].filename: (rows[1].label, "unreviewed"),
+                       rows[2].filename: (rows[2].label, "accepted")}
+    assert blocked == []

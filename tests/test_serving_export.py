@@ -78,7 +78,7 @@ def model_dir(request, tmp_path_factory, smoke_config):
 def readings_to_check(model_dir):
     metadata = saving.read_metadata(model_dir)
     pil_images = fresh_captchas(metadata)
-    recognizer = load_model(model_dir, backend="keras")
+    recognizer = load_model(model_dir, backend="keras", tta=0)
     reference = recognizer.predict(pil_images)
     texts = [p.text for p in reference]
     if metadata["output"] == "ctc" and not metadata.get("training"):  # the redrawn model: the reading rules
@@ -128,7 +128,7 @@ def test_tflite_model_reads_pixels_like_the_recognizer(model_dir, tmp_path):
 def test_an_exports_agreement_is_the_share_of_texts_read_as_keras_reads_them(smoke_model_dir):
     """SavedModel, TFLite and ONNX exports are compared with Keras alike (`onnx.compare`) and held to one bar."""
     pil_images = fresh_captchas(saving.read_metadata(smoke_model_dir), 10)
-    reference = load_model(smoke_model_dir, backend="keras").predict(pil_images)
+    reference = load_model(smoke_model_dir, backend="keras", tta=0).predict(pil_images)
     texts = [r.text for r in reference]
     texts[3] += "?"
     report = serving_export.agreement(smoke_model_dir, pil_images, texts, [r.confidence + 0.01 for r in reference])

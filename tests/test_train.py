@@ -2,6 +2,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,6 +59,10 @@ def test_train_saves_model_metadata_logs_and_curves(tmp_path, smoke_config):
     rows = history(run)
     assert [int(float(r["step"])) for r in rows] == [10, 20]
     assert {"val_image_accuracy", "val_character_accuracy", "wall_seconds", "loss"} <= set(rows[0])
+    # The validation loss, and its running average that the plateau stop watches.
+    first, second = ({k: float(r[k]) for k in ("val_loss", "val_loss_ema")} for r in rows)
+    assert first["val_loss"] > 0 and first["val_loss_ema"] == pytest.approx(first["val_loss"])
+    assert second["val_loss_ema"] == pytest.approx(0.7 * first["val_loss"] + 0.3 * second["val_loss"], rel=1e-5)
     assert any((run / "logs").rglob("*tfevents*"))
     metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
     assert metadata["charset"] == smoke_config.charset and metadata["architecture"] == "ctc"
@@ -86,10 +91,38 @@ def test_validation_scores_are_what_evaluate_computes(tmp_path, smoke_config):
     config = smoke_config.replace(max_steps=30, eval_every_steps=30)
     summary = train(config, str(tmp_path / "run"), save_dir=str(tmp_path / "model"), verbose=0)
     validation = data.synthetic_set(config, config.val_size, data.validation_seed(config))
-    readings = [p.text for p in kcaptcha.load_model(summary["saved_to"]).predict(list(validation.images))]
+    readings = [p.text for p in kcaptcha.load_model(summary["saved_to"], tta=0).predict(list(validation.images))]
     expected = metrics.scores(validation.labels, readings)
     assert summary["metrics"]["val_image_accuracy"] == pytest.approx(expected["image_accuracy"], abs=1e-4)
     assert summary["metrics"]["val_character_accuracy"] == pytest.approx(expected["character_accuracy"], abs=1e-4)
+
+
+def test_a_plateau_of_validation_accuracy_and_loss_stops_training_and_says_why(smoke_config):
+    from kcaptcha.training.callbacks import PlateauStop
+
+    model = models.new_model(smoke_config)
+    stop = PlateauStop(patience=3, min_step=50)
+    stop.set_model(model)
+
+    def validate(step, accuracy, loss):
+        model.optimizer.iterations.assign(step)
+        stop.on_epoch_end(0, {"val_image_accuracy": accuracy, "val_loss_ema": loss})
+        return model.stop_training
+
+    assert not validate(10, 0.5, 2.0)
+    assert not validate(20, 0.5, 1.995)  # 0.25% lower: not an improvement
+    assert not validate(30, 0.5, 1.9)  # 5% lower: it is, the count starts again
+    assert not any(validate(step, 0.5, 1.9) for step in (40, 50))
+    assert validate(60, 0.5, 1.9) and "no better validation accuracy or loss for 3 validations" in stop.reached
+    model.stop_training, late = False, PlateauStop(patience=1, min_step=100)
+    late.set_model(model)
+    for step in (70, 80, 90):
+        model.optimizer.iterations.assign(step)
+        late.on_epoch_end(0, {"val_image_accuracy": 0.5, "val_loss_ema": 1.9})
+    assert not model.stop_training  # not before min_step, however flat
+    model.optimizer.iterations.assign(100)
+    late.on_epoch_end(0, {"val_image_accuracy": 0.5, "val_loss_ema": 1.9})
+    assert model.stop_training
 
 
 def test_target_accuracy_stops_early(tmp_path, smoke_config):
@@ -344,3 +377,16 @@ def test_a_model_that_reads_nothing_is_reported_not_passed_off(tmp_path, smoke_c
     assert "warning: the best model read none" in capsys.readouterr().err
     metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
     assert "read none" in metadata["training"]["warning"]  # the saved model carries it too
+
+
+def test_an_image_that_does_not_decode_is_named_when_training_meets_it(tmp_path, smoke_config):
+    from tests.conftest import write_captchas
+
+    paths = write_captchas(str(tmp_path / "folder"), smoke_config, 24)
+    with open(paths[5], "rb") as f:
+        data = f.read()
+    with open(paths[5], "wb") as f:  # a download cut short: the PNG signature and half its data
+        f.write(data[:len(data) // 2])
+    config = smoke_config.replace(train_dir=str(tmp_path / "folder"), max_steps=20)
+    with pytest.raises(ValueError, match="1 image\\(s\\) cannot be decoded: " + re.escape(paths[5])):
+        train(config, str(tmp_path / "run"), verbose=0)

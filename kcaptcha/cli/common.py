@@ -16,6 +16,8 @@ import sys
 
 from absl import app, flags
 
+from kcaptcha.reading.tta import DEFAULT_COPIES
+
 FLAGS = flags.FLAGS
 EXIT_RUNTIME, EXIT_USAGE = 1, 2
 # Modules the light runtime install leaves out, and the extra that brings each.
@@ -40,7 +42,11 @@ BACKEND_HELP = ("Inference engine (auto: the exported ONNX model when it agrees 
                 "int8 export even where it agrees less; float: the float32 export alone).")
 TTA_HELP = ("Also read each image the model is unsure of (confidence under 0.9) in this many slightly warped "
             "copies and keep the text they agree on: fewer misreads for a model trained on a few hundred images, "
-            "for 1.5-2.5 times the work at 8. 8 is a good start.")
+            "for 1.5-2.5 times the work at 8; 0: read each image once.")
+
+
+CHARSET_HELP = ("Read only these characters (e.g. 0123456789 with a 0-9a-z model on a site that draws digits): "
+                "the others are left out before decoding, never read. Default: every character of the model.")
 
 
 def define_model_flag(default: str = "digits", help_text: str = MODEL_HELP) -> None:
@@ -53,7 +59,8 @@ def define_reading_flags(help_prefix: str = "") -> None:
     from kcaptcha.reading.recognizer import BACKENDS
 
     flags.DEFINE_enum("backend", "auto", BACKENDS, help_prefix + BACKEND_HELP)
-    flags.DEFINE_integer("tta", 0, help_prefix + TTA_HELP, lower_bound=0)
+    flags.DEFINE_integer("tta", DEFAULT_COPIES, help_prefix + TTA_HELP, lower_bound=0)
+    flags.DEFINE_string("charset", None, help_prefix + CHARSET_HELP)
 
 
 def define_model_flags() -> None:
@@ -67,7 +74,8 @@ def define_model_flags() -> None:
 
 
 def model_and_inputs(argv, example: str):
-    """(recognizer, image paths, labels or None) from --model, --backend, --tta, --label_from and the arguments;
+    """(recognizer, image paths, labels or None) from --model, --backend, --tta, --charset, --label_from and the
+    arguments;
     a folder's labels come from its labels.csv when it has one (`kcaptcha.data.folder`)."""
     inputs = argv[1:]
     if not inputs:
@@ -81,7 +89,7 @@ def model_and_inputs(argv, example: str):
     except ValueError as error:
         raise UsageError(str(error)) from None
     paths, labels = labelled_paths(inputs, FLAGS.label_from)
-    return load_model(FLAGS.model, backend=FLAGS.backend, tta=FLAGS.tta), paths, labels
+    return load_model(FLAGS.model, backend=FLAGS.backend, tta=FLAGS.tta, charset=FLAGS.charset), paths, labels
 
 
 def config_or_exit():

@@ -1,6 +1,7 @@
-"""bin/predict [--model=digits] [--format=tsv|csv|json] dir/ [more dirs or files]
+"""bin/predict [--model=digits] [--format=tsv|csv|json] [--charset=0123456789] dir/ [more dirs or files]
 
-One line per image: path<TAB>text<TAB>confidence. Folders are searched recursively. When a folder's labels.csv
+One line per image: path<TAB>text<TAB>confidence, and for a model of arithmetic captchas (3+8=?) the answer
+(empty where the reading is no expression; --format=json says why). Folders are searched recursively. When a folder's labels.csv
 or the file names carry labels the model could read (<label>_<anything>.<ext> or <label>.<ext>, see
 --label_from), an accuracy summary goes to stderr at the end. Unreadable files are
 reported and skipped, and the exit status is then 1.
@@ -28,7 +29,7 @@ def main(argv):
 
     writer = csv.writer(sys.stdout) if FLAGS.format == "csv" else None
     if writer:
-        writer.writerow(["path", "text", "confidence"])
+        writer.writerow(["path", "text", "confidence"] + (["answer"] if recognizer.arithmetic else []))
     failures, right, labelled = 0, 0, 0
     for path, prediction, error in predict_paths(recognizer, paths, FLAGS.batch_size, FLAGS.progress):
         if error:
@@ -37,10 +38,11 @@ def main(argv):
             continue
         if FLAGS.format == "json":
             print(json.dumps({"path": path, **prediction.to_dict()}, ensure_ascii=False))
-        elif writer:
-            writer.writerow([path, prediction.text, f"{prediction.confidence:.4f}"])
         else:
-            print(f"{path}\t{prediction.text}\t{prediction.confidence:.4f}")
+            row = [path, prediction.text, f"{prediction.confidence:.4f}"]
+            if recognizer.arithmetic:
+                row.append("" if prediction.answer is None else str(prediction.answer))
+            writer.writerow(row) if writer else print("\t".join(row))
         label = label_of[path]
         if label is not None and not recognizer.vocab.check(label):  # a name like scan_01.png is no label
             labelled += 1

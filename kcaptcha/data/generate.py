@@ -18,10 +18,14 @@ import numpy as np
 from captcha import image as captcha_image
 from PIL import Image
 
+from kcaptcha import files
 from kcaptcha.config import STYLES
 from kcaptcha.data import images, looks, styles
+from kcaptcha.data import labels as labels_csv
 from kcaptcha.files import create_new
+from kcaptcha.reading import arithmetic
 
+ARITHMETIC_ROTATION = (-12, 12)  # degrees each character of an arithmetic captcha turns by, at most
 _BASE_FONT_SIZES = (42, 50, 56)  # the captcha library's defaults, made for 60-pixel-high images
 _patch_lock = threading.Lock()
 
@@ -63,9 +67,11 @@ class CaptchaRenderer:
     Styles: "captcha" is the `captcha` library's look (with `fonts`, or its own font); "varied" draws
     half of the images in that look with every font that can draw the charset (`fonts`, or those found
     on the machine) and half in other looks (`kcaptcha.data.styles`): backgrounds, colours, spacing, lines,
-    dots, blur, warping; "colour_decoy" and "gif" are `kcaptcha.data.looks`' (the label in the colour of
-    `preprocessing`'s selection among decoys; the characters split across a GIF's frames).
-    `preprocessing` is how the model reads them (`render_gray`).
+    dots, blur, warping. "arithmetic" draws expressions like `3+8=?` (`kcaptcha.reading.arithmetic`) in the
+    `captcha` library's look; their labels are the expressions, whatever `min_length` and `max_length` say.
+    "colour_decoy" and "gif" are `kcaptcha.data.looks`' (the label in the colour of `preprocessing`'s
+    selection among decoys; the characters split across a GIF's frames). `preprocessing` is how the model
+    reads them (`render_gray`).
     """
 
     def __init__(self, charset: str, min_length: int, max_length: int, width: int, height: int,
@@ -76,14 +82,20 @@ class CaptchaRenderer:
         self.args = (charset, min_length, max_length, width, height, seed, tuple(fonts), style, preprocessing)
         self.charset, self.min_length, self.max_length = charset, min_length, max_length
         self.width, self.height, self.seed, self.style = width, height, seed, style
+        if style == "arithmetic" and set(arithmetic.CHARSET) - set(charset):
+            raise ValueError(f"style=arithmetic draws {arithmetic.CHARSET!r}, so the charset must hold those "
+                             f"characters. Received: charset={charset!r}")
         self.preprocessing = preprocessing
-        own_looks = style != "captcha"
+        own_looks = style in ("varied", "colour_decoy", "gif")
         self.fonts = tuple(fonts) or (styles.find_fonts(charset) if own_looks else ())
+        self.names_carry_labels = files.name_carries(charset)  # else the labels go in a labels.csv
         if own_looks and not self.fonts:
             raise ValueError(f"No font on this machine draws every character of {charset!r}; give --fonts.")
         font_sizes = tuple(max(8, round(s * height / 60)) for s in _BASE_FONT_SIZES)
         self._captcha = captcha_image.ImageCaptcha(
             width=width, height=height, fonts=list(self.fonts) or None, font_sizes=font_sizes)
+        if style == "arithmetic":  # a '+' turned by the library's 30 degrees is most of the way to a '×'
+            self._captcha.character_rotate = ARITHMETIC_ROTATION
 
     @property
     def extension(self) -> str:
@@ -106,6 +118,8 @@ class CaptchaRenderer:
 
     def _draw_label(self, index: int) -> Tuple[SeededSecrets, str]:
         rng = SeededSecrets(f"kcaptcha/{self.seed}/{index}")
+        if self.style == "arithmetic":
+            return rng, arithmetic.draw(rng)
         length = rng.randint(self.min_length, self.max_length)
         return rng, "".join(rng.choice(self.charset) for _ in range(length))
 
@@ -168,13 +182,17 @@ def _init_worker(renderer_args):
     _worker_renderer = CaptchaRenderer(*renderer_args)
 
 
+def file_name(renderer: CaptchaRenderer, index: int, digits: int) -> str:
+    """`<label>_<seed>-<index>.png`, or `<seed>-<index>.png` where file names cannot carry the charset's labels."""
+    name = f"{renderer.seed}-{index:0{digits}d}{renderer.extension}"
+    return f"{renderer.label(index)}_{name}" if renderer.names_carry_labels else name
+
+
 def _write_one(task) -> Tuple[str, str]:
     """Renders sample `index` into `output_dir`; returns (status, path). Never overwrites."""
     index, output_dir, digits = task
-    label = _worker_renderer.label(index)
-    name = f"{label}_{_worker_renderer.seed}-{index:0{digits}d}{_worker_renderer.extension}"
-    path = os.path.join(output_dir, name)
-    if os.path.exists(path):  # known from the label alone: a re-run draws nothing
+    path = os.path.join(output_dir, file_name(_worker_renderer, index, digits))
+    if os.path.exists(path):  # known from the index alone: a re-run draws nothing
         return "exists", path
     _, payload = _worker_renderer.encode(index)
     try:
@@ -234,11 +252,19 @@ def default_workers(workers: int = 0) -> int:
 def write_images(renderer: CaptchaRenderer, output_dir: str, count: int, workers: int = 0,
                  progress: bool = True) -> dict:
     """Writes `count` captchas as `<label>_<seed>-<index>.png` (`.gif` for the "gif" style); returns counts of
-    written/existing files."""
+    written/existing files.
+
+    Where file names cannot carry the charset (`files.name_carries`: a `?`), the files are
+    `<seed>-<index>.png` and their labels rows of the folder's labels.csv, every one accepted.
+    """
     from tqdm import tqdm
 
-    os.makedirs(output_dir, exist_ok=True)
     digits = max(6, len(str(count - 1)))
+    if not renderer.names_carry_labels and os.path.isdir(output_dir) and files.list_images(output_dir) \
+            and not os.path.isfile(os.path.join(output_dir, labels_csv.FILE)):
+        raise ValueError(f"{output_dir} holds images labelled by their names; the labels of {renderer.charset!r} "
+                         f"go in a labels.csv, which would leave those unlabelled. Choose a new --output_dir.")
+    os.makedirs(output_dir, exist_ok=True)
     tasks = [(index, output_dir, digits) for index in range(count)]
     summary = {"written": 0, "exists": 0}
     with worker_pool(renderer, default_workers(workers)) as pool:
@@ -246,6 +272,10 @@ def write_images(renderer: CaptchaRenderer, output_dir: str, count: int, workers
         for status, _ in tqdm(results, total=count, desc="generate", unit="img",
                               disable=None if progress else True):  # None: only on a terminal
             summary[status] += 1
+    if not renderer.names_carry_labels:
+        labels_csv.update(output_dir, {file_name(renderer, index, digits): {"label": renderer.label(index),
+                                                                            "status": "accepted"}
+                                       for index in range(count)})
     return summary
 
 

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from kcaptcha import files
 from kcaptcha.data import inventory
+from kcaptcha.data import labels as labels_file  # not `labels_csv`: prepare() takes a path of that name
 from kcaptcha.data.folder import LabelSource
 from kcaptcha.files import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, LabelRule
 
@@ -158,13 +159,29 @@ def assign_splits(accepted: Sequence[FileCheck], fractions: Sequence[float], see
 
 
 def output_name(check: FileCheck) -> str:
-    """`<label>_<name>` (the original name if it already starts with `<label>_`), with an image extension."""
+    """`<label>_<name>` (the original name if it already starts with `<label>_`), with an image extension; the
+    name alone where a file name cannot carry the label (`files.name_carries`: the split's labels.csv does)."""
     name = check.path.rsplit("/", 1)[-1]
     stem, extension = os.path.splitext(name)
     if extension.lower() not in IMAGE_EXTENSIONS:
         stem, extension = name, FORMAT_EXTENSIONS[check.image_format]
     name = stem + extension
-    return name if name.startswith(check.label + "_") else f"{check.label}_{name}"
+    if name.startswith(check.label + "_") or not files.name_carries(check.label):
+        return name
+    return f"{check.label}_{name}"
+
+
+def write_split_labels(manifest: Sequence[dict], output_dir: str) -> bool:
+    """Where some label cannot be carried by a file name (`×`, `?`), writes each split's labels.csv with every
+    image of the split, so that its labels come from there (`kcaptcha.data.folder`); returns whether it did."""
+    placed = [entry for entry in manifest if entry["split"]]
+    if all(files.name_carries(entry["label"]) for entry in placed):
+        return False
+    for split in SPLITS:
+        rows = [labels_file.Row(entry["output"].split("/", 1)[1], entry["label"], None, "accepted")
+                for entry in placed if entry["split"] == split]
+        labels_file.write(os.path.join(output_dir, split, labels_file.FILE), rows)
+    return True
 
 
 class _Destinations:
@@ -237,6 +254,7 @@ def prepare(input_dir: str, output_dir: str, config, split: Sequence[float] = (0
     charset, low, high = label_files(checks, config, source, given)
     splits = assign_splits([c for c in checks if c.reason is None], split, config.seed)
     manifest, outcomes, claimed = place_files(checks, splits, input_dir, output_dir, move, progress)
+    write_split_labels(manifest, output_dir)
     report = inventory.build_report(checks, splits, claimed, output_dir, config.replace(
         charset=charset, min_length=low, max_length=high), source.csv)
     report.update(input_dir=input_dir, output_dir=output_dir, labels_csv=source.csv_path, lowercase=lowercase,

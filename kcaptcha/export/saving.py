@@ -13,7 +13,7 @@ from kcaptcha import files, models
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 SHIPPED_MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models")
-SHIPPED = ("digits", "alnum", "general")
+SHIPPED = ("digits", "alnum", "general", "arithmetic")
 REQUIRED_METADATA = ("charset", "min_length", "max_length", "width", "height", "architecture", "output")
 
 

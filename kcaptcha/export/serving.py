@@ -246,7 +246,7 @@ def agreement(model_dir: str, pil_images, texts, confidences) -> dict:
     from kcaptcha.export.onnx import compare
     from kcaptcha.reading.recognizer import Recognizer
 
-    reference = Recognizer(model_dir, backend="keras").predict(list(pil_images))
+    reference = Recognizer(model_dir, backend="keras", tta=0).predict(list(pil_images))
     exported = [decoding.Prediction(text, float(confidence), ()) for text, confidence in zip(texts, confidences)]
     return {**compare(reference, exported), "check_images": len(reference)}
 

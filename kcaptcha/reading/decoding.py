@@ -6,21 +6,27 @@ and int8 ONNX give the same confidences (an int8 softmax would cap them at (254/
 
 import dataclasses
 import math
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
-    """One image's reading: the text, its whole-text confidence and each character's confidence."""
+    """One image's reading: the text, its whole-text confidence and each character's confidence; for a model of
+    arithmetic captchas, the answer its text computes to, or why there is none (`kcaptcha.reading.arithmetic`)."""
 
     text: str
     confidence: float
     char_confidences: Tuple[float, ...]
+    answer: Optional[int] = None
+    answer_error: Optional[str] = None  # set, with answer None, where an arithmetic reading has no answer
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "confidence": self.confidence, "char_confidences": list(self.char_confidences)}
+        result = {"text": self.text, "confidence": self.confidence, "char_confidences": list(self.char_confidences)}
+        if self.answer is not None or self.answer_error is not None:
+            result.update(answer=self.answer, answer_error=self.answer_error)
+        return result
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -3,8 +3,9 @@
 Runs on onnxruntime when the folder has an export (no TensorFlow needed), else on Keras.
 """
 
+import dataclasses
 import os
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from kcaptcha.data import images
 from kcaptcha.data.images import ImageLike
 from kcaptcha.export import onnx as export
 from kcaptcha.export import saving
-from kcaptcha.reading import decoding
+from kcaptcha.reading import arithmetic, decoding
 from kcaptcha.reading import tta as warped_copies  # `tta` is the argument's name
 from kcaptcha.reading.decoding import Prediction
 from kcaptcha.reading.vocab import Vocab
@@ -21,12 +22,15 @@ BACKENDS = ("auto", "keras", "onnx", "int8", "float")
 
 __all__ = ["BACKENDS", "Prediction", "Recognizer", "load_model"]
 
+Charsets = Union[None, str, Sequence[Optional[str]]]  # one for the batch, or one per image (None: the default)
+
 
 class Recognizer:
     """A loaded recogniser. Create with `kcaptcha.load_model(name_or_path)`."""
 
-    def __init__(self, model_dir: str, backend: str = "auto", spin: bool = True, tta: int = 0,
-                 tta_below: float = warped_copies.UNSURE_BELOW):
+    def __init__(self, model_dir: str, backend: str = "auto", spin: bool = True,
+                 tta: int = warped_copies.DEFAULT_COPIES, tta_below: float = warped_copies.UNSURE_BELOW,
+                 charset: Optional[str] = None):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
         if not isinstance(tta, int) or tta < 0:
@@ -42,6 +46,9 @@ class Recognizer:
         self.output = self.metadata["output"]
         self._warps = warped_copies.warps(tta, self.width, self.height)
         self.vocab = Vocab(self.metadata["charset"], int(self.metadata["min_length"]), int(self.metadata["max_length"]))
+        self._restrictions = {}  # charset -> (Vocab, logit columns), for the charsets chosen at reading time
+        self.charset = None if charset is None else self.restriction(charset)[0].charset
+        self.arithmetic = arithmetic.is_arithmetic(self.vocab.charset)
         self._model = self.session = None  # session: the onnxruntime session, when it runs on ONNX
         onnx_file, fallback_file, self.fallback_below = export.onnx_files(self.metadata, backend)
         if backend in ("onnx", "int8", "float") and onnx_file is None:
@@ -95,7 +102,8 @@ class Recognizer:
         return self._model
 
     def __repr__(self) -> str:
-        return (f"Recognizer(name={self.name!r}, backend={self.backend!r}, charset={self.vocab.charset!r}, "
+        reads = f", reads only {self.charset!r}" if self.charset else ""
+        return (f"Recognizer(name={self.name!r}, backend={self.backend!r}, charset={self.vocab.charset!r}{reads}, "
                 f"length={self.vocab.min_length}-{self.vocab.max_length}, size={self.width}x{self.height}, "
                 f"tta={self.tta}, tta_below={self.tta_below})")
 
@@ -109,45 +117,85 @@ class Recognizer:
         int8 model and its float32 fallback, the int8 model's)."""
         return self._infer(_four_d(batch))
 
-    def read(self, batch: np.ndarray) -> List[Prediction]:
+    def read(self, batch: np.ndarray, charset: Charsets = None) -> List[Prediction]:
         """Readings of a preprocessed batch, without warped copies: with an int8 model and its float32
         fallback, those the int8 model reads with a confidence under `fallback_below` are read in float32."""
         batch = _four_d(batch)
-        readings = self.decode(self._infer(batch))
+        charsets = self._per_image(charset, len(batch))
+        readings = self.decode(self._infer(batch), charsets)
         if self._fallback is None:
             return readings
-        return decoding.with_fallback(readings, self.fallback_below,
-                                      lambda unsure: self.decode(self._fallback(batch[unsure])))
+        return decoding.with_fallback(readings, self.fallback_below, lambda unsure: self.decode(
+            self._fallback(batch[unsure]), [charsets[i] for i in unsure]))
 
-    def predict_batch(self, batch: np.ndarray) -> List[Prediction]:
+    def predict_batch(self, batch: np.ndarray, charset: Charsets = None) -> List[Prediction]:
         """Readings of an already preprocessed float32 batch [n, height, width(, 1)].
 
         With `tta`, each image read with a confidence under `tta_below` (every image for 1) is read again in
         `tta` warped copies, in one more model call, and its readings vote (`kcaptcha.reading.tta`).
+
+        Args:
+            charset: the characters to read (see `load_model`), for the whole batch or one per image; None
+                for the recogniser's own.
         """
-        readings = self.read(batch)
-        if not self.tta:
-            return readings
+        charsets = self._per_image(charset, len(batch))
+        readings = self.read(batch, charsets)
         unsure = [i for i, reading in enumerate(readings)
-                  if reading.confidence < self.tta_below or self.tta_below >= 1.0]
-        if not unsure:
-            return readings
-        batch = _four_d(batch)[unsure, ..., 0]
-        copies = self.read(np.concatenate([warped_copies.warp(batch, w) for w in self._warps]))
-        voted = warped_copies.vote([[readings[i] for i in unsure]] +
-                                   [copies[k * len(batch):(k + 1) * len(batch)] for k in range(self.tta)])
-        for i, reading in zip(unsure, voted):
-            readings[i] = reading
+                  if reading.confidence < self.tta_below or self.tta_below >= 1.0] if self.tta else []
+        if unsure:
+            batch = _four_d(batch)[unsure, ..., 0]
+            copies = self.read(np.concatenate([warped_copies.warp(batch, w) for w in self._warps]),
+                               [charsets[i] for i in unsure] * self.tta)
+            voted = warped_copies.vote([[readings[i] for i in unsure]] +
+                                       [copies[k * len(batch):(k + 1) * len(batch)] for k in range(self.tta)])
+            for i, reading in zip(unsure, voted):
+                readings[i] = reading
+        if self.arithmetic:
+            readings = [dataclasses.replace(r, **dict(zip(("answer", "answer_error"), arithmetic.answer(r.text))))
+                        for r in readings]
         return readings
 
-    def decode(self, logits: np.ndarray) -> List[Prediction]:
-        return decoding.decode(logits, self.output, self.vocab)
+    def restriction(self, charset: str):
+        """(Vocab, logit columns) that read only `charset`'s characters; a `ValueError` naming any the model
+        cannot read."""
+        if not isinstance(charset, str):
+            return self.vocab.restrict(charset, ctc=self.output == "ctc")  # raises, naming what it received
+        if charset not in self._restrictions:
+            if len(self._restrictions) >= 64:  # charsets come from requests: keep the most recent few
+                self._restrictions.pop(next(iter(self._restrictions)))
+            self._restrictions[charset] = self.vocab.restrict(charset, ctc=self.output == "ctc")
+        return self._restrictions[charset]
 
-    def predict(self, items: Union[ImageLike, Sequence[ImageLike]], batch_size: int = 256):
+    def decode(self, logits: np.ndarray, charset: Charsets = None) -> List[Prediction]:
+        """Readings of a batch of logits, each of the characters of its charset only: the other characters'
+        classes are left out before the best path and the softmax, so confidences are shares of the characters
+        read (for sigmoid outputs, each class's own probability)."""
+        charsets = self._per_image(charset, len(logits))
+        if all(c is None for c in charsets):
+            return decoding.decode(logits, self.output, self.vocab)
+        readings: List[Optional[Prediction]] = [None] * len(logits)
+        for chosen in dict.fromkeys(charsets):  # one decoding per charset, in a stable order
+            rows = [i for i, c in enumerate(charsets) if c == chosen]
+            vocab, columns = (self.vocab, slice(None)) if chosen is None else self.restriction(chosen)
+            for i, reading in zip(rows, decoding.decode(np.asarray(logits)[rows][..., columns], self.output, vocab)):
+                readings[i] = reading
+        return readings
+
+    def _per_image(self, charset: Charsets, count: int) -> List[Optional[str]]:
+        if charset is None or isinstance(charset, str):
+            return [charset or self.charset] * count
+        if len(charset) != count:
+            raise ValueError(f"charset must be one string for the batch or one per image ({count}). "
+                             f"Received: {len(charset)} charsets")
+        return [c or self.charset for c in charset]
+
+    def predict(self, items: Union[ImageLike, Sequence[ImageLike]], batch_size: int = 256,
+                charset: Optional[str] = None):
         """Reads one image (returns a `Prediction`) or a sequence / 4-D array of them (returns a list).
 
         Images of any size and mode are converted to grayscale (after the model's colour selection, with an
-        animated GIF's frames combined as the model was trained) and resized to the model's input.
+        animated GIF's frames combined as the model was trained) and resized to the model's input. `charset`
+        reads these images with only those characters (see `load_model`).
         """
         single = not isinstance(items, (list, tuple)) and not (isinstance(items, np.ndarray) and items.ndim == 4)
         items = [items] if single else list(items)
@@ -155,7 +203,7 @@ class Recognizer:
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
             batch = np.stack([self.preprocess(item, start + i) for i, item in enumerate(chunk)])
-            results.extend(self.predict_batch(batch))
+            results.extend(self.predict_batch(batch, charset))
         return results[0] if single else results
 
 
@@ -170,8 +218,9 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def load_model(name_or_path: str = "digits", backend: str = "auto", spin: bool = True, tta: int = 0,
-               tta_below: float = warped_copies.UNSURE_BELOW) -> Recognizer:
+def load_model(name_or_path: str = "digits", backend: str = "auto", spin: bool = True,
+               tta: int = warped_copies.DEFAULT_COPIES, tta_below: float = warped_copies.UNSURE_BELOW,
+               charset: Optional[str] = None) -> Recognizer:
     """Loads a saved model folder, or a model by name (`./saved_models/<name>`, else a shipped one).
 
     Args:
@@ -190,5 +239,9 @@ def load_model(name_or_path: str = "digits", backend: str = "auto", spin: bool =
             image (`tta + 1` times the work). The default (`kcaptcha.reading.tta.UNSURE_BELOW`) reads 8% of the
             images in copies for captcha_images_v2 models, 18% for the shipped alnum, with almost all the
             gain of reading every one.
+        charset: read only these characters (any order), e.g. "0123456789" with a 0-9a-z model on a site that
+            draws digits: the other characters' classes are left out before decoding (CTC keeps its blank), so
+            a digit is never read as a letter and confidences are shares of these characters. A character the
+            model cannot read is a `ValueError` naming it. `predict(..., charset=)` chooses per call.
     """
-    return Recognizer(saving.resolve_model_dir(name_or_path), backend, spin, tta, tta_below)
+    return Recognizer(saving.resolve_model_dir(name_or_path), backend, spin, tta, tta_below, charset)

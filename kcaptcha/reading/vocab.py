@@ -1,6 +1,6 @@
 """Charset <-> ids: label encoding and decoding for per-position heads."""
 
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -48,6 +48,28 @@ class Vocab:
         if not labels:
             return np.zeros((0, self.max_length), dtype=np.int32)
         return np.stack([self.encode(label) for label in labels])
+
+    def restrict(self, charset: str, ctc: bool) -> Tuple["Vocab", List[int]]:
+        """The vocab that reads only `charset`'s characters, and the output classes (logit columns) it keeps.
+
+        The characters keep the model's order; the blank class stays (the last, for CTC always). A character the
+        model has no class for is a `ValueError` naming it.
+
+        Args:
+            charset: the characters to read, in any order (repeats count once).
+            ctc: the model's output is CTC's (a blank class after the characters even at a fixed length).
+        """
+        if not isinstance(charset, str) or not charset:
+            raise ValueError(f"charset must be a non-empty string of the characters to read. Received: charset={charset!r}")
+        unknown = "".join(sorted({c for c in charset if c not in self._ids}))
+        if unknown:
+            raise ValueError(f"This model cannot read {unknown!r}: it reads only {self.charset!r}. "
+                             f"Received: charset={charset!r}")
+        columns = sorted({self._ids[c] for c in charset})
+        vocab = Vocab("".join(self.charset[i] for i in columns), self.min_length, self.max_length)
+        if ctc or self.blank_id is not None:
+            columns.append(len(self.charset))
+        return vocab, columns
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.charset[i] for i in ids if i != self.blank_id and 0 <= i < len(self.charset))

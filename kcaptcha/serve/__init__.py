@@ -5,8 +5,9 @@ the client watch of a request), `middleware` (the concurrency limit, metrics and
 request), `admission` (requests and body bytes in flight), `limits` (every bound), `bodies` (request
 bodies -> uploads), `uploads` (reading headers, decoding and saving one image), `decoders` (the decoding
 threads), `batching` (one model call for the images that arrive together), `metrics` (Prometheus),
-`service` (the served models and their queues), `review` (a folder's images handed to reviewers, least sure
-first), `server` (loading models, running uvicorn).
+`service` (the served models and their queues), `model_folder` (serving a folder of model folders as it
+changes), `review` (a folder's images handed to reviewers, least sure first), `leases` (which reviewer holds
+which image), `server` (loading models, running uvicorn).
 """
 
 from kcaptcha.serve.app import create_app

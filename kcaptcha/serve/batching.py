@@ -98,7 +98,8 @@ class Batcher:
         """[(future, loop, outcome)] for one model call on `batch`; a failed call fails its requests only."""
         start = time.perf_counter()
         try:
-            predictions = self.recognizer.predict_batch(np.stack([array for array, *_ in batch]))
+            charsets = [ticket.charset for _, ticket, _, _ in batch]  # each request's own, in one model call
+            predictions = self.recognizer.predict_batch(np.stack([array for array, *_ in batch]), charsets)
         except Exception as error:
             return [(future, loop, error) for _, _, future, loop in batch]
         model_seconds = time.perf_counter() - start

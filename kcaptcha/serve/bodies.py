@@ -102,8 +102,10 @@ async def parent_upload(request: Request, limit: int, timeout: float, max_parts:
     return upload
 
 
-async def predict_uploads(request: Request, limit: int, timeout: float, max_parts: int) -> List[Upload]:
-    """The images of a predict body: multipart files, base64 JSON or one raw image; ApiError otherwise."""
+async def predict_uploads(request: Request, limit: int, timeout: float, max_parts: int,
+                          fields: Optional[dict] = None) -> List[Upload]:
+    """The images of a predict body: multipart files, base64 JSON or one raw image; ApiError otherwise.
+    A JSON body's other fields (`JSON_FIELDS`) go into `fields`."""
     essence, options = media_type(request)
     body = await read_body(request, limit, timeout)
     if not body:
@@ -114,7 +116,7 @@ async def predict_uploads(request: Request, limit: int, timeout: float, max_part
             raise ApiError(422, "missing_field", "The multipart body has no file field: send one or more "
                                                  "images as files (e.g. field 'file')")
     elif essence == "application/json":
-        uploads = await _off_the_loop_if_large(json_images, body, max_parts)
+        uploads = await _off_the_loop_if_large(lambda *args: json_images(*args, fields), body, max_parts)
     elif essence.startswith("image/") or essence == "application/octet-stream":
         uploads = [Upload(body, f"the request body ({len(body)} bytes)")]
     else:
@@ -201,9 +203,14 @@ def parse_json(body: bytes):
         raise ApiError(400, "bad_json", f"The body is not valid JSON ({reason})") from None
 
 
-def json_images(body: bytes, max_parts: int) -> List[Upload]:
-    """`{"images": [base64, ...]}` or `{"image": base64}` (data URLs too) -> uploads."""
+JSON_FIELDS = ("charset",)  # what a JSON predict body may say besides its images
+
+
+def json_images(body: bytes, max_parts: int, fields: Optional[dict] = None) -> List[Upload]:
+    """`{"images": [base64, ...]}` or `{"image": base64}` (data URLs too) -> uploads; `JSON_FIELDS` into `fields`."""
     payload = parse_json(body)
+    if fields is not None and isinstance(payload, dict):
+        fields.update((key, payload[key]) for key in JSON_FIELDS if key in payload)
     images = payload.get("images", [payload["image"]] if "image" in payload else None) \
         if isinstance(payload, dict) else None
     if not isinstance(images, list) or not images or not all(isinstance(item, str) for item in images):

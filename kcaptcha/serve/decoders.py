@@ -23,10 +23,11 @@ class Abandoned(Exception):
 
 
 class Ticket:
-    """One request's work, shared by the threads that do it: `abandon()` makes them skip what is left."""
+    """One request's work, shared by the threads that do it: `abandon()` makes them skip what is left.
+    `charset`: the characters the request's images are read with (None: the model's own)."""
 
-    def __init__(self):
-        self.abandoned = False
+    def __init__(self, charset=None):
+        self.abandoned, self.charset = False, charset
 
     def abandon(self) -> None:
         self.abandoned = True

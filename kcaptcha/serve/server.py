@@ -7,7 +7,7 @@ adds one, so a connection that trickles (or never sends) its headers is closed a
 import copy
 import json
 import os
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from fastapi import FastAPI
 from uvicorn.config import LOGGING_CONFIG
@@ -15,6 +15,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from kcaptcha.serve.app import create_app
 from kcaptcha.serve.limits import Limits
+from kcaptcha.serve.model_folder import ModelFolder
+from kcaptcha.serve.service import check_model_name
 
 _OPTIONS_VARIABLE = "KCAPTCHA_SERVE_OPTIONS"  # how `run_server` hands its options to worker processes
 
@@ -61,30 +63,58 @@ def model_dirs(specs: Sequence[str]) -> Dict[str, str]:
         alias, _, path = spec.partition("=") if "=" in spec else ("", "", spec)
         model_dir = saving.resolve_model_dir(path)
         name = alias or saving.read_metadata(model_dir).get("name") or os.path.basename(os.path.abspath(model_dir))
-        if not name or any(c in name for c in "/?#%\\ "):
-            raise ValueError(f"A model name must be non-empty and fit in a URL path. Received: {name!r}")
+        check_model_name(name)
         if name in named:
             raise ValueError(f"Two models are named {name!r}: rename one as name=path. Received: {list(specs)}")
         named[name] = model_dir
     return named
 
 
-def load_recognizers(specs: Sequence[str], backend: str = "auto", tta: int = 0) -> Dict[str, object]:
+def load_recognizers(specs: Sequence[str], backend: str = "auto", tta: int = 0,
+                     charset: Optional[str] = None) -> Dict[str, object]:
     """`["digits", "fast=path/to/model"]` -> {name: Recognizer}, named by their metadata unless `name=`;
-    `backend` and `tta` as `kcaptcha.load_model`'s."""
+    `backend`, `tta` and `charset` as `kcaptcha.load_model`'s."""
     named = model_dirs(specs)  # every folder checked before the slow loading starts
+    return {name: served_recognizer(model_dir, backend, tta, charset) for name, model_dir in named.items()}
+
+
+def served_recognizer(model_dir: str, backend: str = "auto", tta: int = 0, charset: Optional[str] = None):
+    """The `Recognizer` of a served model folder."""
     from kcaptcha.reading.recognizer import Recognizer
 
     # spin=False: the event loop and the decoders need the cores between model calls
-    return {name: Recognizer(model_dir, backend, spin=False, tta=tta) for name, model_dir in named.items()}
+    return Recognizer(model_dir, backend, spin=False, tta=tta, charset=charset)
+
+
+def model_folder(models_dir, backend: str = "auto", tta: int = 0, poll_interval: float = 2.0,
+                 charset: Optional[str] = None):
+    """The `ModelFolder` of `models_dir` (None for None), its models read as `load_recognizers` reads.
+
+    Unless `backend` is "keras", a folder is served on its ONNX export only: one without (yet) is not
+    loaded on Keras, which would bring TensorFlow into the server; `bin/train` saves a folder first and
+    exports it after, and the folder is served once its export is written.
+    """
+    if models_dir is None:
+        return None
+    from kcaptcha.export import onnx, saving
+
+    def load(model_dir: str):
+        if backend != "keras" and onnx.onnx_files(saving.read_metadata(model_dir), backend)[0] is None:
+            raise ValueError(f"{model_dir} has no ONNX export to serve (yet): it is served once bin/export writes "
+                             "one (bin/train does at its end), or serve the folder with --backend=keras")
+        return served_recognizer(model_dir, backend, tta, charset)
+
+    return ModelFolder(models_dir, load, poll_interval)
 
 
 def app_from_environment() -> FastAPI:
     """The app for one of several uvicorn worker processes (`run_server(workers=N)`)."""
     options = json.loads(os.environ[_OPTIONS_VARIABLE])
     HeaderDeadlineProtocol.header_timeout = options.get("header_timeout", Limits.header_timeout)
-    recognizers = load_recognizers(options.pop("models"), options.pop("backend", "auto"), options.pop("tta", 0))
-    return create_app(recognizers, **options)
+    backend, tta, charset = options.pop("backend", "auto"), options.pop("tta", 0), options.pop("charset", None)
+    folder = model_folder(options.pop("models_dir", None), backend, tta, options.pop("poll_interval", 2.0), charset)
+    return create_app(load_recognizers(options.pop("models"), backend, tta, charset), model_folder=folder,
+                      **options)
 
 
 def log_config() -> dict:
@@ -98,9 +128,11 @@ def log_config() -> dict:
 
 
 def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999, workers: int = 1,
-               backend: str = "auto", tta: int = 0, **app_options) -> None:
-    """Loads `models` (`backend` and `tta` as `kcaptcha.load_model`'s) and serves them with uvicorn until
-    interrupted.
+               backend: str = "auto", tta: int = 0, charset: Optional[str] = None, models_dir: Optional[str] = None,
+               poll_interval: float = 2.0, **app_options) -> None:
+    """Loads `models` (`backend`, `tta` and `charset` as `kcaptcha.load_model`'s) and the model folders in
+    `models_dir` (looked at every `poll_interval` s for new, replaced and removed ones), and serves them with
+    uvicorn until interrupted.
 
     With `workers` > 1, uvicorn runs that many processes, each with its own copy of the models, batching and
     metrics: on several cores, request parsing then runs in parallel too. The parent process only checks
@@ -112,13 +144,19 @@ def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999,
     HeaderDeadlineProtocol.header_timeout = app_options.get("header_timeout", Limits.header_timeout)
     server_options = dict(host=host, port=port, access_log=False, log_level="info", log_config=log_config(),
                           http=HeaderDeadlineProtocol)
+    folder = model_folder(models_dir, backend, tta, poll_interval, charset)  # checks the folder; loads nothing
+    in_folder = [os.path.join(folder.path, "*")] if folder else []
     if workers > 1:
         model_dirs(models)  # fail here, with a clear message, rather than in every worker
         os.environ[_OPTIONS_VARIABLE] = json.dumps({"models": list(models), "backend": backend, "tta": tta,
+                                                    "charset": charset, "models_dir": models_dir,
+                                                    "poll_interval": poll_interval,
                                                     **app_options})
-        print(f"Serving {', '.join(models)} on http://{host}:{port}/ with {workers} worker processes", flush=True)
+        print(f"Serving {', '.join(list(models) + in_folder)} on http://{host}:{port}/ with {workers} worker "
+              "processes", flush=True)
         uvicorn.run(f"{__name__}:{app_from_environment.__name__}", factory=True, workers=workers, **server_options)
         return
-    app = create_app(load_recognizers(models, backend, tta), **app_options)
-    print(f"Serving {', '.join(app.state.model_names)} on http://{host}:{port}/ (API docs at /docs)", flush=True)
+    app = create_app(load_recognizers(models, backend, tta, charset), model_folder=folder, **app_options)
+    print(f"Serving {', '.join(app.state.model_names + in_folder)} on http://{host}:{port}/ (API docs at /docs)",
+          flush=True)
     uvicorn.run(app, **server_options)

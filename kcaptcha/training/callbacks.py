@@ -1,9 +1,11 @@
-"""Only the training callbacks Keras lacks: scoring readings, stopping at a target, step and time limits,
-keeping the best model safely, and a progress line that counts steps.
+"""Only the training callbacks Keras lacks: scoring readings, stopping at a target or on a plateau, step and
+time limits, keeping the best model safely, and a progress line that counts steps.
 
-Resume, early stopping and logs use Keras' own callbacks (see `kcaptcha.training.train`).
+Resume and logs use Keras' own callbacks (see `kcaptcha.training.train`); the plateau stop is here because
+Keras' `EarlyStopping` watches one metric, and a small validation set needs two.
 """
 
+import math
 import sys
 import time
 import warnings
@@ -14,6 +16,9 @@ import numpy as np
 
 from kcaptcha import files
 from kcaptcha.reading import decoding, metrics
+
+
+LOSS_EMA = 0.7  # the running average of validation loss: about three validations' worth
 
 
 class Validation(keras.callbacks.Callback):
@@ -33,6 +38,10 @@ class Validation(keras.callbacks.Callback):
         clock_offset: training seconds before this run (a resumed run continues its clock).
         extra: returns more {name: number} to log (e.g. how many captchas the pool has drawn).
         workers: the run's `kcaptcha.training.distribute.Workers` (None: one worker).
+
+    Each set also logs its mean loss (`<prefix>loss`, the model's own loss on the logits it read), and its
+    running average over validations (`<prefix>loss_ema`, momentum `LOSS_EMA`): the smooth signal
+    `PlateauStop` watches where a small validation set's accuracy moves in steps of whole images.
     """
 
     def __init__(self, sets: Dict[str, object], output: str, vocab, clock_offset: float = 0.0,
@@ -40,7 +49,7 @@ class Validation(keras.callbacks.Callback):
         super().__init__()
         self.sets, self.output, self.vocab, self.clock_offset = sets, output, vocab, clock_offset
         self.extra, self.workers = extra, workers
-        self.latest = {}
+        self.latest, self.loss_ema = {}, {}
 
     def on_train_begin(self, logs=None):
         self.started = time.monotonic()
@@ -56,16 +65,33 @@ class Validation(keras.callbacks.Callback):
             else:  # this worker's share, read without the strategy (Keras' predict would spread it again)
                 logits, truths = self._local_logits(labelled.images, count, index), labelled.labels[index::count]
             readings = [p.text for p in decoding.decode(logits, self.output, self.vocab)]
-            tallies = metrics.tallies(truths, readings)
+            tallies = [*metrics.tallies(truths, readings), self._loss_sum(truths, logits)]
             if count > 1:
                 tallies = self.workers.sum(tallies)
-            for key, value in metrics.scores_from_tallies(tallies).items():
+            for key, value in metrics.scores_from_tallies(tallies[:4]).items():
                 logs[prefix + key] = value
+            if tallies[0] and not math.isnan(tallies[4]):
+                loss = float(tallies[4]) / float(tallies[0])
+                ema = self.loss_ema.get(prefix)
+                self.loss_ema[prefix] = loss if ema is None else LOSS_EMA * ema + (1 - LOSS_EMA) * loss
+                logs[prefix + "loss"], logs[prefix + "loss_ema"] = loss, self.loss_ema[prefix]
         logs["step"] = step_of(self.model)
         logs["wall_seconds"] = round(self.clock_offset + time.monotonic() - self.started, 2)
         logs.update(self.extra() if self.extra else {})
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         self.latest = {key: value for key, value in logs.items() if key.startswith("val_")}
+
+    def _loss_sum(self, truths, logits) -> float:
+        """The model's loss summed over these images (NaN where it has none, or a label it cannot hold)."""
+        loss = getattr(self.model, "loss", None)
+        if not callable(loss) or not len(truths):
+            return math.nan
+        try:
+            ids = self.vocab.encode_many(truths)
+        except ValueError:
+            return math.nan
+        mean = float(keras.ops.convert_to_numpy(loss(ids, np.asarray(logits, dtype=np.float32))))
+        return mean * len(truths)
 
     def _local_logits(self, images, count: int, index: int, batch_size: int = 256) -> np.ndarray:
         if not isinstance(images, np.ndarray):  # a batched dataset of decoded files
@@ -142,6 +168,39 @@ class TargetAccuracyStop(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class PlateauStop(keras.callbacks.Callback):
+    """Stops training when validation has stopped improving: neither a better whole-image accuracy nor a
+    running-average loss (`val_loss_ema`) lower than its best by `min_relative_delta`, for `patience`
+    validations in a row, from optimizer step `min_step` on. `reached` then says so in words.
+
+    Accuracy alone cannot tell a plateau on a small validation set (20 images move it in steps of 5%, and it
+    sits at 100% long before the model stops improving); the loss's running average can.
+    """
+
+    def __init__(self, patience: int, min_step: int = 0, min_relative_delta: float = 0.01,
+                 accuracy: str = "val_image_accuracy", loss: str = "val_loss_ema"):
+        super().__init__()
+        self.patience, self.min_step, self.min_relative_delta = patience, min_step, min_relative_delta
+        self.accuracy, self.loss = accuracy, loss
+        self.best_accuracy, self.best_loss, self.wait = -math.inf, math.inf, 0
+        self.reached = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        accuracy, loss = logs.get(self.accuracy), logs.get(self.loss)
+        improved = False
+        if accuracy is not None and accuracy > self.best_accuracy:
+            self.best_accuracy, improved = accuracy, True
+        if loss is not None and loss < self.best_loss * (1 - self.min_relative_delta):
+            self.best_loss, improved = loss, True
+        self.wait = 0 if improved else self.wait + 1
+        step = step_of(self.model)
+        if self.wait >= self.patience and step >= self.min_step:
+            self.reached = (f"no better validation accuracy or loss for {self.wait} validations "
+                            f"(best accuracy {self.best_accuracy:.4f}, loss {self.best_loss:.4f})")
+            self.model.stop_training = True
+
+
 class StepLimit(keras.callbacks.Callback):
     """Stops after optimizer step `max_steps`, wherever that falls in an epoch.
 
@@ -185,7 +244,8 @@ class TimeLimit(keras.callbacks.Callback):
 
 
 class Progress(keras.callbacks.Callback):
-    """Shows step/max_steps, steps per second, time left and the latest validation accuracy.
+    """Shows step/max_steps, steps per second, time left (at most: a plateau may end it sooner) and the
+    latest validation accuracy and loss.
 
     On a terminal one line is redrawn about once a second; otherwise (a log file) a complete line is
     written at every validation, so logs stay readable.
@@ -233,6 +293,8 @@ class Progress(keras.callbacks.Callback):
         if "val_image_accuracy" in self.latest:
             parts.append(f"val_image_accuracy {self.latest['val_image_accuracy']:.4f} "
                          f"(step {self.latest.get('step', '?')})")
+        if "val_loss_ema" in self.latest:  # what the plateau stop watches
+            parts.append(f"val_loss (average) {self.latest['val_loss_ema']:.4f}")
         if "loss" in self.latest:
             parts.append(f"loss {self.latest['loss']:.4f}")
         return "  ".join(parts)

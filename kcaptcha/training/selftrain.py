@@ -44,7 +44,7 @@ def pseudo_labels(model_dir: str, paths: Sequence[str], config, copies: int = CO
     from kcaptcha.reading import tta
     from kcaptcha.reading.recognizer import Recognizer
 
-    recognizer = Recognizer(model_dir, backend="keras")
+    recognizer = Recognizer(model_dir, backend="keras", tta=0)  # it votes over its own copies
     vocab = Vocab.from_config(config)
     warps = tta.warps(copies, recognizer.width, recognizer.height)
     kept_paths, kept_texts = [], []

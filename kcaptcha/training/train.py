@@ -54,6 +54,40 @@ def evaluation_sets(config) -> Dict[str, pipeline.LabelledImages]:
     return sets, (paths, labels)
 
 
+@contextlib.contextmanager
+def naming_unreadable_images(config):
+    """Turns a decoder's error deep in tf.data, which names no file, into a `ValueError` naming the training
+    or validation images that do not decode (a truncated download, say), found by decoding each as training
+    does."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError:
+        folders = [folder for folder in (config.train_dir, config.val_dir) if folder]
+        bad = [] if not folders else list(unreadable(
+            [path for folder in folders for path in files.list_images(folder)], config))
+        if not bad:
+            raise
+        shown = "; ".join(f"{path}: {reason}" for path, reason in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ValueError(f"{len(bad)} image(s) cannot be decoded: {shown}{more}. Replace or remove them "
+                         f"(bin/prepare reports such files and leaves them out of its split)") from None
+
+
+def unreadable(paths: Iterable[str], config):
+    """(path, reason) for each of `paths` that training's decoder rejects."""
+    import tensorflow as tf
+
+    from kcaptcha.data.images import decode_image
+
+    for path in paths:
+        try:
+            decode_image(tf.io.read_file(path), config.height, config.width)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+            yield path, error.message.strip().splitlines()[0][:120]
+
+
 def synthetic_fraction(config, train_files) -> float:
     """The share of synthetic captchas in each batch: all without files, else `synthetic_mix` (which
     `resolve` sets by the folder's size when it is not given)."""
@@ -124,9 +158,8 @@ def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks:
     if config.max_train_seconds:
         limits["max_train_seconds"] = kc_callbacks.TimeLimit(
             config.max_train_seconds, *((lambda s: workers.gather(s).max(), 10) if workers.count > 1 else ()))
-    early = keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience,
-                                          start_from_epoch=config.min_steps // config.eval_every_steps)
-    every = [validation, *limits.values(), early]
+    limits["plateau"] = kc_callbacks.PlateauStop(config.patience, min_step=config.min_steps)
+    every = [validation, *limits.values()]
     optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under mixed_float16's loss scaling
     if getattr(optimizer, "use_ema", False):  # validate and save the averaged weights
         every.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
@@ -139,10 +172,9 @@ def fit(model, config, train_ds, sets, run_dir: Optional[str] = None, callbacks:
     model.fit(train_ds, epochs=last_epoch, initial_epoch=initial_epoch, steps_per_epoch=config.eval_every_steps,
               callbacks=[*every, *callbacks], verbose=0, shuffle=False)
     steps = kc_callbacks.step_of(model)
-    reason = next((name for name, callback in limits.items() if callback.reached), None)
-    if reason is None:
-        reason = "patience" if early.stopped_epoch > 0 else "budget"
+    reason = next((name for name, callback in limits.items() if callback.reached), "budget")
     return {"steps": steps, "steps_this_run": steps - start_step, "stop_reason": reason,
+            "stop_detail": limits["plateau"].reached if reason == "plateau" else None,
             "fit_seconds": round(time.monotonic() - started, 1), "last_validation": validation.latest}
 
 
@@ -285,8 +317,9 @@ def _train_resolved(config, model_dir: str, fresh: bool = False, save_dir: Optio
         own = config.replace(seed=distribute.data_seed(config.seed, workers.index))  # this worker's stream
         with training_data(own, train_files, int(drawn), workers) as (batches, pool):
             distribute.prepare_fit(model, workers)
-            result = fit(model, config, batches, sets, run_dir=work_dir, pool=pool, verbose=verbose,
-                         clock_offset=float(clock), workers=workers)
+            with naming_unreadable_images(config):
+                result = fit(model, config, batches, sets, run_dir=work_dir, pool=pool, verbose=verbose,
+                             clock_offset=float(clock), workers=workers)
         if result["stop_reason"] != "max_train_seconds" and workers.is_chief:
             files.atomic_write_json(os.path.join(model_dir, "run.json"), {**run, "finished": {
                 "steps": result["steps"], "stop_reason": result["stop_reason"]}})
@@ -331,7 +364,8 @@ def summary_line(summary: dict, seconds: float) -> str:
     if selftraining:
         failed = (f"; self-training kept round {selftraining['kept_round']} ({selftraining['pseudo_labels']} "
                   f"pseudo-labels of {selftraining['unlabelled']} unlabelled images)") + failed
-    return (f"{where}: {accuracy}; stopped at step {summary['steps']} ({summary['stop_reason']}) after "
+    reason = summary["stop_reason"] + (f": {summary['stop_detail']}" if summary.get("stop_detail") else "")
+    return (f"{where}: {accuracy}; stopped at step {summary['steps']} ({reason}) after "
             f"{kc_callbacks.duration(seconds)}{failed}. Details: "
             f"{os.path.join(summary['run_dir'], SUMMARY_FILE)}")
 
