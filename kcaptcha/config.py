@@ -11,11 +11,13 @@ import os
 from typing import Tuple
 
 from kcaptcha import models
+from kcaptcha.data import colours, images
 from kcaptcha.files import LabelRule
 from kcaptcha.reading import arithmetic
 from kcaptcha.training import distribute
 
 GROUPS = ("task", "model", "training", "run")
+STYLES = ("captcha", "varied", "arithmetic", "colour_decoy", "gif")  # kcaptcha.data.generate draws each
 
 
 def _field(group: str, default, help_text: str):
@@ -37,6 +39,8 @@ class Config:
     max_length: int = _field("task", 4, "Longest label length (equal to min_length for fixed length).")
     width: int = _field("task", 100, "Model input width in pixels; images are resized to it.")
     height: int = _field("task", 60, "Model input height in pixels; images are resized to it.")
+    colour: str = _field("task", "", colours.HELP)
+    gif_frames: str = _field("task", "first", images.GIF_FRAMES_HELP)
 
     # The network.
     architecture: str = _field("model", "ctc", "Architecture: " + "; ".join(
@@ -87,10 +91,12 @@ class Config:
     fonts: Tuple[str, ...] = _field("training", (), "TrueType fonts for synthetic captchas (default: the "
                                     "captcha library's; with style=varied, every font on the machine that draws "
                                     "the charset).")
-    style: str = _field("training", "captcha", "Look of synthetic captchas: 'captcha' (the captcha library's) or "
-                        "'varied' (that and others: fonts, backgrounds, colours, spacing, lines, dots, blur, warp) or "
+    style: str = _field("training", "captcha", "Look of synthetic captchas: 'captcha' (the captcha library's), "
+                        "'varied' (that and others: fonts, backgrounds, colours, spacing, lines, dots, blur, warp), "
                         "'arithmetic' (expressions like 3+8=? in the captcha library's look; charset "
-                        "0123456789+-×=?).")
+                        "0123456789+-×=?), 'colour_decoy' (the label in the colour of --colour, red without one, "
+                        "among decoy characters in other colours) or 'gif' (an animated GIF whose frames each show "
+                        "some of the characters; read with --gif_frames=min).")
     seed: int = _field("training", 0, "Seed for synthetic data, shuffling and initialisation.")
     strategy: str = _field("training", "auto", "tf.distribute strategy: 'auto' (mirrored when more than one GPU is "
                            "visible, else one device), 'one_device', 'mirrored' (every GPU here) or 'multi_worker' "
@@ -163,6 +169,10 @@ class Config:
             value = getattr(self, field_name)
             if not 16 <= value <= 1024:
                 yield f"{field_name} must be between 16 and 1024 pixels. Received: {field_name}={value}"
+        try:
+            images.Preprocessing(self.colour, self.gif_frames)
+        except ValueError as error:
+            yield str(error)
 
     def _model_problems(self):
         if self.architecture not in models.ARCHITECTURES:
@@ -225,11 +235,15 @@ class Config:
         if self.mixed_precision not in distribute.PRECISIONS:
             yield (f"mixed_precision must be one of {', '.join(distribute.PRECISIONS)}. "
                    f"Received: mixed_precision={self.mixed_precision!r}")
-        if self.style not in ("captcha", "varied", "arithmetic"):
-            yield f"style must be one of captcha, varied, arithmetic. Received: style={self.style!r}"
+        if self.style not in STYLES:
+            yield f"style must be one of {', '.join(STYLES)}. Received: style={self.style!r}"
         elif self.style == "arithmetic" and set(arithmetic.CHARSET) - set(self.charset):
             yield (f"style=arithmetic draws {arithmetic.CHARSET!r}, so the charset must hold those characters. "
                    f"Received: charset={self.charset!r}")
+        if self.colour and self.style != "colour_decoy" and self.uses_synthetic_data:
+            yield (f"colour={self.colour!r} keeps only the pixels of that colour, and synthetic captchas in "
+                   f"style={self.style!r} draw their characters in others: train with --style=colour_decoy, or "
+                   "on a folder of your captchas (--train_dir)")
         for font in self.fonts:
             if not os.path.isfile(font):
                 yield f"font file not found: {font!r}"

@@ -102,7 +102,7 @@ def test_field_groups_are_declared_once_and_cover_every_field():
     groups = {group: set(Config.field_names(group)) for group in ("task", "model", "training", "run")}
     assert set().union(*groups.values()) == set(Config.field_names())
     assert sum(len(names) for names in groups.values()) == len(Config.field_names())
-    assert groups["task"] == {"charset", "min_length", "max_length", "width", "height"}
+    assert groups["task"] == {"charset", "min_length", "max_length", "width", "height", "colour", "gif_frames"}
     assert {"name", "data_workers", "checkpoint_every_steps", "jit_compile"} == groups["run"]
     with pytest.raises(ValueError, match="groups must be among"):
         Config.field_names("nonsense")

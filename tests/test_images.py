@@ -92,3 +92,65 @@ def test_transparent_pixels_are_white_on_both_paths():
 def test_bad_bytes_are_clear_errors(payload, error, message):
     with pytest.raises(error, match=message):
         images.to_model_input(payload, WIDTH, HEIGHT)
+
+
+def two_frame_gif(width=40, height=20) -> bytes:
+    """A GIF whose first frame shows a dark square on the left, its second one on the right."""
+    frames = [Image.new("RGB", (width, height), (250, 250, 250)) for _ in range(2)]
+    frames[0].paste((20, 20, 20), (4, 4, 14, 14))
+    frames[1].paste((20, 20, 20), (26, 4, 36, 14))
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def test_gif_frames_are_combined_pixel_by_pixel_as_chosen():
+    data = two_frame_gif()
+    left, right, background = (slice(5, 13), slice(5, 13)), (slice(5, 13), slice(27, 35)), (slice(16, 20),)
+
+    def read(gif_frames):
+        return images.to_model_input(data, 40, 20, preprocessing=images.Preprocessing(gif_frames=gif_frames))
+
+    assert read("first")[left].max() < 0.1 and read("first")[right].min() > 0.9  # today's reading: frame 1 alone
+    assert read("min")[left].max() < 0.1 and read("min")[right].max() < 0.1
+    assert read("max")[left].min() > 0.9 and read("max")[right].min() > 0.9
+    assert read("mean")[left] == pytest.approx(read("mean")[right]) and 0.4 < read("mean")[left].mean() < 0.6
+    assert read("min")[background].min() > 0.9
+
+
+def test_a_gif_of_too_many_frames_is_refused_with_its_count():
+    frames = [Image.new("L", (8, 8), level) for level in range(images.MAX_FRAMES + 1)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(ValueError, match=f"has {images.MAX_FRAMES + 1} frames; --gif_frames=min combines at most"):
+        images.to_model_input(buffer.getvalue(), 8, 8, preprocessing=images.Preprocessing(gif_frames="min"))
+
+
+@pytest.mark.parametrize("colour, gif_frames", [("red", "first"), ("", "min"), ("", "mean"),
+                                                ("hsv:170-10,50-255,50-255+blue", "min")])
+def test_training_and_reading_give_the_same_array_for_colour_and_gif_files(tmp_path, smoke_config, colour,
+                                                                            gif_frames):
+    """The tf.data pipeline that trains and the numpy runtime that reads, on the same files, to the bit."""
+    from kcaptcha.data import pipeline
+    from kcaptcha.export.saving import build_metadata
+
+    config = smoke_config.replace(colour=colour, gif_frames=gif_frames, width=64, height=32)
+    paths = []
+    for style in ("colour_decoy", "gif"):
+        renderer = CaptchaRenderer("0123456789", 3, 5, 90, 40, seed=5, style=style)
+        for index in range(3):
+            label, data = renderer.encode(index)
+            paths.append(str(tmp_path / f"{label}_{style}{index}{renderer.extension}"))
+            with open(paths[-1], "wb") as f:
+                f.write(data)
+    jpeg = tmp_path / "rgb.jpg"
+    CaptchaRenderer("0123456789", 4, 4, 90, 40, seed=5, style="colour_decoy").render(9)[1].save(jpeg)
+    paths.append(str(jpeg))
+    trained = np.concatenate([batch.numpy() for batch in pipeline.image_dataset(paths, config, batch_size=4)])[..., 0]
+    # What a loaded model applies: the choice as its metadata records it.
+    recorded = images.Preprocessing.from_metadata(build_metadata(config, {}, {}))
+    assert recorded == images.Preprocessing(colour, gif_frames)
+    read = np.stack([images.to_model_input(path, 64, 32, preprocessing=recorded) for path in paths])
+    assert np.array_equal(trained, read)
+    plain = np.stack([images.to_model_input(path, 64, 32) for path in paths])
+    assert not np.array_equal(plain, read)  # the choice changed what the model sees

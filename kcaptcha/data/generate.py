@@ -19,12 +19,12 @@ from captcha import image as captcha_image
 from PIL import Image
 
 from kcaptcha import files
-from kcaptcha.data import images, styles
+from kcaptcha.config import STYLES
+from kcaptcha.data import images, looks, styles
 from kcaptcha.data import labels as labels_csv
 from kcaptcha.files import create_new
 from kcaptcha.reading import arithmetic
 
-STYLES = ("captcha", "varied", "arithmetic")
 ARITHMETIC_ROTATION = (-12, 12)  # degrees each character of an arithmetic captcha turns by, at most
 _BASE_FONT_SIZES = (42, 50, 56)  # the captcha library's defaults, made for 60-pixel-high images
 _patch_lock = threading.Lock()
@@ -69,21 +69,27 @@ class CaptchaRenderer:
     on the machine) and half in other looks (`kcaptcha.data.styles`): backgrounds, colours, spacing, lines,
     dots, blur, warping. "arithmetic" draws expressions like `3+8=?` (`kcaptcha.reading.arithmetic`) in the
     `captcha` library's look; their labels are the expressions, whatever `min_length` and `max_length` say.
+    "colour_decoy" and "gif" are `kcaptcha.data.looks`' (the label in the colour of `preprocessing`'s
+    selection among decoys; the characters split across a GIF's frames). `preprocessing` is how the model
+    reads them (`render_gray`).
     """
 
     def __init__(self, charset: str, min_length: int, max_length: int, width: int, height: int,
-                 seed: int = 0, fonts: Sequence[str] = (), style: str = "captcha"):
+                 seed: int = 0, fonts: Sequence[str] = (), style: str = "captcha",
+                 preprocessing: images.Preprocessing = images.PLAIN):
         if style not in STYLES:
             raise ValueError(f"style must be one of {', '.join(STYLES)}. Received: style={style!r}")
-        self.args = (charset, min_length, max_length, width, height, seed, tuple(fonts), style)
+        self.args = (charset, min_length, max_length, width, height, seed, tuple(fonts), style, preprocessing)
         self.charset, self.min_length, self.max_length = charset, min_length, max_length
         self.width, self.height, self.seed, self.style = width, height, seed, style
         if style == "arithmetic" and set(arithmetic.CHARSET) - set(charset):
             raise ValueError(f"style=arithmetic draws {arithmetic.CHARSET!r}, so the charset must hold those "
                              f"characters. Received: charset={charset!r}")
-        self.fonts = tuple(fonts) or (styles.find_fonts(charset) if style == "varied" else ())
+        self.preprocessing = preprocessing
+        own_looks = style in ("varied", "colour_decoy", "gif")
+        self.fonts = tuple(fonts) or (styles.find_fonts(charset) if own_looks else ())
         self.names_carry_labels = files.name_carries(charset)  # else the labels go in a labels.csv
-        if style == "varied" and not self.fonts:
+        if own_looks and not self.fonts:
             raise ValueError(f"No font on this machine draws every character of {charset!r}; give --fonts.")
         font_sizes = tuple(max(8, round(s * height / 60)) for s in _BASE_FONT_SIZES)
         self._captcha = captcha_image.ImageCaptcha(
@@ -91,10 +97,15 @@ class CaptchaRenderer:
         if style == "arithmetic":  # a '+' turned by the library's 30 degrees is most of the way to a '×'
             self._captcha.character_rotate = ARITHMETIC_ROTATION
 
+    @property
+    def extension(self) -> str:
+        return ".gif" if self.style == "gif" else ".png"
+
     @classmethod
     def from_config(cls, config, seed: Optional[int] = None) -> "CaptchaRenderer":
         return cls(config.charset, config.min_length, config.max_length, config.width, config.height,
-                   config.seed if seed is None else seed, config.fonts, config.style)
+                   config.seed if seed is None else seed, config.fonts, config.style,
+                   images.Preprocessing.from_config(config))
 
     @classmethod
     def from_metadata(cls, metadata: dict, seed: int) -> "CaptchaRenderer":
@@ -102,7 +113,8 @@ class CaptchaRenderer:
         config = metadata.get("config") or {}
         fonts = [font for font in config.get("fonts", []) if os.path.isfile(font)]
         return cls(metadata["charset"], int(metadata["min_length"]), int(metadata["max_length"]),
-                   int(metadata["width"]), int(metadata["height"]), seed, fonts, config.get("style", "captcha"))
+                   int(metadata["width"]), int(metadata["height"]), seed, fonts, config.get("style", "captcha"),
+                   images.Preprocessing.from_metadata(metadata))
 
     def _draw_label(self, index: int) -> Tuple[SeededSecrets, str]:
         rng = SeededSecrets(f"kcaptcha/{self.seed}/{index}")
@@ -117,28 +129,48 @@ class CaptchaRenderer:
 
     def _draw_look(self, index: int) -> Tuple[SeededSecrets, str, str]:
         rng, label = self._draw_label(index)
+        if self.style in ("colour_decoy", "gif"):
+            return rng, label, self.style
         own = self.style == "varied" and rng.random() < 0.5
         return rng, label, LOOK_KCAPTCHA if own else LOOK_CAPTCHA_LIBRARY
 
     def look(self, index: int) -> str:
-        """The look sample `index` is drawn in: `LOOK_CAPTCHA_LIBRARY` or `LOOK_KCAPTCHA`, without drawing it."""
+        """The look sample `index` is drawn in: `LOOK_CAPTCHA_LIBRARY` or `LOOK_KCAPTCHA` (or the style's own,
+        "colour_decoy" or "gif"), without drawing it."""
         return self._draw_look(index)[2]
 
     def render(self, index: int, without: Sequence[str] = ()) -> Tuple[str, Image.Image]:
-        """Returns (label, RGB image) for sample `index`; `without` (`styles.NUISANCES`) leaves nuisances out
-        of kcaptcha's own look, for ablations."""
+        """Returns (label, RGB image, or a multi-frame GIF for the "gif" style) for sample `index`; `without`
+        (`styles.NUISANCES`) leaves nuisances out of kcaptcha's own look, for ablations."""
         rng, label, look = self._draw_look(index)
         if look == LOOK_KCAPTCHA:
             return label, styles.draw(label, rng, self.width, self.height, self.fonts, without)
+        if look == "colour_decoy":
+            return label, looks.colour_decoy(label, rng, self.width, self.height, self.fonts, self.charset,
+                                             self.preprocessing.colour)
+        if look == "gif":  # decoded from its bytes, palettes and all, as a saved file reads
+            frames = looks.gif_frames(label, rng, self.width, self.height, self.fonts)
+            return label, Image.open(io.BytesIO(looks.encode_gif(frames)))
         with _seeded_captcha(rng):
             image = self._captcha.generate_image(label)
         return label, image
 
-    def render_gray(self, index: int) -> Tuple[str, np.ndarray]:
-        """Returns (label, uint8 [height, width]) for sample `index`: the captcha as every model sees a
-        picture (`kcaptcha.data.images`), so a captcha drawn in memory reads as the same one saved to a file."""
+    def encode(self, index: int) -> Tuple[str, bytes]:
+        """(label, the bytes of a file `<label>...<extension>`) for sample `index`: PNG, or an animated GIF."""
+        if self.style == "gif":
+            rng, label, _ = self._draw_look(index)
+            return label, looks.encode_gif(looks.gif_frames(label, rng, self.width, self.height, self.fonts))
         label, image = self.render(index)
-        return label, images.gray_bytes(image)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return label, buffer.getvalue()
+
+    def render_gray(self, index: int) -> Tuple[str, np.ndarray]:
+        """Returns (label, uint8 [height, width]) for sample `index`: the captcha as the model sees a picture
+        (`kcaptcha.data.images`, with the renderer's `preprocessing`), so a captcha drawn in memory reads as
+        the same one saved to a file."""
+        label, image = self.render(index)
+        return label, images.gray_bytes(image, self.preprocessing)
 
 
 # Worker-process state: one renderer per process, built once by the pool initializer.
@@ -152,7 +184,7 @@ def _init_worker(renderer_args):
 
 def file_name(renderer: CaptchaRenderer, index: int, digits: int) -> str:
     """`<label>_<seed>-<index>.png`, or `<seed>-<index>.png` where file names cannot carry the charset's labels."""
-    name = f"{renderer.seed}-{index:0{digits}d}.png"
+    name = f"{renderer.seed}-{index:0{digits}d}{renderer.extension}"
     return f"{renderer.label(index)}_{name}" if renderer.names_carry_labels else name
 
 
@@ -162,11 +194,9 @@ def _write_one(task) -> Tuple[str, str]:
     path = os.path.join(output_dir, file_name(_worker_renderer, index, digits))
     if os.path.exists(path):  # known from the index alone: a re-run draws nothing
         return "exists", path
-    _, image = _worker_renderer.render(index)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    _, payload = _worker_renderer.encode(index)
     try:
-        create_new(path, buffer.getvalue())  # another process may have written it meanwhile
+        create_new(path, payload)  # another process may have written it meanwhile
     except FileExistsError:
         return "exists", path
     return "written", path
@@ -221,7 +251,8 @@ def default_workers(workers: int = 0) -> int:
 
 def write_images(renderer: CaptchaRenderer, output_dir: str, count: int, workers: int = 0,
                  progress: bool = True) -> dict:
-    """Writes `count` captchas as `<label>_<seed>-<index>.png`; returns counts of written/existing files.
+    """Writes `count` captchas as `<label>_<seed>-<index>.png` (`.gif` for the "gif" style); returns counts of
+    written/existing files.
 
     Where file names cannot carry the charset (`files.name_carries`: a `?`), the files are
     `<seed>-<index>.png` and their labels rows of the folder's labels.csv, every one accepted.

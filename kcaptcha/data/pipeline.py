@@ -13,7 +13,7 @@ import tensorflow as tf
 from kcaptcha.data import generate
 from kcaptcha.data.augment import Augmenter
 from kcaptcha.data.folder import LabelledFolder
-from kcaptcha.data.images import decode_image
+from kcaptcha.data.images import Preprocessing, decode_image
 from kcaptcha.reading.vocab import Vocab
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -37,7 +37,8 @@ def labelled_files(folder: str, config) -> Tuple[List[str], List[str]]:
 def image_dataset(paths: Sequence[str], config, batch_size: int = 256, cache: bool = True) -> tf.data.Dataset:
     """Decoded images of `paths`, in order, batched (and cached): what validation reads."""
     dataset = tf.data.Dataset.from_tensor_slices(list(paths))
-    dataset = dataset.map(lambda path: decode_image(tf.io.read_file(path), config.height, config.width),
+    preprocessing = Preprocessing.from_config(config)
+    dataset = dataset.map(lambda path: decode_image(tf.io.read_file(path), config.height, config.width, preprocessing),
                           num_parallel_calls=AUTOTUNE).batch(batch_size)
     return (dataset.cache() if cache else dataset).prefetch(AUTOTUNE)
 
@@ -58,8 +59,10 @@ def file_batches(paths: Sequence[str], labels: Sequence[str], config, batch_size
     dataset = tf.data.Dataset.from_tensor_slices((paths, label_ids))
     dataset = dataset.shuffle(len(paths), seed=config.seed, reshuffle_each_iteration=True)
 
+    preprocessing = Preprocessing.from_config(config)
+
     def load(path, ids):
-        return decode_image(tf.io.read_file(path), config.height, config.width), ids
+        return decode_image(tf.io.read_file(path), config.height, config.width, preprocessing), ids
 
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE)
     if len(paths) * config.height * config.width * 4 <= CACHE_LIMIT_BYTES:

@@ -127,6 +127,9 @@ def _background(rng, width: int, height: int) -> Image.Image:
 
 
 def _draw_text(image: Image.Image, label: str, rng, font_path: str, colour, without: Collection[str] = ()) -> None:
+    """Draws `label` in `colour`, or in per-character colours (a list; None leaves a character's place
+    empty), drawing the same random numbers either way."""
+    colours = list(colour) if isinstance(colour, list) else [colour] * len(label)
     width, height = image.size
     font = _font(font_path, max(8, int(height * rng.uniform(0.55, 0.85))))
     glyphs = []
@@ -142,11 +145,12 @@ def _draw_text(image: Image.Image, label: str, rng, font_path: str, colour, with
     total = sum(g.size[0] for g in glyphs) * (1 + spacing) - glyphs[-1].size[0] * spacing
     scale = min(1.0, 0.95 * width / max(total, 1))
     x = (width - total * scale) / 2 + rng.uniform(-0.05, 0.05) * width
-    for glyph in glyphs:
+    for glyph, glyph_colour in zip(glyphs, colours):
         if scale < 1.0:
             glyph = glyph.resize((max(1, int(glyph.size[0] * scale)), max(1, int(glyph.size[1] * scale))))
         y = (height - glyph.size[1]) / 2 + rng.uniform(-0.12, 0.12) * height
-        image.paste(Image.new("RGB", glyph.size, colour), (int(x), int(y)), glyph)
+        if glyph_colour is not None:
+            image.paste(Image.new("RGB", glyph.size, glyph_colour), (int(x), int(y)), glyph)
         x += glyph.size[0] * (1 + spacing)
 
 

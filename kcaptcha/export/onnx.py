@@ -95,7 +95,9 @@ def _own_images(metadata: dict, calibration_size: int, check_size: int, seed: in
     def load(paths):
         if not paths:
             return np.zeros((0, metadata["height"], metadata["width"], 1), np.float32)
-        return np.stack([images.to_model_input(p, metadata["width"], metadata["height"]) for p in paths])[..., None]
+        preprocessing = images.Preprocessing.from_metadata(metadata)
+        return np.stack([images.to_model_input(p, metadata["width"], metadata["height"], preprocessing=preprocessing)
+                         for p in paths])[..., None]
 
     calibration = load(train_paths[:calibration_size])
     unused = (val_paths + train_paths[calibration_size:])[:check_size]

@@ -170,6 +170,7 @@ def export_savedmodel(model_dir: str, output: str, check_size: int = 500, seed: 
     from kcaptcha.export.onnx import load_keras_model
 
     metadata = saving.read_metadata(model_dir)
+    _plain_only(metadata, model_dir)
     model = load_keras_model(model_dir)
     height, width = int(metadata["height"]), int(metadata["width"])
 
@@ -196,6 +197,7 @@ def export_tflite(model_dir: str, output: str, check_size: int = 500, seed: int 
     from kcaptcha.export.onnx import load_keras_model
 
     metadata = saving.read_metadata(model_dir)
+    _plain_only(metadata, model_dir)
     model = load_keras_model(model_dir)
     height, width = int(metadata["height"]), int(metadata["width"])
 
@@ -218,6 +220,14 @@ def export_tflite(model_dir: str, output: str, check_size: int = 500, seed: int 
                                     metadata["charset"])
     return {"format": "tflite", "path": output, **agreement(model_dir, pil_images, texts, confidences),
             "images_from": where}
+
+
+def _plain_only(metadata: dict, model_dir: str) -> None:
+    """SavedModel and TFLite exports read grayscale as TensorFlow decodes it; a model that selects a colour or
+    combines GIF frames first (`kcaptcha.data.images.Preprocessing`) reads right only through `load_model`."""
+    if not images.Preprocessing.from_metadata(metadata).plain:
+        raise ValueError(f"{model_dir} selects a colour or combines GIF frames before grayscale, which only "
+                         "kcaptcha's own reading applies: read it with kcaptcha.load_model or its ONNX export")
 
 
 def run_tflite(path: str, pixels: np.ndarray, charset: str):

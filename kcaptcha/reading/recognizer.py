@@ -42,6 +42,7 @@ class Recognizer:
         self.metadata = saving.read_metadata(self.model_dir)  # checked before the slow imports
         self.name = self.metadata.get("name", os.path.basename(self.model_dir))
         self.width, self.height = int(self.metadata["width"]), int(self.metadata["height"])
+        self.preprocessing = images.Preprocessing.from_metadata(self.metadata)  # colour selection, GIF frames
         self.output = self.metadata["output"]
         self._warps = warped_copies.warps(tta, self.width, self.height)
         self.vocab = Vocab(self.metadata["charset"], int(self.metadata["min_length"]), int(self.metadata["max_length"]))
@@ -107,8 +108,9 @@ class Recognizer:
                 f"tta={self.tta}, tta_below={self.tta_below})")
 
     def preprocess(self, item: ImageLike, index: int = 0) -> np.ndarray:
-        """One image -> float32 [height, width] in [0, 1] (`kcaptcha.data.images`' contract)."""
-        return images.to_model_input(item, self.width, self.height, index)
+        """One image -> float32 [height, width] in [0, 1] (`kcaptcha.data.images`' contract, with the model's
+        colour selection and GIF frame blending)."""
+        return images.to_model_input(item, self.width, self.height, index, self.preprocessing)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """The model's raw outputs for an already preprocessed float32 batch [n, height, width(, 1)] (with an
@@ -191,7 +193,8 @@ class Recognizer:
                 charset: Optional[str] = None):
         """Reads one image (returns a `Prediction`) or a sequence / 4-D array of them (returns a list).
 
-        Images of any size and mode are converted to grayscale and resized to the model's input. `charset`
+        Images of any size and mode are converted to grayscale (after the model's colour selection, with an
+        animated GIF's frames combined as the model was trained) and resized to the model's input. `charset`
         reads these images with only those characters (see `load_model`).
         """
         single = not isinstance(items, (list, tuple)) and not (isinstance(items, np.ndarray) and items.ndim == 4)

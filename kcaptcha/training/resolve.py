@@ -15,6 +15,7 @@ from typing import Iterable, List, Optional, Tuple
 
 from kcaptcha import files
 from kcaptcha.config import Config
+from kcaptcha.data import images
 from kcaptcha.data.folder import LabelledFolder
 from kcaptcha.export import saving
 
@@ -129,12 +130,16 @@ def fitted_charset(base: str, used: str) -> Optional[str]:
 
 
 def _from_base(config: Config, given: frozenset) -> Tuple[Config, str]:
-    """`config` with the base model's model fields where not `given`."""
+    """`config` with the base model's model fields, colour selection and GIF frame blending where not `given`."""
     metadata = saving.read_metadata(base_dir(config.init_from))
     changes = {}
     if "config" in metadata:
         source = Config.from_dict(metadata["config"])
         changes = {name: getattr(source, name) for name in Config.field_names("model") if name not in given}
+    # The base's weights were learnt on pixels after its colour selection and frame blending: keep them.
+    for name, value in dataclasses.asdict(images.Preprocessing.from_metadata(metadata)).items():
+        if name not in given and value != getattr(Config, name):
+            changes[name] = value
     shown = ", ".join(f"{k}={v}" for k, v in changes.items()) or "no model field taken"
     return config.replace(**changes), f"Starting from {config.init_from} ({metadata.get('architecture')}): {shown}"
 
@@ -176,9 +181,10 @@ def _from_folder(config: Config, given: frozenset, folder: LabelledFolder) -> Tu
             "width": width, "height": height}
     tier = tier_for(folder.count)
     max_steps = config.max_steps if "max_steps" in given else tier.max_steps
-    training = {"style": "varied", "eval_every_steps": tier.eval_every_steps, "patience": tier.patience,
-                "max_steps": tier.max_steps, "min_steps": min(tier.min_steps, max_steps), "target_accuracy": 1.0,
-                "synthetic_mix": tier.synthetic_share}
+    # Synthetic captchas mixed in must survive the colour selection: the label drawn in the chosen colour.
+    training = {"style": "colour_decoy" if config.colour else "varied", "eval_every_steps": tier.eval_every_steps,
+                "patience": tier.patience, "max_steps": tier.max_steps, "min_steps": min(tier.min_steps, max_steps),
+                "target_accuracy": 1.0, "synthetic_mix": tier.synthetic_share}
     task_changes = {k: v for k, v in task.items() if k not in given}
     training_changes = {k: v for k, v in training.items() if k not in given}
     if "synthetic_mix" in given and config.synthetic_mix < 0:  # -1 given explicitly: by the folder's size too
