@@ -263,8 +263,9 @@ def test_charset_reads_digit_captchas_with_the_general_model(repo_root, tmp_path
     renderer = CaptchaRenderer("0123456789", 4, 4, 160, 60, seed=3, style="varied")
     for index, label in GENERAL_MISREADS.items():
         renderer.render(index)[1].save(tmp_path / f"{label}_{index}.png")
-    free = run_bin(repo_root, command, "--model=general", "--noprogress", str(tmp_path))
-    digits = run_bin(repo_root, command, "--model=general", "--charset=0123456789", "--noprogress", str(tmp_path))
+    free = run_bin(repo_root, command, "--model=general", "--tta=0", "--noprogress", str(tmp_path))
+    digits = run_bin(repo_root, command, "--model=general", "--charset=0123456789", "--tta=0", "--noprogress",
+                     str(tmp_path))
     assert free.returncode == 0 and digits.returncode == 0, free.stderr + digits.stderr
     if command == "predict":
         assert "accuracy: 0/6" in free.stderr and "accuracy: 6/6" in digits.stderr

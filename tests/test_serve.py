@@ -118,8 +118,13 @@ def serving(root, *args):
             process.kill()
             pytest.fail(f"bin/serve was not ready after 180 s:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.3)
-    with httpx.Client(base_url=base_url, timeout=60) as client:
-        yield {"client": client, "url": base_url, "process": process, "log": log_path}
+    try:
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            yield {"client": client, "url": base_url, "process": process, "log": log_path}
+    except BaseException:  # a failed test leaves no server behind
+        process.kill()
+        process.wait(60)
+        raise
     process.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert process.wait(60) in (0, -signal.SIGTERM), log_path.read_text()[-3000:]
@@ -380,7 +385,7 @@ def test_served_models_run_on_the_backend_and_tta_asked_for(monkeypatch):
     monkeypatch.setenv("KCAPTCHA_SERVE_OPTIONS", json.dumps({"models": [MODEL], "backend": "keras", "tta": 2}))
     worker = serve.app_from_environment()  # what each of bin/serve --workers=N processes builds
     assert worker.state.service.recognizers[MODEL].backend == "keras"
-    assert worker.state.service.recognizers[MODEL].tta == 2 and serve.load_recognizers([MODEL])[MODEL].tta == 0
+    assert worker.state.service.recognizers[MODEL].tta == 2 and serve.load_recognizers([MODEL])[MODEL].tta == 8
 
 
 def test_cli_names_a_missing_model():
@@ -412,7 +417,7 @@ def test_a_request_chooses_its_charset_and_a_bad_one_is_a_json_error(tmp_path):
     renderer = CaptchaRenderer("0123456789", 4, 4, 160, 60, seed=3, style="varied")
     images = [encoded(renderer.render(index)[1]) for index in GENERAL_MISREADS]
     truths = list(GENERAL_MISREADS.values())
-    with serving(tmp_path, "--models=general", "--max_wait_ms=200", "--noaccess_log") as running:
+    with serving(tmp_path, "--models=general", "--tta=0", "--max_wait_ms=200", "--noaccess_log") as running:
         client = running["client"]
         as_json = {"images": [base64.b64encode(data).decode() for data in images]}
         free = client.post("/v1/models/general/predict", json=as_json).json()["predictions"]

@@ -61,7 +61,7 @@ class HeldRecognizer:
         self.decoded.append(value)
         return np.full((self.height, self.width), float(value), np.float32)
 
-    def predict_batch(self, batch):
+    def predict_batch(self, batch, charsets=None):
         values = [int(v) for v in np.asarray(batch).reshape(len(batch), -1)[:, 0]]
         self.busy.set()
         assert self._open.wait(30)

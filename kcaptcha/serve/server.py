@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from kcaptcha.reading.tta import DEFAULT_COPIES
 from kcaptcha.serve import memory
 from kcaptcha.serve.app import create_app
 from kcaptcha.serve.limits import Limits
@@ -103,7 +104,7 @@ def model_dirs(specs: Sequence[str]) -> Dict[str, str]:
     return named
 
 
-def load_recognizers(specs: Sequence[str], backend: str = "auto", tta: int = 0,
+def load_recognizers(specs: Sequence[str], backend: str = "auto", tta: int = DEFAULT_COPIES,
                      charset: Optional[str] = None) -> Dict[str, object]:
     """`["digits", "fast=path/to/model"]` -> {name: Recognizer}, named by their metadata unless `name=`;
     `backend`, `tta` and `charset` as `kcaptcha.load_model`'s."""
@@ -111,7 +112,7 @@ def load_recognizers(specs: Sequence[str], backend: str = "auto", tta: int = 0,
     return {name: served_recognizer(model_dir, backend, tta, charset) for name, model_dir in named.items()}
 
 
-def served_recognizer(model_dir: str, backend: str = "auto", tta: int = 0, charset: Optional[str] = None):
+def served_recognizer(model_dir: str, backend: str = "auto", tta: int = DEFAULT_COPIES, charset: Optional[str] = None):
     """The `Recognizer` of a served model folder."""
     from kcaptcha.reading.recognizer import Recognizer
 
@@ -119,7 +120,7 @@ def served_recognizer(model_dir: str, backend: str = "auto", tta: int = 0, chars
     return Recognizer(model_dir, backend, spin=False, tta=tta, charset=charset)
 
 
-def model_folder(models_dir, backend: str = "auto", tta: int = 0, poll_interval: float = 2.0,
+def model_folder(models_dir, backend: str = "auto", tta: int = DEFAULT_COPIES, poll_interval: float = 2.0,
                  charset: Optional[str] = None):
     """The `ModelFolder` of `models_dir` (None for None), its models read as `load_recognizers` reads.
 
@@ -145,7 +146,8 @@ def app_from_environment() -> FastAPI:
     options = json.loads(os.environ[_OPTIONS_VARIABLE])
     _set_connection_options(options)
     memory.return_freed_memory()
-    backend, tta, charset = options.pop("backend", "auto"), options.pop("tta", 0), options.pop("charset", None)
+    backend, tta = options.pop("backend", "auto"), options.pop("tta", DEFAULT_COPIES)
+    charset = options.pop("charset", None)
     folder = model_folder(options.pop("models_dir", None), backend, tta, options.pop("poll_interval", 2.0), charset)
     return create_app(load_recognizers(options.pop("models"), backend, tta, charset), model_folder=folder,
                       **options)
@@ -162,8 +164,8 @@ def log_config() -> dict:
 
 
 def run_server(models: Sequence[str], host: str = "127.0.0.1", port: int = 9999, workers: int = 1,
-               backend: str = "auto", tta: int = 0, charset: Optional[str] = None, models_dir: Optional[str] = None,
-               poll_interval: float = 2.0, **app_options) -> None:
+               backend: str = "auto", tta: int = DEFAULT_COPIES, charset: Optional[str] = None,
+               models_dir: Optional[str] = None, poll_interval: float = 2.0, **app_options) -> None:
     """Loads `models` (`backend`, `tta` and `charset` as `kcaptcha.load_model`'s) and the model folders in
     `models_dir` (looked at every `poll_interval` s for new, replaced and removed ones), and serves them with
     uvicorn until interrupted.
