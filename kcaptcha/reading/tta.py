@@ -20,9 +20,9 @@ from PIL import Image
 from kcaptcha.reading.decoding import Prediction
 
 SEED = 20261201
-# How many warped copies a model reads unsure images in unless told (`load_model(tta=0)`: never). On all six
-# real sites of docs/REAL_DATA.md, 8 misread fewer or as many images as none, with a model fine-tuned on 200
-# labels and with `general` untrained alike (the mean +0.6 and +0.8 points, the worst set +1.6 and +2.8).
+# How many warped copies a model reads unsure images in unless told (`load_model(tta=0)`: never). On the six
+# real sites of docs/REAL_DATA.md, 8 raised the mean and the worst site's accuracy for every model measured,
+# fine-tuned on 200 labels or `general` untrained (mean +0.2 to +0.8 points, worst site +0.8 to +2.8).
 DEFAULT_COPIES = 8
 # By default only the images read with a confidence under this are read in copies (`Recognizer(tta_below=)`).
 # On captcha_images_v2 models fine-tuned on 200 labels that is 8% of the images, and reading only those in
