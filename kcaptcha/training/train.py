@@ -57,35 +57,23 @@ def evaluation_sets(config) -> Dict[str, pipeline.LabelledImages]:
 @contextlib.contextmanager
 def naming_unreadable_images(config):
     """Turns a decoder's error deep in tf.data, which names no file, into a `ValueError` naming the training
-    or validation images that do not decode (a truncated download, say), found by decoding each as training
-    does."""
+    or validation images that do not decode (a truncated download, say), found by `bin/prepare`'s check."""
     import tensorflow as tf
+
+    from kcaptcha.data.prepare import check_image
 
     try:
         yield
     except tf.errors.InvalidArgumentError:
-        folders = [folder for folder in (config.train_dir, config.val_dir) if folder]
-        bad = [] if not folders else list(unreadable(
-            [path for folder in folders for path in files.list_images(folder)], config))
+        checks = [(path, check_image(folder, os.path.relpath(path, folder)))
+                  for folder in (config.train_dir, config.val_dir) if folder for path in files.list_images(folder)]
+        bad = [(path, check.message) for path, check in checks if check.reason]
         if not bad:
             raise
         shown = "; ".join(f"{path}: {reason}" for path, reason in bad[:5])
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise ValueError(f"{len(bad)} image(s) cannot be decoded: {shown}{more}. Replace or remove them "
                          f"(bin/prepare reports such files and leaves them out of its split)") from None
-
-
-def unreadable(paths: Iterable[str], config):
-    """(path, reason) for each of `paths` that training's decoder rejects."""
-    import tensorflow as tf
-
-    from kcaptcha.data.images import decode_image
-
-    for path in paths:
-        try:
-            decode_image(tf.io.read_file(path), config.height, config.width)
-        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-            yield path, error.message.strip().splitlines()[0][:120]
 
 
 def synthetic_fraction(config, train_files) -> float:
