@@ -1,3 +1,4 @@
+import functools
 import io
 import json
 import os
@@ -148,8 +149,25 @@ def test_the_shipped_model_reads_captchas_and_confidences_mean_the_same_on_every
     assert gaps.mean() < 0.01 and np.median(gaps) < 0.005
 
 
-# Digit captchas that the shipped general (0-9a-z) reads with an 'o' for a '0': index -> true label.
-GENERAL_MISREADS = {17: "0465", 27: "4820", 37: "7456", 49: "2034", 54: "7028", 62: "4350"}
+def general_misreads(count=6, tried=200):
+    """Digit captchas that the shipped general (0-9a-z) reads with a letter in them, on this machine: a list of
+    (render index, true label). Chosen when the test runs, because the int8 model's near ties (an 'o' for a
+    '0') fall differently on processors with different integer instructions."""
+    return list(_general_misreads(tried))[:count]
+
+
+@functools.lru_cache(maxsize=None)
+def _general_misreads(tried):
+    renderer = generate.CaptchaRenderer("0123456789", 4, 4, 160, 60, seed=3, style="varied")
+    rendered = [renderer.render(index) for index in range(tried)]
+    free = kcaptcha.load_model("general", tta=0).predict([image for _, image in rendered])
+    return tuple((index, label) for index, ((label, _), reading) in enumerate(zip(rendered, free))
+                 if not reading.text.isdigit())
+
+
+def render_digits(indices):
+    renderer = generate.CaptchaRenderer("0123456789", 4, 4, 160, 60, seed=3, style="varied")
+    return [renderer.render(index)[1] for index in indices]
 
 
 @pytest.fixture(scope="module")
@@ -158,39 +176,56 @@ def general():
 
 
 @pytest.fixture(scope="module")
-def misread_digits():
-    renderer = generate.CaptchaRenderer("0123456789", 4, 4, 160, 60, seed=3, style="varied")
-    return [renderer.render(index)[1] for index in GENERAL_MISREADS]
+def misread():
+    chosen = general_misreads()
+    assert len(chosen) == 6, chosen  # general misreads about one digit captcha in six
+    return render_digits([index for index, _ in chosen]), [label for _, label in chosen]
 
 
-def test_a_charset_chosen_at_reading_time_reads_only_its_characters(general, misread_digits):
-    truths = list(GENERAL_MISREADS.values())
-    free = general.predict(misread_digits)
-    assert all("o" in p.text for p in free)  # the misreads the charset is for
+def test_a_charset_chosen_at_reading_time_reads_only_its_characters(general, misread):
+    pictures, truths = misread
+    free = general.predict(pictures)
+    assert not any(p.text == t for p, t in zip(free, truths))  # the misreads the charset is for
     digits = kcaptcha.load_model("general", charset="9876543210", tta=0)
     assert digits.charset == "0123456789"  # in the model's order
-    assert [p.text for p in digits.predict(misread_digits)] == truths
-    assert [p.text for p in general.predict(misread_digits, charset="0123456789")] == truths  # per call
+    restricted = [p.text for p in digits.predict(pictures)]
+    assert all(text.isdigit() for text in restricted)
+    assert sum(text == t for text, t in zip(restricted, truths)) >= 5
+    assert [p.text for p in general.predict(pictures, charset="0123456789")] == restricted  # per call
     # One batch, a charset per image (how bin/serve batches requests): each image read with its own.
-    batch = np.stack([general.preprocess(image) for image in misread_digits[:2]])
+    batch = np.stack([general.preprocess(image) for image in pictures[:2]])
     mixed = general.predict_batch(batch, [None, "0123456789"])
-    assert mixed[0] == free[0] and mixed[1].text == truths[1]
+    assert mixed[0] == free[0] and mixed[1].text == restricted[1]
 
 
-def test_a_chosen_charset_masks_the_other_classes_before_the_best_path(general, misread_digits):
+def test_a_chosen_charset_masks_the_other_classes_before_the_best_path(general, misread):
     """The reading is the one of logits whose other classes can never win (CTC keeps its blank), and the
     confidences are shares of the chosen characters: not the free reading with its letters dropped."""
-    batch = np.stack([general.preprocess(image) for image in misread_digits])
+    pictures, truths = misread
+    batch = np.stack([general.preprocess(image) for image in pictures])
     logits = general.logits(batch)
     allowed = np.array([c in "0123456789" for c in general.vocab.charset] + [True])  # the blank, last
     masked = kcaptcha.reading.decoding.decode(np.where(allowed, logits, -np.inf), "ctc", general.vocab)
     restricted = general.decode(logits, "0123456789")
-    assert [p.text for p in restricted] == list(GENERAL_MISREADS.values())
+    assert sum(p.text == t for p, t in zip(restricted, truths)) >= 5
     for got, expected in zip(restricted, masked):
         assert got.text == expected.text
         np.testing.assert_allclose(got.char_confidences, expected.char_confidences, rtol=1e-5)
     free = general.decode(logits)
     assert all(r.confidence > f.confidence for r, f in zip(restricted, free))  # the letters' share is gone
+
+
+def test_a_chosen_charset_reads_more_digit_captchas_right():
+    """Over 200 digit captchas, not only the chosen misreads: the charset removes most of general's misreads."""
+    renderer = generate.CaptchaRenderer("0123456789", 4, 4, 160, 60, seed=3, style="varied")
+    rendered = [renderer.render(index) for index in range(200)]
+    labels = [label for label, _ in rendered]
+    general = kcaptcha.load_model("general", tta=0)
+    free = general.predict([image for _, image in rendered])
+    digits = general.predict([image for _, image in rendered], charset="0123456789")
+    free_wrong = sum(p.text != t for p, t in zip(free, labels))
+    digits_wrong = sum(p.text != t for p, t in zip(digits, labels))
+    assert digits_wrong <= free_wrong / 2, (free_wrong, digits_wrong)
 
 
 def test_per_position_heads_mask_each_head_and_keep_their_blank():
