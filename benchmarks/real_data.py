@@ -16,7 +16,7 @@ Rows (`--rows`), each on every set (`--sets`):
   what 200 labels give on a site the base model has never seen;
 - `unlabelled@50`: the 50 images, and the rest of the training split, unlabelled, as `--unlabelled_dir`
   (each self-training round's model is scored too: `round_accuracy`, round 0 trained on the 50 alone);
-  `twinunlabelled@50`: the same from general's twin, on the sets it never saw;
+  `twinunlabelled@50`, `twinunlabelled@200`: from general's twin, on the sets it never saw;
 - `general@0`: the `general` model, no training; `twin@0`: its twin trained without v2 and mnwato
   (`--twin_model`), the honest zero-shot figure on those two; `ddddocr@0`: ddddocr
   (`pip install 'kcaptcha[bench]'`).
@@ -66,6 +66,7 @@ ROWS = {
     "twinbase@200": Row(200, ("--init_from={twin_model}",)),  # from general's twin: a site its base never saw
     "unlabelled@50": Row(50, unlabelled=True),
     "twinunlabelled@50": Row(50, ("--init_from={twin_model}",), unlabelled=True),  # self-training on a new site
+    "twinunlabelled@200": Row(200, ("--init_from={twin_model}",), unlabelled=True),
     "general@0": Row(0), "twin@0": Row(0), "ddddocr@0": Row(0),
 }
 
