@@ -259,12 +259,10 @@ def test_charset_reads_digit_captchas_with_the_general_model(repo_root, tmp_path
     """general (0-9a-z) misreads these six digit captchas with letters; --charset=0123456789 reads them as the
     library does with that charset, most of them right."""
     import kcaptcha
-    from tests.test_recognizer import general_misreads, render_digits
+    from tests.test_recognizer import general_misreads
 
-    chosen = general_misreads()
-    labels = [label for _, label in chosen]
-    pictures = render_digits([index for index, _ in chosen])
-    for (index, label), picture in zip(chosen, pictures):
+    pictures, labels = general_misreads()
+    for index, (label, picture) in enumerate(zip(labels, pictures)):
         picture.save(tmp_path / f"{label}_{index}.png")
     restricted = kcaptcha.load_model("general", charset="0123456789", tta=0).predict(pictures)
     right = sum(p.text == t for p, t in zip(restricted, labels))

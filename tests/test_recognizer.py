@@ -149,25 +149,21 @@ def test_the_shipped_model_reads_captchas_and_confidences_mean_the_same_on_every
     assert gaps.mean() < 0.01 and np.median(gaps) < 0.005
 
 
-def general_misreads(count=6, tried=200):
-    """Digit captchas that the shipped general (0-9a-z) reads with a letter in them, on this machine: a list of
-    (render index, true label). Chosen when the test runs, because the int8 model's near ties (an 'o' for a
-    '0') fall differently on processors with different integer instructions."""
-    return list(_general_misreads(tried))[:count]
-
-
 @functools.lru_cache(maxsize=None)
-def _general_misreads(tried):
+def general_on_digits(count=200):
+    """`count` digit captchas of the varied look: (labels, images, the shipped general's readings of them)."""
     renderer = generate.CaptchaRenderer("0123456789", 4, 4, 160, 60, seed=3, style="varied")
-    rendered = [renderer.render(index) for index in range(tried)]
-    free = kcaptcha.load_model("general", tta=0).predict([image for _, image in rendered])
-    return tuple((index, label) for index, ((label, _), reading) in enumerate(zip(rendered, free))
-                 if not reading.text.isdigit())
+    labels, images = zip(*(renderer.render(index) for index in range(count)))
+    return labels, images, tuple(p.text for p in kcaptcha.load_model("general", tta=0).predict(list(images)))
 
 
-def render_digits(indices):
-    renderer = generate.CaptchaRenderer("0123456789", 4, 4, 160, 60, seed=3, style="varied")
-    return [renderer.render(index)[1] for index in indices]
+def general_misreads(count=6):
+    """(images, labels) of the first `count` digit captchas that general (0-9a-z) reads with a letter in them,
+    on this machine: chosen when the test runs, because the int8 model's near ties (an 'o' for a '0') fall
+    differently on processors with different integer instructions."""
+    labels, images, free = general_on_digits()
+    chosen = [index for index, text in enumerate(free) if not text.isdigit()][:count]
+    return [images[index] for index in chosen], [labels[index] for index in chosen]
 
 
 @pytest.fixture(scope="module")
@@ -177,9 +173,9 @@ def general():
 
 @pytest.fixture(scope="module")
 def misread():
-    chosen = general_misreads()
-    assert len(chosen) == 6, chosen  # general misreads about one digit captcha in six
-    return render_digits([index for index, _ in chosen]), [label for _, label in chosen]
+    pictures, truths = general_misreads()
+    assert len(truths) == 6, truths  # general misreads about one digit captcha in six
+    return pictures, truths
 
 
 def test_a_charset_chosen_at_reading_time_reads_only_its_characters(general, misread):
@@ -215,15 +211,11 @@ def test_a_chosen_charset_masks_the_other_classes_before_the_best_path(general, 
     assert all(r.confidence > f.confidence for r, f in zip(restricted, free))  # the letters' share is gone
 
 
-def test_a_chosen_charset_reads_more_digit_captchas_right():
+def test_a_chosen_charset_reads_more_digit_captchas_right(general):
     """Over 200 digit captchas, not only the chosen misreads: the charset removes most of general's misreads."""
-    renderer = generate.CaptchaRenderer("0123456789", 4, 4, 160, 60, seed=3, style="varied")
-    rendered = [renderer.render(index) for index in range(200)]
-    labels = [label for label, _ in rendered]
-    general = kcaptcha.load_model("general", tta=0)
-    free = general.predict([image for _, image in rendered])
-    digits = general.predict([image for _, image in rendered], charset="0123456789")
-    free_wrong = sum(p.text != t for p, t in zip(free, labels))
+    labels, images, free = general_on_digits()
+    digits = general.predict(list(images), charset="0123456789")
+    free_wrong = sum(text != t for text, t in zip(free, labels))
     digits_wrong = sum(p.text != t for p, t in zip(digits, labels))
     assert digits_wrong <= free_wrong / 2, (free_wrong, digits_wrong)
 
