@@ -32,6 +32,7 @@ worst set.
 
 import csv
 import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -166,13 +167,12 @@ def round_accuracies(folder: str, test_paths, truths) -> list:
     import kcaptcha
 
     accuracies = []
-    for k in range(11):
+    for k in itertools.count():
         model = os.path.join(folder, "run", f"round{k}", "model")
         if not os.path.isdir(model):
-            break
-        readings = kcaptcha.load_model(model, tta=FLAGS.tta).predict(test_paths)
-        accuracies.append(round(float(np.mean([p.text.lower() == t.lower() for p, t in zip(readings, truths)])), 4))
-    return accuracies
+            return accuracies
+        readings = [p.text for p in kcaptcha.load_model(model, tta=FLAGS.tta).predict(test_paths)]
+        accuracies.append(round(scores({"truths": truths, "readings": readings})["image_accuracy"], 4))
 
 
 def run_row(name: str, row_name: str, paths, labels) -> dict:
