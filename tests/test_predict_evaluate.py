@@ -188,6 +188,29 @@ def test_evaluate_reports_accuracies_and_copies_errors(repo_root, digits, digits
     assert f"{wrong}_as_{true_label}_{os.path.basename(planted)}" in os.listdir(errors)
 
 
+def test_evaluate_lists_the_surest_misreads_first_where_wrong_labels_show(repo_root, digits, digits_folder):
+    """A wrong label is a misread the model is sure of; noise it cannot read is one it is unsure of."""
+    from PIL import Image
+    import numpy as np
+
+    folder, truths = digits_folder
+    planted, wrong, true_label = plant_a_mislabelled_copy(folder, truths)
+    noise = np.random.default_rng(5).integers(0, 256, size=(3, 60, 100), dtype=np.uint8)
+    for index, pixels in enumerate(noise):  # named to come before the planted copy in the folder's order
+        Image.fromarray(pixels).save(folder / f"0000_noise{index}.png")
+    result = run_bin(repo_root, "evaluate", "--model=digits", str(folder))
+    assert result.returncode == 0, result.stderr[-2000:]
+    paths = collect_inputs([str(folder)])
+    report = evaluate_paths(digits, paths, [LabelRule("prefix").label(p) for p in paths], progress=False)
+    confidences = [error["confidence"] for error in report["errors"]]
+    assert report["errors"][0]["path"] == planted and report["errors"][0]["predicted"] == true_label
+    assert len(report["errors"]) >= 4 and confidences == sorted(confidences, reverse=True)
+    assert confidences[0] > 0.9 > min(confidences)  # the order means something: sure and unsure misreads
+    listed = [line.split("\t")[0].strip() for line in result.stdout.splitlines() if line.startswith("  /")]
+    assert listed == [error["path"] for error in report["errors"]]
+    assert "the surest reading first" in result.stdout
+
+
 # One naming scheme per test, end to end as a new user would: the same --label_from in every command.
 SCHEMES = {
     "stem": ("stem", lambda index, label: f"{label}.png"),

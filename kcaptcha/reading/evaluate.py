@@ -47,8 +47,8 @@ def evaluate_paths(recognizer, paths: Sequence[str], labels: Sequence[Optional[s
 
     Returns:
         A dict: counts, whole-image and character accuracy (`kcaptcha.reading.metrics`), per-position accuracy,
-        the most confused (true, predicted) character pairs, images/s and ms/image, misread images and
-        unreadable files.
+        the most confused (true, predicted) character pairs, images/s and ms/image, misread images (the surest
+        reading first: a misread the model is sure of is often a wrong label) and unreadable files.
     """
     labels = dict(zip(paths, labels))
     labelled = [path for path in paths if labels[path] is not None]
@@ -64,6 +64,7 @@ def evaluate_paths(recognizer, paths: Sequence[str], labels: Sequence[Optional[s
     truths, texts = [truth for _, truth, _ in read], [p.text for _, _, p in read]
     misread = [{"path": path, "true": truth, "predicted": p.text, "confidence": round(p.confidence, 4)}
                for path, truth, p in read if truth != p.text]
+    misread.sort(key=lambda error: -error["confidence"])  # the surest first: the likeliest wrong labels
     if errors_dir:
         os.makedirs(errors_dir, exist_ok=True)
         for error in misread:
@@ -104,7 +105,8 @@ def format_report(report: Dict, max_errors: int = 20) -> str:
         lines.append("most confused (true -> predicted): " + ", ".join(
             f"{c['true'] or '∅'}->{c['predicted'] or '∅'} x{c['count']}" for c in report["confusions"]))
     if report["errors"]:
-        lines.append(f"misread ({len(report['errors'])}):")
+        lines.append(f"misread ({len(report['errors'])}), the surest reading first (a misread the model is sure of "
+                     "is often a wrong label: look at the image):")
         lines.extend(f"  {e['path']}\ttrue={e['true']}\tpredicted={e['predicted']}\tconfidence={e['confidence']}"
                      for e in report["errors"][:max_errors])
         if len(report["errors"]) > max_errors:
