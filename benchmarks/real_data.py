@@ -14,7 +14,7 @@ Rows (`--rows`), each on every set (`--sets`):
   `basesize@200`: at `general`'s own input size (160×60), so that every layer of the base fits (the default
   since 2026-12-07); `twinbase@200`: starting from general's twin (`--twin_model`), on the sets it never saw:
   what 200 labels give on a site the base model has never seen;
-- `unlabelled@50`: the 50 images, and the rest of the training split, unlabelled, as `--unlabelled_dir`
+- `unlabelled@50`, `unlabelled@200`: the 50 or 200 images, and the rest of the training split, unlabelled, as `--unlabelled_dir`
   (each self-training round's model is scored too: `round_accuracy`, round 0 trained on the 50 alone);
   `twinunlabelled@50`, `twinunlabelled@200`: from general's twin, on the sets it never saw;
 - `general@0`: the `general` model, no training; `twin@0`: its twin trained without v2 and mnwato
@@ -22,7 +22,8 @@ Rows (`--rows`), each on every set (`--sets`):
   (`pip install 'kcaptcha[bench]'`).
 Training files are linked as `<lowercased label>_<n>.<ext>`; images that do not decode are left out (counted).
 Readings are compared case-insensitively (the six sites read case-blind). Each training is capped at
-`--max_minutes` and runs in a subprocess in `--runs_dir/<set>/<row>`, so an interrupted one resumes there;
+`--max_minutes` and runs in a subprocess in `--runs_dir/<set>/<row>`, so an interrupted one resumes there
+(a row whose model is saved there is read again, e.g. with `--tta`, never trained further);
 each (set, row) is appended to `--results` when done and not run again. A row that cannot run yet (a flag
 bin/train lacks, no `general` model) is recorded as skipped with the reason and tried again next time.
 It prints one Markdown table: per row, each set's whole-image accuracy, their mean and the worst set, the mean
@@ -65,7 +66,7 @@ ROWS = {
     "scratch@200": Row(200, ("--init_from=none",)), "alnum@200": Row(200, ("--init_from=alnum",)),
     "basesize@200": Row(200, ("--width=160", "--height=60")),  # at general's own input size: every layer fits
     "twinbase@200": Row(200, ("--init_from={twin_model}",)),  # from general's twin: a site its base never saw
-    "unlabelled@50": Row(50, unlabelled=True),
+    "unlabelled@50": Row(50, unlabelled=True), "unlabelled@200": Row(200, unlabelled=True),
     "twinunlabelled@50": Row(50, ("--init_from={twin_model}",), unlabelled=True),  # self-training on a new site
     "twinunlabelled@200": Row(200, ("--init_from={twin_model}",), unlabelled=True),
     "general@0": Row(0), "twin@0": Row(0), "ddddocr@0": Row(0),
@@ -114,6 +115,11 @@ def training_folders(folder: str, paths, labels, pool, row: Row) -> dict:
 def train(name: str, row_name: str, folder: str) -> dict:
     """Runs bin/train on `folder/train` in a subprocess (resuming `folder/run`); its JSON summary."""
     row = ROWS[row_name]
+    summary_path = os.path.join(folder, "run", "summary.json")
+    if os.path.exists(os.path.join(folder, "model", "metadata.json")) and os.path.exists(summary_path):
+        # Trained already (the row read again, with --tta): read that model. Calling bin/train again with
+        # another --max_minutes would train it further, and the row would read another model.
+        return {**summary_figures(summary_path), "command_seconds": None}
     command = [sys.executable, os.path.join(REPO, "bin", "train"), f"--train_dir={folder}/train",
                f"--name=real_{name}_{row_name.replace('@', '_')}", f"--model_dir={folder}/run",
                f"--save_dir={folder}/model", "--noexport", f"--max_train_seconds={int(FLAGS.max_minutes * 60)}",
@@ -125,11 +131,15 @@ def train(name: str, row_name: str, folder: str) -> dict:
     if result.returncode:
         reason = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
         raise Skipped(f"bin/train failed: {reason[-300:]}")
-    with open(os.path.join(folder, "run", "summary.json")) as f:  # bin/train's details of the run
+    return {**summary_figures(summary_path), "command_seconds": round(time.time() - started, 1)}
+
+
+def summary_figures(path: str) -> dict:
+    """What a row records of bin/train's summary of its run."""
+    with open(path) as f:
         summary = json.load(f)
-    return {"train_seconds": summary.get("wall_seconds"), "command_seconds": round(time.time() - started, 1),
-            "steps": summary.get("steps"), "stop_reason": summary.get("stop_reason"),
-            "stop_detail": summary.get("stop_detail")}
+    return {"train_seconds": summary.get("wall_seconds"), "steps": summary.get("steps"),
+            "stop_reason": summary.get("stop_reason"), "stop_detail": summary.get("stop_detail")}
 
 
 def bin_train_knows(flag: str) -> bool:
