@@ -117,8 +117,8 @@ def train(name: str, row_name: str, folder: str) -> dict:
     row = ROWS[row_name]
     summary_path = os.path.join(folder, "run", "summary.json")
     if os.path.exists(os.path.join(folder, "model", "metadata.json")) and os.path.exists(summary_path):
-        # Trained already (the row read again, with --tta): read that model. Calling bin/train again with
-        # another --max_minutes would train it further, and the row would read another model.
+        # Trained already (the row read again, with --tta): read that model as it is, without starting
+        # bin/train again only for it to save the same model once more.
         return {**summary_figures(summary_path), "command_seconds": None}
     command = [sys.executable, os.path.join(REPO, "bin", "train"), f"--train_dir={folder}/train",
                f"--name=real_{name}_{row_name.replace('@', '_')}", f"--model_dir={folder}/run",

@@ -201,6 +201,14 @@ def test_backup_is_written_every_checkpoint_step(tmp_path, smoke_config):
     assert not [p for p in (tmp_path / "run").rglob("*") if ".tmp" in p.name]
 
 
+def test_a_finished_run_is_not_reopened_by_another_time_cap(tmp_path, smoke_config):
+    config = smoke_config.replace(max_steps=30, checkpoint_every_steps=7, eval_every_steps=30)
+    run = str(tmp_path / "run")
+    assert train(config, run, verbose=0)["steps_this_run"] == 30  # finished at step 30, its backup at 28
+    again = train(config.replace(max_train_seconds=600), run, verbose=0)
+    assert again["steps_this_run"] == 0 and again["steps"] == 30
+
+
 def test_resume_continues_from_the_backup_not_from_scratch(tmp_path, smoke_config):
     run = str(tmp_path / "run")
     first = train(smoke_config.replace(max_steps=20), run, verbose=0)

@@ -225,7 +225,10 @@ def open_run(config, model_dir: str, fresh: bool) -> dict:
         if changed:
             raise ValueError(f"{model_dir} holds a run with a different {', '.join(changed)}; "
                              "use another --model_dir or pass --fresh to start over.")
-        if any(previous.get(k) != config.subset()[k] for k in Config.field_names("training")):
+        # A finished run never stopped on its time cap (that run is not marked finished), so another
+        # max_train_seconds is not a request for more training.
+        reopening = [k for k in Config.field_names("training") if k != "max_train_seconds"]
+        if any(previous.get(k) != config.subset()[k] for k in reopening):
             run.pop("finished", None)  # asked for more (or other) training: the run goes on
     os.makedirs(model_dir, exist_ok=True)
     files.atomic_write_text(config_path, config.to_json())
