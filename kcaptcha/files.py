@@ -259,3 +259,46 @@ def create_new(path: str, data: bytes) -> None:
         os.link(tmp, path)  # atomic, and fails if `path` exists: never a partial file, never an overwrite
     finally:
         os.remove(tmp)
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def folder_in_use(folder: str, what: str = "training"):
+    """Holds `folder`'s lock (`folder/.lock`, created with the folder) for one process's `what`; a second process
+    asking for it meanwhile gets a `RuntimeError` naming the holder. The system drops the lock when its process
+    ends, however it ends, so a killed run never leaves its folder locked."""
+    import fcntl  # POSIX; imported here so that the rest of this module works everywhere
+    import socket
+    import time
+
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, LOCK_FILE), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise RuntimeError(f"{folder} is in use by another {what} ({holder}): wait for it to end, or use "
+                               "another folder.") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def clear_folder(folder: str) -> None:
+    """Removes everything in `folder` but its lock (see `folder_in_use`)."""
+    for entry in os.listdir(folder) if os.path.isdir(folder) else ():
+        path = os.path.join(folder, entry)
+        if entry == LOCK_FILE:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)

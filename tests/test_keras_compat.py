@@ -42,6 +42,8 @@ def test_the_private_keras_code_the_workarounds_hook_into_is_still_there():
     # build_before_fit calls the one and silences the other, which fit calls before its first step
     assert "data_batch" in inspect.signature(keras.Model._symbolic_build).parameters
     assert "self._maybe_symbolic_build(" in inspect.getsource(trainer.TensorFlowTrainer.fit)
+    # BackupAtEnd writes its last backup with the callback's own writer
+    assert list(inspect.signature(keras.callbacks.BackupAndRestore._save_model).parameters) == ["self"]
     # restore_backup leaves the restored epoch where fit reads it
     assert "self._initial_epoch" in inspect.getsource(trainer.TensorFlowTrainer.fit)
 
@@ -86,6 +88,26 @@ def test_restore_backup_loads_weights_step_and_epoch_as_fit_will(tmp_path):
     nothing = small_model()
     keras_compat.restore_backup(nothing, str(tmp_path / "none"))  # no backup: nothing happens
     assert int(nothing.optimizer.iterations.numpy()) == 0
+
+
+def test_backup_at_end_backs_up_where_fit_stopped_as_well_as_every_save_freq_steps(tmp_path):
+    x, y = data()
+    backup_dir = str(tmp_path / "backup")
+    trained = small_model()
+    stop = keras.callbacks.LambdaCallback(  # stops mid-epoch, at step 13 of 16, as a time cap or step limit does
+        on_train_batch_end=lambda batch, logs: setattr(trained, "stop_training",
+                                                       int(trained.optimizer.iterations.numpy()) >= 13))
+    trained.fit(x, y, batch_size=5, epochs=2, callbacks=[keras_compat.BackupAtEnd(backup_dir, save_freq=5), stop],
+                verbose=0, shuffle=False)  # backups at steps 5 and 10, and 13 at the end
+    assert int(trained.optimizer.iterations.numpy()) == 13
+    restored = small_model()
+    keras_compat.restore_backup(restored, backup_dir)
+    assert int(restored.optimizer.iterations.numpy()) == 13
+    for mine, theirs in zip(restored.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    history = restored.fit(x, y, batch_size=5, epochs=3, callbacks=[keras_compat.BackupAtEnd(backup_dir, 5)],
+                           verbose=0, shuffle=False)
+    assert len(history.history["loss"]) == 1  # fit went on after the epoch it had stopped in (1), not within it
 
 
 def test_build_before_fit_builds_the_training_state_from_shapes_and_fit_still_trains():

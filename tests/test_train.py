@@ -193,12 +193,15 @@ def test_learns_from_a_folder_of_files_and_scores_a_training_sample(tmp_path, sm
     assert ("captchas_drawn" in row) == (synthetic_mix > 0)
 
 
-def test_backup_is_written_every_checkpoint_step(tmp_path, smoke_config):
+def test_a_run_reopened_for_more_steps_goes_on_from_where_it_ended_not_its_last_periodic_backup(tmp_path,
+                                                                                                smoke_config):
     config = smoke_config.replace(max_steps=30, checkpoint_every_steps=7, eval_every_steps=30)
-    train(config, str(tmp_path / "run"), verbose=0)
-    assert (tmp_path / "run" / "backup" / "latest.weights.h5").exists()
-    assert backup_step(str(tmp_path / "run")) == 28  # the last multiple of 7 before the end
+    train(config, str(tmp_path / "run"), verbose=0)  # periodic backups at 7 to 28, then one at the end
+    assert backup_step(str(tmp_path / "run")) == 30
     assert not [p for p in (tmp_path / "run").rglob("*") if ".tmp" in p.name]
+    more = train(config.replace(max_steps=36), str(tmp_path / "run"), verbose=0)
+    assert more["steps"] == 36 and more["steps_this_run"] == 6  # not 8, from step 28
+    assert [int(float(r["step"])) for r in history(str(tmp_path / "run"))] == [30, 36]
 
 
 def test_a_finished_run_is_not_reopened_by_another_time_cap(tmp_path, smoke_config):
@@ -207,6 +210,26 @@ def test_a_finished_run_is_not_reopened_by_another_time_cap(tmp_path, smoke_conf
     assert train(config, run, verbose=0)["steps_this_run"] == 30  # finished at step 30, its backup at 28
     again = train(config.replace(max_train_seconds=600), run, verbose=0)
     assert again["steps_this_run"] == 0 and again["steps"] == 30
+
+
+def test_a_second_training_in_a_run_folder_in_use_is_refused_naming_the_first(tmp_path, smoke_config, repo_root):
+    run = tmp_path / "run"
+    holder = subprocess.Popen(  # another process training in the folder, as far as the folder's lock tells
+        [sys.executable, "-c", "import sys, time\nfrom kcaptcha import files\nwith files.folder_in_use(sys.argv[1]):\n"
+         "    print('holding', flush=True)\n    time.sleep(600)", str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(RuntimeError, match=rf"{run} is in use by another training \(process {holder.pid} on "):
+            train(smoke_config.replace(max_steps=10), str(run), verbose=0)
+        assert not (run / "history.csv").exists() and not (run / "run.json").exists()
+        command = [sys.executable, os.path.join(repo_root, "bin", "train"), "--flagfile=experiments/smoke.flags",
+                   f"--model_dir={run}", "--max_steps=10"]
+        refused = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=300)
+        assert refused.returncode != 0 and f"process {holder.pid}" in refused.stderr, refused.stderr[-2000:]
+    finally:
+        holder.kill()  # killed, not ended: the system drops its lock all the same
+        holder.wait()
+    assert train(smoke_config.replace(max_steps=10), str(run), verbose=0)["steps_this_run"] == 10
 
 
 def test_resume_continues_from_the_backup_not_from_scratch(tmp_path, smoke_config):

@@ -1,4 +1,4 @@
-"""The one place where kcaptcha reaches past Keras' public API, for three things Keras offers no public way to do.
+"""The one place where kcaptcha reaches past Keras' public API, for four things Keras offers no public way to do.
 
 Each workaround relies on Keras internals that were read, and are the same, in every release of
 `TESTED_KERAS` (setup.cfg pins the same range, and tests/test_keras_compat.py fails on a Keras outside it
@@ -6,6 +6,8 @@ or whose internals moved), so that a new Keras release fails a test instead of s
 
 - `restore_backup`: a `keras.callbacks.BackupAndRestore` backup is restored only inside `fit`; a run must know
   its step before (to continue its synthetic stream, and not to train a finished run again).
+- `BackupAtEnd`: a `BackupAndRestore` that also backs up when `fit` ends, so that a run reopened for more steps
+  goes on from the step it stopped at, not from its last periodic backup (up to `save_freq - 1` steps before).
 - `build_before_fit`: under `MultiWorkerMirroredStrategy`, `fit` builds the loss and optimizer state by
   all-reducing the first (images, labels) batch, which that strategy cannot reduce (a tuple).
 - `average_logs_across_workers`: under `MultiWorkerMirroredStrategy`, `fit` reduces every step's logs with
@@ -34,6 +36,22 @@ def restore_backup(model, backup_dir: str) -> None:
     backup = keras.callbacks.BackupAndRestore(os.fspath(backup_dir))
     backup.set_model(model)
     backup.on_train_begin()
+
+
+class BackupAtEnd(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` (every `save_freq` steps, never deleted) that also backs up when fit
+    ends, by whatever means (its steps, a time cap, a plateau).
+
+    Keras' private `_save_model` writes the backup with the epoch to resume from (the one after the last
+    ended), the same files and the same `double_checkpoint` copy as its periodic backups.
+    """
+
+    def __init__(self, backup_dir: str, save_freq: int):
+        super().__init__(os.fspath(backup_dir), save_freq=save_freq, double_checkpoint=True, delete_checkpoint=False)
+
+    def on_train_end(self, logs=None):
+        self._save_model()
+        super().on_train_end(logs)
 
 
 def build_before_fit(model, strategy, element_spec) -> None:

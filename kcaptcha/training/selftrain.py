@@ -13,8 +13,8 @@ itself (the unreviewed rows of a `bin/collect` folder's labels.csv). Each round 
 `<model_dir>/round<k>`, so an interrupted self-training resumes at its round.
 """
 
+import contextlib
 import os
-import shutil
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -95,8 +95,17 @@ def self_train(config, model_dir: str, unlabelled: Sequence[str], train_once, fr
         The best round's summary, with `self_training`: each round's pseudo-label count and validation.
     """
     model_dir = os.path.abspath(model_dir)
+    # Under multi_worker every worker runs this on the same folder; each round's run folder is still the chief's.
+    holding = files.folder_in_use(model_dir, "self-training") if config.strategy != "multi_worker" else None
+    with holding or contextlib.nullcontext():
+        return _self_train_in(config, model_dir, unlabelled, train_once, fresh, save_dir, overwrite, verbose)
+
+
+def _self_train_in(config, model_dir: str, unlabelled: Sequence[str], train_once, fresh: bool,
+                   save_dir: Optional[str], overwrite: bool, verbose: int) -> dict:
+    """`self_train` in its folder, which it holds."""
     if fresh:
-        shutil.rmtree(model_dir, ignore_errors=True)
+        files.clear_folder(model_dir)
     folder = LabelledFolder.open(config.train_dir, config.label_from)
     folder.checked(Vocab.from_config(config))
     if config.val_dir:

@@ -3,7 +3,8 @@
 A run folder (`runs/<name>` by default) holds:
     config.json     the run's configuration (a resumed run must match its task and model fields)
     run.json        the run's id, which the saved model records (so a re-run may replace its own model)
-    backup/         Keras' BackupAndRestore state, written every `checkpoint_every_steps` steps
+    backup/         Keras' BackupAndRestore state, written every `checkpoint_every_steps` steps and at the end
+    .lock           held by the training that uses the folder: a second one is refused, naming the first
     best.keras      the model with the best validation whole-image accuracy so far
     history.csv     one row per validation; TensorBoard logs in logs/; learning_curves.png
 """
@@ -173,8 +174,7 @@ def run_callbacks(run_dir: str, config, chief: bool = True) -> list:
     """
     history = os.path.join(run_dir, "history.csv")
     best_so_far = best_row(history).get(MONITOR)
-    backup = keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), save_freq=config.checkpoint_every_steps,
-                                              double_checkpoint=True, delete_checkpoint=False)
+    backup = keras_compat.BackupAtEnd(os.path.join(run_dir, "backup"), save_freq=config.checkpoint_every_steps)
     if not chief:
         return [backup]
     return [
@@ -279,11 +279,18 @@ def _train_resolved(config, model_dir: str, fresh: bool = False, save_dir: Optio
     workers = distribute.make(config.strategy)  # before any other TensorFlow op, as multi-worker needs
     workers.per_replica_batch(config.batch_size)
     model_dir = os.path.abspath(model_dir)
+    if workers.is_chief and save_dir:  # refused before the run folder is made
+        saving.check_can_save(save_dir, previous_run_id(model_dir, fresh), overwrite)
+    with files.folder_in_use(model_dir) if workers.is_chief else contextlib.nullcontext():
+        return _train_in(config, model_dir, workers, fresh, save_dir, overwrite, verbose)
+
+
+def _train_in(config, model_dir: str, workers, fresh: bool, save_dir: Optional[str], overwrite: bool,
+              verbose: int) -> dict:
+    """`_train_resolved` in its run folder, which the chief holds."""
     work_dir = distribute.worker_dir(model_dir, workers.index)
     run = {"run_id": None}
     if workers.is_chief:
-        if save_dir:
-            saving.check_can_save(save_dir, previous_run_id(model_dir, fresh), overwrite)
         run = open_run(config, model_dir, fresh)
     history = os.path.join(model_dir, "history.csv")
     # The chief's run folder is ready (or cleared by `fresh`): every worker now starts from its state.
