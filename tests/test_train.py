@@ -207,9 +207,11 @@ def test_a_run_reopened_for_more_steps_goes_on_from_where_it_ended_not_its_last_
 def test_a_finished_run_is_not_reopened_by_another_time_cap(tmp_path, smoke_config):
     config = smoke_config.replace(max_steps=30, checkpoint_every_steps=7, eval_every_steps=30)
     run = str(tmp_path / "run")
-    assert train(config, run, verbose=0)["steps_this_run"] == 30  # finished at step 30, its backup at 28
+    assert train(config, run, verbose=0)["steps_this_run"] == 30  # finished at step 30
     again = train(config.replace(max_train_seconds=600), run, verbose=0)
     assert again["steps_this_run"] == 0 and again["steps"] == 30
+    # still marked finished: reopened, a run that had stopped on a plateau before max_steps would train on
+    assert "finished" in json.loads((tmp_path / "run" / "run.json").read_text())
 
 
 def test_a_second_training_in_a_run_folder_in_use_is_refused_naming_the_first(tmp_path, smoke_config, repo_root):

@@ -96,8 +96,8 @@ def self_train(config, model_dir: str, unlabelled: Sequence[str], train_once, fr
     """
     model_dir = os.path.abspath(model_dir)
     # Under multi_worker every worker runs this on the same folder; each round's run folder is still the chief's.
-    holding = files.folder_in_use(model_dir, "self-training") if config.strategy != "multi_worker" else None
-    with holding or contextlib.nullcontext():
+    with (files.folder_in_use(model_dir, "self-training") if config.strategy != "multi_worker"
+          else contextlib.nullcontext()):
         return _self_train_in(config, model_dir, unlabelled, train_once, fresh, save_dir, overwrite, verbose)
 
 
