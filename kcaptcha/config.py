@@ -223,6 +223,9 @@ class Config:
             yield "unlabelled_dir needs train_dir: self-training starts from labelled images."
         if self.unlabelled_dir and not os.path.isdir(self.unlabelled_dir):
             yield f"unlabelled_dir is not a folder: {self.unlabelled_dir!r}"
+        if self.unlabelled_dir and self.self_training_rounds and self.strategy == "multi_worker":
+            yield ("unlabelled_dir is not read under strategy=multi_worker: self-training runs on one machine. "
+                   "Train there without --strategy=multi_worker, or without --unlabelled_dir.")
         if not 0 <= self.self_training_rounds <= 10:
             yield f"self_training_rounds must be between 0 and 10. Received: {self.self_training_rounds}"
         try:

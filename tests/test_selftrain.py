@@ -48,3 +48,19 @@ def test_training_with_unlabelled_images_trains_on_their_pseudo_labels(digits_co
     metadata = json.loads((tmp_path / "model" / "metadata.json").read_text())
     assert metadata["training"]["self_training"]["pseudo_labels"] == record["pseudo_labels"]
     assert (tmp_path / "run" / "val").is_dir() and len(os.listdir(tmp_path / "run" / "val")) == 2
+
+
+def test_self_training_is_refused_or_left_out_under_multi_worker(digits_config, tmp_path, capsys):
+    paths = write_captchas(str(tmp_path / "site"), digits_config, 6, seed=2)
+    rows = [f"{os.path.basename(p)},{os.path.basename(p)[:4]},,{'accepted' if i < 4 else 'unreviewed'}"
+            for i, p in enumerate(paths)]
+    (tmp_path / "site" / "labels.csv").write_text("filename,label,confidence,status\n" + "\n".join(rows) + "\n")
+    one_machine = digits_config.replace(train_dir=str(tmp_path / "site"))
+    assert selftrain.unlabelled_images(one_machine) == sorted(paths[4:])  # the unreviewed rows
+    workers = one_machine.replace(strategy="multi_worker")
+    assert selftrain.unlabelled_images(workers) == []  # every worker would pseudo-label into one folder
+    assert "Not self-training on the 2 unlabelled images" in capsys.readouterr().out
+    workers.validate()
+    with pytest.raises(ValueError, match="unlabelled_dir is not read under strategy=multi_worker"):
+        workers.replace(unlabelled_dir=str(tmp_path / "site")).validate()
+    workers.replace(unlabelled_dir=str(tmp_path / "site"), self_training_rounds=0).validate()

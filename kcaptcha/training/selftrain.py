@@ -13,7 +13,6 @@ itself (the unreviewed rows of a `bin/collect` folder's labels.csv). Each round 
 `<model_dir>/round<k>`, so an interrupted self-training resumes at its round.
 """
 
-import contextlib
 import os
 from typing import List, Optional, Sequence, Tuple
 
@@ -35,6 +34,10 @@ def unlabelled_images(config) -> List[str]:
         found += files.list_images(config.unlabelled_dir)
     if config.train_dir:
         found += LabelledFolder.open(config.train_dir, config.label_from).unlabelled()
+    if found and config.strategy == "multi_worker":  # every worker would pseudo-label into the same folders
+        print(f"Not self-training on the {len(found)} unlabelled images of {config.train_dir}: self-training "
+              "runs on one machine (train without --strategy=multi_worker to use them).", flush=True)
+        return []
     return sorted(set(found))
 
 
@@ -95,9 +98,7 @@ def self_train(config, model_dir: str, unlabelled: Sequence[str], train_once, fr
         The best round's summary, with `self_training`: each round's pseudo-label count and validation.
     """
     model_dir = os.path.abspath(model_dir)
-    # Under multi_worker every worker runs this on the same folder; each round's run folder is still the chief's.
-    with (files.folder_in_use(model_dir, "self-training") if config.strategy != "multi_worker"
-          else contextlib.nullcontext()):
+    with files.folder_in_use(model_dir, "self-training"):  # one machine: multi_worker never gets here
         return _self_train_in(config, model_dir, unlabelled, train_once, fresh, save_dir, overwrite, verbose)
 
 
