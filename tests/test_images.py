@@ -126,6 +126,19 @@ def test_a_gif_of_too_many_frames_is_refused_with_its_count():
         images.to_model_input(buffer.getvalue(), 8, 8, preprocessing=images.Preprocessing(gif_frames="min"))
 
 
+def test_a_gif_whose_frames_together_pass_pils_pixel_limit_is_refused(monkeypatch):
+    frames = [Image.new("L", (8, 8), level) for level in (0, 90, 180)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    combined = images.Preprocessing(gif_frames="min")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3 * 8 * 8)  # each frame alone is far under it
+    assert images.to_model_input(buffer.getvalue(), 8, 8, preprocessing=combined).shape == (8, 8)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3 * 8 * 8 - 1)
+    with pytest.raises(ValueError, match="has 3 frames of 8x8: 192 pixels to combine, over PIL's limit of 191"):
+        images.to_model_input(buffer.getvalue(), 8, 8, preprocessing=combined)
+    assert images.to_model_input(buffer.getvalue(), 8, 8).shape == (8, 8)  # the first frame alone is read
+
+
 @pytest.mark.parametrize("colour, gif_frames", [("red", "first"), ("", "min"), ("", "mean"),
                                                 ("hsv:170-10,50-255,50-255+blue", "min")])
 def test_training_and_reading_give_the_same_array_for_colour_and_gif_files(tmp_path, smoke_config, colour,

@@ -107,6 +107,11 @@ def gray_pixels(image: Image.Image, preprocessing: Optional[Preprocessing] = Non
         if frames > MAX_FRAMES:
             raise ValueError(f"{getattr(image, 'filename', '') or 'the image'} has {frames} frames; "
                              f"--gif_frames={preprocessing.gif_frames} combines at most {MAX_FRAMES}")
+        pixels, limit = frames * image.width * image.height, Image.MAX_IMAGE_PIXELS
+        if limit and pixels > limit:  # PIL's decompression-bomb limit, which it checks one frame at a time
+            raise ValueError(f"{getattr(image, 'filename', '') or 'the image'} has {frames} frames of "
+                             f"{image.width}x{image.height}: {pixels} pixels to combine, over PIL's limit of "
+                             f"{limit} (PIL.Image.MAX_IMAGE_PIXELS)")
         layers = []
         for index in range(frames):
             image.seek(index)
