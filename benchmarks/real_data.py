@@ -17,8 +17,9 @@ Rows (`--rows`), each on every set (`--sets`):
 - `unlabelled@50`, `unlabelled@200`: the 50 or 200 images, and the rest of the training split, unlabelled, as `--unlabelled_dir`
   (each self-training round's model is scored too: `round_accuracy`, round 0 trained on the 50 alone);
   `twinunlabelled@50`, `twinunlabelled@200`: from general's twin, on the sets it never saw;
-- `general@0`: the `general` model, no training; `twin@0`: its twin trained without v2 and mnwato
-  (`--twin_model`), the honest zero-shot figure on those two; `ddddocr@0`: ddddocr
+- `general@0`: the `general` model, no training; `twin@0`: a twin of it trained without some of the sets
+  (`--twin_model`: `general_twin` leaves out v2 and mnwato, `general_twin2` swust19, swust20 and hfut), the
+  honest zero-shot figure on those; `ddddocr@0`: ddddocr
   (`pip install 'kcaptcha[bench]'`).
 Training files are linked as `<lowercased label>_<n>.<ext>`; images that do not decode are left out (counted).
 Readings are compared case-insensitively (the six sites read case-blind). Each training is capped at
@@ -76,7 +77,7 @@ flags.DEFINE_string("data_dir", DEFAULT_DATA, "Where the six sets are.")
 flags.DEFINE_integer("tta", 0, "Read in this many warped copies where unsure (bin/evaluate's --tta); the rows are "
                      "then recorded as <row>+tta<N>, beside the rows read without.", lower_bound=0)
 flags.DEFINE_string("twin_model", "saved_models/general_twin", "The row twin@0's model: general's twin, trained the "
-                    "same way without two of the sets (experiments/general.flags), read on the sets it never saw.")
+                    "same way without some of the sets (experiments/general.flags), read on the sets it never saw.")
 flags.DEFINE_list("sets", list(SETS), f"Which sets: {', '.join(SETS)}.")
 flags.DEFINE_list("rows", list(ROWS), f"Which rows: {', '.join(ROWS)}.")
 flags.DEFINE_string("runs_dir", os.path.join(REPO, "runs", "real_sites"), "Run folders, <set>/<row>.")
