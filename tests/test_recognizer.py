@@ -252,3 +252,26 @@ def test_per_position_heads_mask_each_head_and_keep_their_blank():
 def test_a_character_the_model_cannot_read_is_a_clear_error(charset, message):
     with pytest.raises(ValueError, match=message):
         kcaptcha.load_model("general", charset=charset)
+
+
+def test_many_keras_recognizers_in_one_process_do_not_warn_of_retracing():
+    import logging
+
+    from kcaptcha.export import saving
+    from kcaptcha.reading.recognizer import Recognizer
+
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect()
+    logging.getLogger("tensorflow").addHandler(handler)
+    try:
+        for count in range(6):  # as self-training and the benchmarks make them, one per round or model
+            recognizer = Recognizer(os.path.join(saving.SHIPPED_MODELS_DIR, "digits"), backend="keras", tta=0)
+            recognizer.read(np.zeros((3 + count, recognizer.height, recognizer.width), np.float32))
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert not [m for m in messages if "retracing" in m]

@@ -4,6 +4,7 @@ Runs on onnxruntime when the folder has an export (no TensorFlow needed), else o
 """
 
 import dataclasses
+import functools
 import os
 from typing import List, Optional, Sequence, Union
 
@@ -91,7 +92,9 @@ class Recognizer:
         if tuple(model.input_shape) != expected:
             raise ValueError(f"Damaged model folder {self.model_dir!r}: the model takes {model.input_shape}, "
                              f"but metadata.json says {expected}")
-        function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        # A partial, not a lambda: TensorFlow counts the traces of every tf.function of the same code together,
+        # and warned of "retracing" once a process had made a few Recognizers.
+        function = tf.function(functools.partial(model, training=False), reduce_retracing=True)
         return lambda batch: function(batch).numpy()
 
     @property
